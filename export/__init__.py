@@ -1,0 +1,1 @@
+"""Export zoo networks to deployment runtimes and measure them there."""

@@ -1,0 +1,1 @@
+"""Architecture search: spaces, supernet, latency models, search algorithms, training."""

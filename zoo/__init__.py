@@ -1,0 +1,1 @@
+"""proxyless-zoo: hardware-specialized ProxylessNAS networks."""
