@@ -1,0 +1,137 @@
+"""Accuracy of a network on a dataset, and ``proxyless zoo eval NAME_OR_DIR``.
+
+``accumulate`` sums loss / top-1 / top-5 hits over batches so that distributed training can add the sums of
+its ranks before ``summarize``; ``evaluate`` is the single-process convenience over a Dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.datasets import DATASETS, DatasetError, build_eval_dataset, dataset_info
+
+
+def accumulate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``[loss sum, top-1 hits, top-5 hits, count]`` (float64, on ``device``) of ``model`` in eval mode."""
+    device = torch.device(device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for x, y in batches:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = model(x)
+                logits = logits.float()
+                k = min(5, logits.shape[1])
+                hits = (logits.topk(k, dim=1).indices == y[:, None]).float()
+                sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+                sums[1] += hits[:, 0].sum().double()
+                sums[2] += hits.sum().double()
+                sums[3] += len(y)
+    finally:
+        model.train(was_training)
+    return sums
+
+
+def summarize(sums: torch.Tensor) -> dict[str, float | int]:
+    """``dict(top1, top5, n, loss)`` from ``accumulate``'s sums: accuracies as fractions, mean loss."""
+    loss, top1, top5, n = sums.tolist()
+    if n == 0:
+        raise DatasetError("evaluated on zero images")
+    return {"top1": top1 / n, "top5": top5 / n, "n": int(n), "loss": loss / n}
+
+
+def evaluate(
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu", workers: int = 0
+) -> dict[str, float | int]:
+    """Top-1 / top-5 accuracy (fractions), image count and mean cross-entropy of ``model`` on ``dataset``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    return summarize(accumulate(model, loader, device))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def load_for_eval(name_or_dir: str) -> tuple[nn.Module, Any]:
+    """A registered model with its registered weights, or the model a weights directory describes."""
+    from zoo.registry import build_network, create_model, weights_dir_info
+    from zoo.weights import load_pretrained
+
+    if Path(name_or_dir).is_dir():
+        info = weights_dir_info(name_or_dir)
+        model = build_network(info.arch)
+        load_pretrained(model, name_or_dir)
+        model.info = info
+        return model, info
+    model = create_model(name_or_dir, pretrained=True)
+    return model, model.info
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="top-1 / top-5 accuracy of a model on a dataset's test split",
+        description="Evaluate a zoo model (with its registered weights) or a weights directory. Preprocessing "
+        "(channels, input size, mean/std) follows the model's metadata; the dataset defaults to the one it was "
+        "trained on. The last line (with --json) is JSON; top1/top5 are fractions.",
+    )
+    p.add_argument("model", metavar="NAME_OR_DIR", help="registered model name, or a weights directory")
+    p.add_argument("--dataset", choices=DATASETS, help="default: the model's own dataset")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="default: test (imagenet: val/)")
+    p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
+    p.add_argument("--limit", type=int, help="evaluate a fixed class-balanced subset of N images (for CI)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --limit subset (default 0)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (ImageFolder datasets)")
+    p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise DatasetError(f"--limit must be >= 1, got {args.limit}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DatasetError("--device cuda asked for, but torch sees no CUDA device")
+    model, info = load_for_eval(args.model)
+    name = args.dataset or info.dataset
+    if name not in DATASETS:
+        raise DatasetError(f"{args.model} was trained on {name!r}; pass --dataset (one of {', '.join(DATASETS)})")
+    classes = dataset_info(name)["classes"]
+    if classes is not None and len(classes) != info.num_classes:
+        raise DatasetError(f"{args.model} has {info.num_classes} classes, {name} has {len(classes)}")
+    channels, height, width = info.input_size
+    if height != width or len(info.mean) != channels:
+        raise DatasetError(f"{args.model}: unsupported input {info.input_size} with mean {info.mean}")
+    dataset = build_eval_dataset(
+        name, args.split, args.data_dir, height, info.mean, info.std, limit=args.limit, subset_seed=args.subset_seed
+    )
+    start = time.perf_counter()
+    result = evaluate(model.to(args.device), dataset, args.batch_size, args.device, args.workers)
+    seconds = time.perf_counter() - start
+    print(
+        f"{info.name} on {name} {args.split} ({result['n']} images): top-1 {result['top1'] * 100:.2f}%, "
+        f"top-5 {result['top5'] * 100:.2f}%, loss {result['loss']:.4f} ({seconds:.1f} s)"
+    )
+    if args.json:
+        record = {"model": info.name, "dataset": name, "split": args.split, **result}
+        record |= {"limit": args.limit, "subset_seed": args.subset_seed, "seconds": round(seconds, 3)}
+        print(json.dumps(record))
+    return 0

@@ -1,0 +1,327 @@
+"""The Hub model card (README.md) of a published zoo network, rendered from what is known about it.
+
+Everything in the card comes from the model's ``ModelInfo`` (arch, metadata, metrics incl. ``search`` / ``train``)
+and from export report JSON files (read here as plain JSON: zoo never imports ``export``). Nothing is invented:
+a figure that is not recorded is left out. The YAML front matter is built with ``huggingface_hub.ModelCardData``
+so that ``ModelCard.load(...).data.eval_results`` gives back exactly the accuracy that went in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo.arch import ArchSpec
+from zoo.network import mbconv_macs
+from zoo.registry import ModelInfo
+
+CITATION = """@inproceedings{cai2019proxylessnas,
+  title     = {{ProxylessNAS}: Direct Neural Architecture Search on Target Task and Hardware},
+  author    = {Han Cai and Ligeng Zhu and Song Han},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2019},
+  url       = {https://arxiv.org/abs/1812.00332}
+}"""
+# torch.hub needs a GitHub repo with a hubconf.py exposing ``create_model``.
+TORCH_HUB_REPO = "proxyless-zoo/proxyless-zoo"
+# zoo dataset names -> (Hub dataset id, display name, split the reported accuracy is measured on).
+DATASETS = {
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", "test"),
+    "cifar10": ("uoft-cs/cifar10", "CIFAR-10", "test"),
+    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k", "validation"),
+}
+
+
+class CardError(ValueError):
+    """A report file or model description the card cannot be written from."""
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One measured (or predicted) latency: where, with what, how much, and which file/metadata says so."""
+
+    hardware: str
+    runtime: str
+    batch: int | None
+    latency_ms: float
+    source: str
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """An export benchmark report (``proxyless export`` JSON: ``env``, ``settings``, ``models``, ``results``)."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CardError(f"report {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CardError(f"report {path}: not valid JSON ({e})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("results"), list):
+        raise CardError(f"report {path}: not an export benchmark report (no 'results' list)")
+    for key in ("env", "settings"):
+        if not isinstance(report.get(key), dict):
+            raise CardError(f"report {path}: not an export benchmark report (no {key!r})")
+    return {**report, "_path": str(path)}
+
+
+def report_rows(report: Mapping[str, Any], model: str) -> list[LatencyRow]:
+    """p50 latency per runtime and batch of ``model`` (a report holding one model counts as this model's)."""
+    origin = str(report.get("_path", "report"))
+    results = [r for r in report["results"] if isinstance(r, Mapping)]
+    names = list(dict.fromkeys(str(r.get("model")) for r in results))
+    if model not in names and len(names) != 1:
+        raise CardError(f"report {origin}: no results for {model!r} (it has {', '.join(names) or 'none'})")
+    env, settings = report["env"], report["settings"]
+    gpu = settings.get("device") == "cuda" and env.get("gpu")
+    threads = settings.get("threads")
+    hardware = str(gpu or env.get("cpu") or "unknown CPU") + (f", {threads} thread(s)" if threads and not gpu else "")
+    wanted, rows = model if model in names else names[0], []
+    for r in results:
+        if str(r.get("model")) != wanted or _ms(r.get("p50_ms")) is None:
+            continue
+        runtime = str(r.get("runtime")) + (f" ({r['provider']})" if r.get("provider") else "")
+        rows.append(LatencyRow(hardware, runtime, r.get("batch"), float(r["p50_ms"]), f"{Path(origin).name} (p50)"))
+    return rows
+
+
+def _ms(value: Any) -> float | None:
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+
+
+def metadata_rows(metrics: Mapping[str, Any]) -> list[LatencyRow]:
+    """Latencies recorded in the model's metadata (``metrics.latency_ms``: {"<hardware>_<runtime>...": ms})."""
+    source = str(metrics.get("source", "model metadata"))
+    return [
+        LatencyRow(key, "", None, float(ms), source)
+        for key, ms in dict(metrics.get("latency_ms") or {}).items()
+        if _ms(ms) is not None
+    ]
+
+
+def _unmeasured(reports: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Runtimes a report could not measure on its machine, and why (e.g. TensorRT without a GPU)."""
+    notes = {f"{kind}: {why}" for rep in reports for kind, why in dict(rep.get("unavailable") or {}).items()}
+    return [f"Not measured: {n}." for n in sorted(notes)]
+
+
+def eval_result(info: ModelInfo) -> Any | None:
+    """The ``model-index`` entry for the top-1 accuracy, or None when no accuracy is recorded."""
+    from huggingface_hub import EvalResult
+
+    top1 = info.metrics.get("top1")
+    if not isinstance(top1, int | float):
+        return None
+    hub_id, display, split = DATASETS.get(info.dataset, (info.dataset, info.dataset, "test"))
+    return EvalResult(
+        task_type="image-classification",
+        task_name="Image Classification",
+        dataset_type=hub_id,
+        dataset_name=display,
+        dataset_split=split,
+        metric_type="accuracy",
+        metric_name="Top-1 accuracy",
+        metric_value=float(top1),
+    )
+
+
+def front_matter(info: ModelInfo, license: str, has_onnx: bool) -> str:
+    from huggingface_hub import ModelCardData
+
+    result = eval_result(info)
+    tags = ["image-classification", "proxylessnas", "neural-architecture-search", "proxyless-zoo", "safetensors"]
+    data = ModelCardData(
+        library_name="pytorch",
+        license=license,
+        datasets=[DATASETS[info.dataset][0]] if info.dataset in DATASETS else None,
+        pipeline_tag="image-classification",
+        tags=[*tags, "onnx"] if has_onnx else tags,
+        model_name=info.name,
+        metrics=["accuracy"] if result else None,
+        eval_results=[result] if result else None,
+    )
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+def _fmt_count(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} K"
+
+
+def block_table(spec: ArchSpec) -> str:
+    """Stem, every block, feature mix and classifier, with shapes and MACs (what the paper's figures draw)."""
+    size = -(-spec.input_size // spec.stem_stride)
+    stem_macs = size * size * spec.in_chans * spec.stem_channels * spec.stem_kernel**2
+    rows = [
+        "| # | layer | stride | channels | output | MACs |",
+        "|---|---|---|---|---|---|",
+        f"| stem | conv {spec.stem_kernel}x{spec.stem_kernel} + BN + ReLU6 | {spec.stem_stride} | "
+        f"{spec.in_chans} → {spec.stem_channels} | {size}x{size} | {_fmt_count(stem_macs)} |",
+    ]
+    cin = spec.stem_channels
+    for i, b in enumerate(spec.blocks):
+        if b.zero:
+            rows.append(f"| {i} | zero (layer skipped) | 1 | {cin} → {cin} | {size}x{size} | 0 |")
+            continue
+        macs = mbconv_macs(cin, b.out_channels, b.kernel, b.stride, b.expand, size)
+        size = -(-size // b.stride)
+        op = f"MBConv{b.expand} {b.kernel}x{b.kernel}" + (" + identity" if b.residual else "")
+        rows.append(f"| {i} | {op} | {b.stride} | {cin} → {b.out_channels} | {size}x{size} | {_fmt_count(macs)} |")
+        cin = b.out_channels
+    if spec.feature_mix:
+        macs = size * size * cin * spec.feature_mix
+        mix = f"{cin} → {spec.feature_mix} | {size}x{size} | {_fmt_count(macs)}"
+        rows.append(f"| mix | conv 1x1 + BN + ReLU6 | 1 | {mix} |")
+    head = spec.head_channels
+    rows.append(
+        f"| head | avg pool + linear | – | {head} → {spec.num_classes} | 1x1 | {_fmt_count(head * spec.num_classes)} |"
+    )
+    return "\n".join(rows)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping | list):
+        return f"`{json.dumps(value, sort_keys=True)}`"
+    return str(value)
+
+
+def _provenance(metrics: Mapping[str, Any], key: str, what: str) -> list[str]:
+    record = metrics.get(key)
+    if not record:
+        return [f"**{what}:** not recorded in this model's metadata."]
+    if not isinstance(record, Mapping):
+        return [f"**{what}:** {_value_text(record)}"]
+    return [f"**{what}:**", "", *[f"- {k}: {_value_text(v)}" for k, v in record.items()]]
+
+
+def _latency_table(rows: Sequence[LatencyRow]) -> list[str]:
+    if not rows:
+        return ["No latency has been measured for this model yet (`proxyless export` writes a report)."]
+    lines = ["| hardware / runtime | batch | latency (ms) | source |", "|---|---|---|---|"]
+    for r in rows:
+        where = f"{r.hardware} / {r.runtime}" if r.runtime else r.hardware
+        batch = "" if r.batch is None else str(r.batch)
+        lines.append(f"| {where} | {batch} | {r.latency_ms:.3g} | {r.source} |")
+    return lines
+
+
+def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool) -> list[str]:
+    source = f"hf-hub:{repo_id}" + ("" if revision == "main" else f"@{revision}")
+    rev_arg = "" if revision == "main" else f', revision="{revision}"'
+    c, h, w = info.input_size
+    lines = [
+        "With proxyless-zoo (the arch and metadata come from this repo's `config.json`):",
+        "",
+        "```python",
+        "from huggingface_hub import hf_hub_download",
+        "from zoo.registry import create_model, info_from_config, register_model",
+        "from zoo.weights import read_config",
+        "",
+        f'config = read_config(hf_hub_download("{repo_id}", "config.json"{rev_arg}))',
+        f'register_model(info_from_config("{info.name}", config, None))',
+        f'model = create_model("{info.name}", pretrained="{source}").eval()  # sha256-checked, cached',
+        f"logits = model(images)  # float [N, {c}, {h}, {w}], normalized with the mean/std above",
+        "```",
+        "",
+        f"With torch.hub (`hubconf.py` of {TORCH_HUB_REPO} exposes `create_model`; register the model as above):",
+        "",
+        "```python",
+        "import torch",
+        "",
+        f'model = torch.hub.load("{TORCH_HUB_REPO}", "create_model", "{info.name}", pretrained="{source}")',
+        "```",
+    ]
+    if has_onnx:
+        lines += [
+            "",
+            "With ONNX Runtime (no PyTorch needed):",
+            "",
+            "```python",
+            "import numpy as np, onnxruntime as ort",
+            "from huggingface_hub import hf_hub_download",
+            "",
+            f'session = ort.InferenceSession(hf_hub_download("{repo_id}", "model.onnx"{rev_arg}))',
+            f"x = np.zeros((1, {c}, {h}, {w}), np.float32)  # your normalized image(s)",
+            "logits = session.run(None, {session.get_inputs()[0].name: x})[0]",
+            "```",
+        ]
+    lines += ["", "Offline (`HF_HUB_OFFLINE=1`), the same calls read the local Hugging Face cache."]
+    return lines
+
+
+def render_card(
+    info: ModelInfo,
+    *,
+    repo_id: str,
+    weights_sha256: str,
+    revision: str = "main",
+    reports: Sequence[Mapping[str, Any]] = (),
+    has_onnx: bool = False,
+    license: str = "mit",
+) -> str:
+    """The README.md text: YAML front matter, then description, architecture, results, provenance, usage, citation."""
+    metrics = info.metrics
+    c, h, w = info.input_size
+    _, display, split = DATASETS.get(info.dataset, (info.dataset, info.dataset, "test"))
+    top1 = metrics.get("top1")
+    accuracy = f"{top1 * 100:.2f}% top-1 on the {display} {split} split" if isinstance(top1, int | float) else None
+    latency = [row for rep in reports for row in report_rows(rep, info.name)]
+    latency += metadata_rows(metrics)
+    unmeasured = _unmeasured(reports)
+    if isinstance(info.arch, ArchSpec):
+        arch = [block_table(info.arch)]
+    else:
+        arch = [f"A `{info.arch.to_dict().get('format')}` network; its full spec is in `config.json`."]
+    files = ["`model.safetensors` (weights)", "`config.json` (arch spec + metadata + weights sha256)"]
+    if has_onnx:
+        files.append("`model.onnx` (ONNX export of the same weights)")
+    lines = [
+        f"# {info.name}",
+        "",
+        f"A ProxylessNAS network (MBConv blocks chosen by hardware-aware architecture search) for {display} "
+        f"image classification: {info.num_classes} classes, input {c}x{h}x{w}, published with proxyless-zoo.",
+        "",
+        "## Model details",
+        "",
+        f"- Parameters: {_fmt_count(info.params)} ({info.params:,})",
+        f"- MACs per image: {_fmt_count(info.macs)} ({info.macs:,})",
+        f"- Input: {c}x{h}x{w}, normalize with mean {list(info.mean)}, std {list(info.std)}",
+        f"- Classes: {', '.join(info.categories[:10])}{', ...' if len(info.categories) > 10 else ''}",
+        f"- Accuracy: {accuracy or 'not recorded'}" + (f" ({metrics['source']})" if "source" in metrics else ""),
+        f"- Weights sha256: `{weights_sha256}`",
+        f"- Provenance: {info.source}",
+        f"- Files: {', '.join(files)}",
+        "",
+        "## Architecture",
+        "",
+        *arch,
+        "",
+        "## Latency",
+        "",
+        *_latency_table(latency),
+        *(["", *unmeasured] if unmeasured else []),
+        "",
+        "## How it was searched and trained",
+        "",
+        *_provenance(metrics, "search", "Search"),
+        "",
+        *_provenance(metrics, "train", "Training"),
+        "",
+        "## Usage",
+        "",
+        *_usage(info, repo_id, revision, has_onnx),
+        "",
+        "## Citation",
+        "",
+        "Cai, Zhu, Han. ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware. ICLR 2019; "
+        "[arXiv:1812.00332](https://arxiv.org/abs/1812.00332).",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return front_matter(info, license, has_onnx) + "\n".join(lines)

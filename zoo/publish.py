@@ -1,0 +1,333 @@
+"""``proxyless zoo publish``: put a zoo network on the Hugging Face Hub (or in a folder) with its model card.
+
+The repo folder is staged in a temporary directory (``model.safetensors`` + ``config.json`` via
+``save_pretrained``, ``model.onnx`` if given, ``README.md``) and sent in ONE commit with ``HfApi.create_commit``
+(what ``upload_folder`` does underneath; explicit operations let the same commit delete a ``model.onnx`` left
+from an earlier version). The printed commit id and sha256 pin a registry entry: the exact ``WeightsRef(...)``
+is printed to paste. ``model.onnx`` is the file ``proxyless export`` wrote (``--onnx FILE``), the one its
+latency report measured; zoo does not export ONNX itself. It is checked against the weights with ONNX Runtime
+when that is installed. On any failure the staging folder is removed and nothing partial is left locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.model_card import read_report, render_card
+from zoo.registry import build_network, create_model, weights_dir_info
+from zoo.weights import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained, sha256_file
+
+ONNX_FILE = "model.onnx"
+CARD_FILE = "README.md"
+ONNX_TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale, fp32 ORT vs torch
+
+
+class PublishError(ValueError):
+    """A publish that cannot start or did not finish; the message is one line."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What was published: where, which commit (None for a dry run) and the weights' sha256."""
+
+    name: str
+    repo_id: str
+    revision: str
+    commit: str | None
+    sha256: str
+    files: list[str]
+    folder: str | None = None  # the --dry-run folder
+
+    @property
+    def weights_ref(self) -> str:
+        """The line to paste into a registry entry (``zoo.registry.WeightsRef``)."""
+        return f'WeightsRef(sha256="{self.sha256}", repo_id="{self.repo_id}", revision="{self.commit}")'
+
+
+def load_model(name: str) -> nn.Module:
+    """A registered model with its weights, or the model of a ``save_pretrained`` directory."""
+    if Path(name).is_dir():
+        info = weights_dir_info(name)
+        model = build_network(info.arch)
+        load_pretrained(model, name, sha256=info.weights.sha256)
+        model.info = info
+        return model.eval()
+    return create_model(name, pretrained=True).eval()
+
+
+def check_onnx(model: nn.Module, onnx_path: Path) -> str:
+    """Refuse an ONNX file that does not compute the same logits as ``model``; says what was checked."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return f"{onnx_path}: not checked against the weights (onnxruntime is not installed)"
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
+        raise PublishError(f"--onnx {onnx_path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+    c, h, w = model.info.input_size
+    x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    inp = session.get_inputs()[0]
+    try:
+        got = session.run(None, {inp.name: x.numpy()})[0]
+    except Exception as e:  # shape/dtype mismatches surface as ORT runtime errors
+        raise PublishError(
+            f"--onnx {onnx_path}: does not take a 1x{c}x{h}x{w} input like {model.info.name} "
+            f"(its input {inp.name!r} is {inp.shape})"
+        ) from e
+    if got.shape != expected.shape:
+        raise PublishError(f"--onnx {onnx_path}: outputs {list(got.shape)}, {model.info.name} {list(expected.shape)}")
+    diff = float(abs(got - expected).max())
+    scale = max(1.0, float(abs(expected).max()))
+    if diff > ONNX_TOLERANCE * scale:
+        raise PublishError(
+            f"--onnx {onnx_path}: logits differ from the weights being published by up to {diff:.3g}: "
+            "it is an export of another model or of other weights"
+        )
+    return f"{onnx_path}: matches the weights (max |logit diff| {diff:.2g}, ONNX Runtime)"
+
+
+def stage(
+    model: nn.Module,
+    folder: Path,
+    *,
+    repo_id: str,
+    revision: str,
+    reports: Sequence[str | Path] = (),
+    onnx: str | Path | None = None,
+    license: str = "mit",
+) -> list[str]:
+    """Write the repo folder (weights, config, ONNX, card) into the existing empty ``folder``; returns its files."""
+    from huggingface_hub import ModelCard
+
+    loaded_reports = [read_report(p) for p in reports]
+    if onnx is not None:
+        onnx = Path(onnx)
+        if not onnx.is_file():
+            raise PublishError(f"--onnx {onnx}: no such file")
+        print(check_onnx(model, onnx))
+        shutil.copyfile(onnx, folder / ONNX_FILE)
+    save_pretrained(model, folder, model.info)
+    sha = sha256_file(folder / WEIGHTS_FILE)
+    card = render_card(
+        model.info,
+        repo_id=repo_id,
+        revision=revision,
+        weights_sha256=sha,
+        reports=loaded_reports,
+        has_onnx=onnx is not None,
+        license=license,
+    )
+    ModelCard(card)  # parses the front matter: a card the Hub would reject fails here, before any upload
+    (folder / CARD_FILE).write_text(card)
+    return sorted(p.name for p in folder.iterdir())
+
+
+def write_dry_run(model: nn.Module, out: Path, **stage_args: Any) -> list[str]:
+    """Stage into a temp folder beside ``out``, then rename it to ``out``: a crash never leaves half a folder."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PublishError(f"--dry-run {out}: already exists and is not an empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        files = stage(model, tmp, **stage_args)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return files
+
+
+def _reason(e: BaseException) -> str:
+    """One line from a client exception (huggingface_hub errors are multi-line, with the URL and request id)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = f"{type(e).__name__}: {lines[0] if lines else 'no message'}"
+    cause = e.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip().splitlines()[0] not in text:
+        text += f" ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})"
+    if "xet" in text.lower():
+        text += " — this endpoint does not speak Xet: set HF_HUB_DISABLE_XET=1"
+    return text
+
+
+def _remote_config(api: Any, repo_id: str, revision: str, token: str, cache_dir: Path) -> dict[str, Any] | None:
+    """The ``config.json`` already at ``repo_id@revision``; None when the repo, branch or file does not exist."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        path = hf_hub_download(
+            repo_id, CONFIG_FILE, revision=revision, token=token, cache_dir=cache_dir, endpoint=api.endpoint
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
+        return None
+    except LocalEntryNotFoundError as e:  # the HEAD request failed for network reasons (cache_dir is empty)
+        cause = f" ({_reason(e.__cause__)})" if e.__cause__ else ""
+        raise PublishError(f"cannot reach the Hub at {api.endpoint}{cause}") from e
+    try:
+        config = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _same_model(remote: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """A new version of the same network (retrained weights) may replace the old; another network may not."""
+    arch = remote.get("arch")
+    if not isinstance(arch, dict):
+        return False
+    return {k: v for k, v in arch.items() if k != "name"} == {k: v for k, v in ours.items() if k != "name"}
+
+
+def upload(
+    folder: Path,
+    *,
+    repo_id: str,
+    revision: str,
+    private: bool,
+    token: str,
+    force: bool,
+    arch: dict[str, Any],
+    cache_dir: Path,
+    message: str,
+) -> str:
+    """Create the repo/branch if needed, refuse to clobber another model, commit ``folder``; returns the commit."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    where = f"{api.endpoint}/{repo_id}@{revision}"
+    try:
+        remote = _remote_config(api, repo_id, revision, token, cache_dir)
+        if remote is not None and not force and not _same_model(remote, arch):
+            other = remote.get("arch", {}).get("name") if isinstance(remote.get("arch"), dict) else None
+            what = f"another model ({other!r})" if other else "a config.json that is not this model's"
+            raise PublishError(f"{where} already holds {what}; refusing to overwrite it (pass --force to replace it)")
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the org's default
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        ops: list[Any] = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=p) for p in sorted(folder.iterdir())]
+        if not (folder / ONNX_FILE).exists() and api.file_exists(repo_id, ONNX_FILE, revision=revision):
+            ops.append(CommitOperationDelete(path_in_repo=ONNX_FILE))  # an ONNX of the previous weights
+        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision)
+    except PublishError:
+        raise
+    except Exception as e:  # transport errors differ across huggingface_hub versions (requests/httpx/httpx2)
+        raise PublishError(f"upload to {where} failed: {_reason(e)}") from e
+    return str(info.oid)
+
+
+def publish(
+    name: str,
+    repo_id: str,
+    *,
+    revision: str = "main",
+    private: bool = False,
+    token: str | None = None,
+    reports: Sequence[str | Path] = (),
+    onnx: str | Path | None = None,
+    force: bool = False,
+    dry_run: str | Path | None = None,
+    license: str = "mit",
+) -> PublishResult:
+    """Publish model ``name`` (registered name or weights directory) to ``repo_id``, or to a folder with
+    ``dry_run``. Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO")
+    if re.fullmatch(r"[0-9a-f]{40}", revision) or not revision.strip():
+        raise PublishError(f"--revision {revision!r}: expected a branch name (commits are made on branches)")
+    if dry_run is None:
+        from huggingface_hub import get_token
+
+        token = token or get_token()
+        if not token:
+            raise PublishError("no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token")
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise PublishError("HF_HUB_OFFLINE is set: cannot upload (use --dry-run DIR to write the folder)")
+    model = load_model(name)
+    args = {"repo_id": repo_id, "revision": revision, "reports": reports, "onnx": onnx, "license": license}
+    if dry_run is not None:
+        files = write_dry_run(model, Path(dry_run), **args)
+        sha = sha256_file(Path(dry_run) / WEIGHTS_FILE)
+        return PublishResult(model.info.name, repo_id, revision, None, sha, files, str(dry_run))
+    with tempfile.TemporaryDirectory(prefix="proxyless-publish-") as tmp:
+        folder, cache = Path(tmp, "repo"), Path(tmp, "cache")
+        folder.mkdir()
+        files = stage(model, folder, **args)
+        sha = sha256_file(folder / WEIGHTS_FILE)
+        print(f"staged {', '.join(files)}; uploading to {repo_id}@{revision}")
+        commit = upload(
+            folder,
+            repo_id=repo_id,
+            revision=revision,
+            private=private,
+            token=str(token),
+            force=force,
+            arch=model.info.arch.to_dict(),
+            cache_dir=cache,
+            message=f"Publish {model.info.name} (weights sha256 {sha[:12]})",
+        )
+    return PublishResult(model.info.name, repo_id, revision, commit, sha, files)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = publish(
+        args.name,
+        args.repo_id,
+        revision=args.revision,
+        private=args.private,
+        token=args.token,
+        reports=args.report,
+        onnx=args.onnx,
+        force=args.force,
+        dry_run=args.dry_run,
+        license=args.license,
+    )
+    if result.commit is None:
+        print(f"wrote {result.folder}: {', '.join(result.files)} (dry run: nothing uploaded)")
+    else:
+        print(f"published {result.name} to {result.repo_id}@{result.revision}: commit {result.commit}")
+        print("pin a registry entry to it with:")
+        print(f"    weights={result.weights_ref},")
+    if args.json:
+        print(json.dumps({**asdict(result), "weights_ref": result.weights_ref if result.commit else None}))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "publish",
+        help="upload a model (weights, config, ONNX, model card) to the Hugging Face Hub",
+        description="Upload a zoo network (weights, config, ONNX, model card) to the Hugging Face Hub in one "
+        "commit and print the WeightsRef that pins it; --dry-run DIR writes the folder instead.",
+    )
+    p.add_argument("name", help="registered model name, or a save_pretrained weights directory")
+    p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub")
+    p.add_argument("--revision", default="main", help="branch to commit to (created if missing; default main)")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN, else the one saved by `hf auth login`)")
+    p.add_argument("--report", action="append", default=[], metavar="FILE", help="export report JSON (repeatable)")
+    p.add_argument("--onnx", metavar="FILE", help="model.onnx written by `proxyless export` for these weights")
+    p.add_argument("--license", default="mit", help="license in the model card (default mit)")
+    p.add_argument("--force", action="store_true", help="replace another model already in the repo")
+    p.add_argument("--dry-run", metavar="DIR", help="write the repo folder to DIR instead of uploading")
+    p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    p.set_defaults(func=run)
