@@ -1,0 +1,266 @@
+"""``proxyless zoo publish`` and Hub loading, end to end against a local server speaking the Hub's HTTP API.
+
+Client steps run in subprocesses with HF_ENDPOINT / HF_HOME / HF_TOKEN set, exactly as a user runs them, through
+the unchanged huggingface_hub client (see tests/hub_server.py for what the server implements).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hub_server import HubServer
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from zoo.arch import ArchSpec, BlockSpec
+from zoo.network import ProxylessNet
+from zoo.weights import load_pretrained, save_pretrained, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = "proxyless-test/fmnist-tiny"
+TOP1 = 0.9123
+BLOCKS = ("mb1_k3_s1_c16", "mb3_k3_s2_c24", "zero", "mb6_k5_s2_c40", "mb3_k3_s1_c40_res")
+REPORT = {  # the shape of export's benchmark report (export/report.py)
+    "env": {"cpu": "Test CPU 9000", "cpu_cores": 2, "gpu": None},
+    "settings": {"device": "cpu", "threads": 1, "warmup": 5, "iters": 50, "rounds": 5},
+    "unavailable": {"tensorrt": "no CUDA GPU on this machine"},
+    "models": [{"name": "fmnist_tiny", "input_shape": [1, 1, 28, 28], "weights": "random"}],
+    "results": [
+        {"model": "fmnist_tiny", "runtime": "torch", "provider": "", "batch": 1, "p50_ms": 0.93},
+        {"model": "fmnist_tiny", "runtime": "onnxruntime", "provider": "CPUExecutionProvider", "batch": 1,
+         "p50_ms": 0.41},
+    ],
+}  # fmt: skip
+# A fresh process loads the published weights twice: through a registry entry pinned with the exact line publish
+# printed, and by running the model card's own usage snippet.
+LOADER = r"""
+import json, re, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from zoo.registry import create_model, info_from_config, register_model
+from zoo.weights import WeightsRef, read_config
+
+config_json, ref_line, card, out = sys.argv[1:5]
+weights = eval(ref_line, {"WeightsRef": WeightsRef})
+register_model(info_from_config("tiny_pinned", read_config(config_json), weights))
+x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+pinned = create_model("tiny_pinned", pretrained=True).eval()
+bad_pin = WeightsRef("0" * 64, weights.repo_id, weights.revision)
+register_model(info_from_config("tiny_bad", read_config(config_json), bad_pin))
+try:
+    create_model("tiny_bad", pretrained=True)
+    refused = None
+except ValueError as e:
+    refused = str(e)
+snippet = re.search(r"```python\n(.*?)```", Path(card).read_text(), re.S)[1]
+scope = {"images": x}
+with torch.no_grad():
+    exec(snippet, scope)
+    save_file({"pinned": pinned(x), "card_snippet": scope["logits"]}, out)
+print(json.dumps({"weights": pinned.info.weights.source, "sha256": pinned.info.weights.sha256, "bad": refused}))
+"""
+
+
+def _spec(name: str = "fmnist_tiny") -> ArchSpec:
+    """Fashion-MNIST-shaped (28x28x1, 10 classes, stride-1 stem) but tiny, so each test stays fast."""
+    blocks = tuple(BlockSpec.parse(b) for b in BLOCKS)
+    return ArchSpec(name, blocks, stem_channels=24, stem_stride=1, feature_mix=64, in_chans=1, input_size=28,
+                    num_classes=10)  # fmt: skip
+
+
+def _metadata() -> dict:
+    return {
+        "dataset": "fashion-mnist",
+        "input_size": [1, 28, 28],
+        "mean": [0.286],
+        "std": [0.353],
+        "categories": [f"class{i}" for i in range(10)],
+        "source": "random weights (test)",
+        "metrics": {"top1": TOP1, "search": {"space": "fmnist", "target": "cpu"}},
+    }
+
+
+def _export_onnx(model: torch.nn.Module, path: Path) -> None:
+    """Legacy exporter: sub-second here (the dynamo one takes ~10 s on this machine)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False, input_names=["input"])
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A saved tiny model (weights dir), its ONNX export, an export report and its reference logits."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = ProxylessNet(_spec()).eval()
+    weights = save_pretrained(model, root / "fmnist_tiny", _metadata())
+    _export_onnx(model, root / "model.onnx")
+    (root / "report.json").write_text(json.dumps(REPORT))
+    reloaded = ProxylessNet(_spec())
+    load_pretrained(reloaded, weights)
+    return {"dir": weights, "onnx": root / "model.onnx", "report": root / "report.json", "logits": _logits(reloaded)}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _publish_args(tiny: dict, *extra: str) -> list[str]:
+    return ["-m", "zoo", "publish", str(tiny["dir"]), "--repo-id", REPO, "--json", *extra]
+
+
+def _client_env(hub: HubServer, tmp: Path) -> dict[str, str]:
+    """A user's shell: the server as HF_ENDPOINT, its token, a fresh HF_HOME and its own TMPDIR."""
+    for d in ("home", "tmp"):
+        (tmp / d).mkdir(exist_ok=True)
+    return hub.client_env(dict(os.environ), HF_HOME=str(tmp / "home"), TMPDIR=str(tmp / "tmp"), OMP_NUM_THREADS="1")
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The CLI's one-line error (progress bars and warnings aside)."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def test_publish_then_load_online_then_offline(tiny: dict, tmp_path: Path) -> None:
+    with HubServer() as hub:
+        env = _client_env(hub, tmp_path)
+        args = _publish_args(tiny, "--revision", "v1", "--onnx", str(tiny["onnx"]), "--report", str(tiny["report"]))
+        proc = _run(args, env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        commit, sha = result["commit"], result["sha256"]
+        ref_line = result["weights_ref"]
+        assert f"    weights={ref_line}," in proc.stdout.splitlines()  # the line to paste, printed as such
+        assert sha == sha256_file(tiny["dir"] / "model.safetensors")
+        assert hub.state.repos[REPO].branches["v1"] == commit
+        assert "PUT lfs_upload" in hub.state.requests  # the weights went through the LFS batch API
+        for name in ("model.safetensors", "config.json", "model.onnx", "README.md"):
+            assert hub.state.file(REPO, commit, name) is not None, name
+        assert hub.state.file(REPO, commit, "model.onnx") == tiny["onnx"].read_bytes()
+        card = tmp_path / "README.md"
+        card.write_bytes(hub.state.file(REPO, commit, "README.md"))
+        assert ModelCard.load(card).data.eval_results[0].metric_value == TOP1
+        assert f"- Weights sha256: `{sha}`" in card.read_text()
+
+        out = tmp_path / "logits.safetensors"
+        loader = ["-c", LOADER, str(tiny["dir"] / "config.json"), ref_line, str(card), str(out)]
+        online = _run(loader, env)
+        assert online.returncode == 0, online.stderr[-3000:]
+        loaded = json.loads(online.stdout.splitlines()[-1])
+        assert (loaded["weights"], loaded["sha256"]) == (f"hf-hub:{REPO}@{commit}", sha)
+        assert "sha256 mismatch" in loaded["bad"]  # a pin that does not match the bytes is refused
+        logits = load_file(out)
+        assert sorted(logits) == ["card_snippet", "pinned"]
+        for value in logits.values():
+            torch.testing.assert_close(value, tiny["logits"], rtol=0, atol=0)
+        snapshot = tmp_path / "home" / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / commit
+        assert (snapshot / "model.safetensors").is_file()
+    # Server gone: offline, the same process reads the cache.
+    out.unlink()
+    offline = _run(loader, {**env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    for value in load_file(out).values():
+        torch.testing.assert_close(value, tiny["logits"], rtol=0, atol=0)
+
+
+def test_refuses_a_repo_holding_another_model_unless_forced(tiny: dict, tmp_path: Path) -> None:
+    other = {"arch": _spec("other_net").to_dict() | {"blocks": ["mb6_k7_s2_c24"]}, "metadata": {}, "weights_sha256": ""}
+    with HubServer() as hub:
+        before = hub.state.seed(REPO, {"config.json": json.dumps(other).encode()})
+        env = _client_env(hub, tmp_path)
+        proc = _run(_publish_args(tiny), env)
+        line = _error_line(proc)
+        assert "already holds another model ('other_net')" in line and "--force" in line
+        assert hub.state.repos[REPO].branches["main"] == before
+        assert list((tmp_path / "tmp").iterdir()) == []
+        forced = _run(_publish_args(tiny, "--force"), env)
+        assert forced.returncode == 0, forced.stderr[-3000:]
+        commit = json.loads(forced.stdout.splitlines()[-1])["commit"]
+        assert json.loads(hub.state.file(REPO, commit, "config.json"))["arch"]["name"] == "fmnist_tiny"
+
+
+@pytest.mark.parametrize("fault", ["500", "drop"])
+def test_upload_failure_leaves_nothing_behind(tiny: dict, tmp_path: Path, fault: str) -> None:
+    with HubServer() as hub:
+        hub.faults["commit"] = fault  # weights already uploaded through LFS, then the commit fails
+        env = _client_env(hub, tmp_path)
+        proc = _run(_publish_args(tiny), env)
+        line = _error_line(proc)
+        assert line.startswith(f"error: upload to {hub.url}/{REPO}@main failed: ")
+        assert "PUT lfs_upload" in hub.state.requests and "POST commit" in hub.state.requests
+        repo = hub.state.repos[REPO]
+        assert set(repo.commits[repo.branches["main"]]) == {".gitattributes"}  # nothing committed
+    assert list((tmp_path / "tmp").iterdir()) == []  # the staging folder is gone
+
+
+def test_no_token_is_one_clear_error(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from huggingface_hub import constants
+
+    from zoo.cli import main
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert main(["publish", str(tiny["dir"]), "--repo-id", REPO]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_writes_a_card_that_round_trips(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from zoo.cli import main
+
+    out = tmp_path / "repo"
+    args = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--dry-run", str(out), "--report", str(tiny["report"])]
+    assert main([*args, "--onnx", str(tiny["onnx"])]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no DIR.tmp-* left beside it
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    card = ModelCard.load(out / "README.md")
+    result = card.data.eval_results[0]
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", TOP1, "test")
+    assert card.data.pipeline_tag == "image-classification" and card.data.library_name
+    text = card.text
+    row = "| Test CPU 9000, 1 thread(s) / onnxruntime (CPUExecutionProvider) | 1 | 0.41 | report.json (p50) |"
+    assert row in text and "| Test CPU 9000, 1 thread(s) / torch | 1 | 0.93 |" in text
+    assert "Not measured: tensorrt: no CUDA GPU on this machine." in text
+    assert "| 3 | MBConv6 5x5 | 2 | 24 → 40 | 7x7 |" in text and "| 2 | zero (layer skipped) |" in text
+    assert "- space: fmnist" in text and "arXiv:1812.00332" in text
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights_sha256"] == sha256_file(out / "model.safetensors")
+    capsys.readouterr()
+    assert main([*args]) == 2  # DIR now exists: refused, untouched
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "model.onnx").is_file()
+
+
+def test_onnx_of_other_weights_is_refused(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from zoo.cli import main
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.onnx"
+    _export_onnx(ProxylessNet(_spec()).eval(), other)
+    argv = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--dry-run", str(tmp_path / "repo"), "--onnx", str(other)]
+    assert main(argv) == 2
+    assert "logits differ from the weights" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.onnx"]  # no DIR, no DIR.tmp-*
