@@ -124,7 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         name, args.split, args.data_dir, height, info.mean, info.std, limit=args.limit, subset_seed=args.subset_seed
     )
     start = time.perf_counter()
-    result = evaluate(model.to(args.device), dataset, args.batch_size, args.device, args.workers)
+    model = model.to(args.device, memory_format=torch.channels_last)  # depthwise convs are much faster in NHWC
+    result = evaluate(model, dataset, args.batch_size, args.device, args.workers)
     seconds = time.perf_counter() - start
     print(
         f"{info.name} on {name} {args.split} ({result['n']} images): top-1 {result['top1'] * 100:.2f}%, "

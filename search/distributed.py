@@ -1,0 +1,89 @@
+"""torch.distributed helpers: one code path for a single process and for ``torchrun`` (gloo on CPU, NCCL on CUDA).
+
+Every helper is a no-op (or the identity) when no process group is initialized, so training and search code
+calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def init_distributed(device: str = "cpu") -> torch.device:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1); return this rank's device.
+
+    Without torchrun's variables this is a single process and nothing is initialized.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+    if world > 1 and not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        return torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+    return torch.device(device)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    """Only rank 0 writes files and prints progress."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s object on every rank (e.g. a decision or a sampled architecture)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place (counts, loss sums)."""
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def average_buffers(module: nn.Module) -> None:
+    """Average floating-point buffers (BN running stats) over ranks so every rank holds the same model.
+
+    DDP keeps parameters identical but each rank updates its BN statistics on its own shard.
+    """
+    if not is_dist():
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world_size())
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()

@@ -1,0 +1,564 @@
+"""Train a network from scratch: ``proxyless search train`` and ``train(TrainConfig)``.
+
+Recipe: SGD with Nesterov momentum, linear warm-up then cosine decay (per step), label smoothing, no weight decay
+on BN parameters and biases, optional EMA of the weights, optional bf16/fp16 autocast on CUDA. The defaults are
+the Fashion-MNIST recipe (crop with 2-pixel padding, flip, random erasing; 60 epochs).
+
+Everything needed to continue exactly is checkpointed atomically to ``OUT/checkpoint.pt`` at every epoch end
+(and every ``checkpoint_minutes``, mid-epoch): weights, EMA, optimizer, scheduler, grad scaler, RNG states, the
+loader position and the running epoch sums; ``--resume`` continues from it, giving the same weights on CPU as an
+uninterrupted run. At the end ``OUT/model.safetensors`` + ``config.json`` (``zoo.weights.save_pretrained``;
+the EMA weights when EMA is on) and ``OUT/metrics.json`` are written. Under ``torchrun`` the run is DDP (gloo on
+CPU, NCCL on CUDA); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from search import distributed as dist
+from search.data import Augment, TrainData, build_train_data
+from search.space import get_space
+from zoo.arch import ArchError, ArchSpec
+from zoo.datasets import DATASETS, dataset_info
+from zoo.evaluate import accumulate, summarize
+from zoo.network import count_macs, count_params
+from zoo.registry import build_network, get_model_info, spec_from_dict
+from zoo.weights import save_pretrained
+
+CHECKPOINT = "checkpoint.pt"
+# Changing these between a run and its --resume would silently change the experiment.
+_RESUME_KEYS = (
+    "dataset", "epochs", "batch_size", "lr", "warmup_epochs", "wd", "momentum", "label_smoothing", "ema", "seed",
+    "limit_train", "val_size", "pad", "flip", "erase",
+)  # fmt: skip
+
+
+class TrainError(ValueError):
+    """A training configuration that cannot run, or a checkpoint that does not fit it."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``lr`` is per 256 images (scaled linearly with ``batch_size``); ``ema`` 0 = off."""
+
+    arch: str
+    out: str
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 0.2
+    warmup_epochs: float = 3.0
+    wd: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    ema: float = 0.9995
+    amp: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    workers: int = 4
+    limit_train: int | None = None
+    val_size: int = 0
+    pad: int = 2
+    flip: bool = True
+    erase: float = 0.25
+    channels_last: bool = True
+    eval_every: int = 1
+    checkpoint_minutes: float = 10.0
+    stop_after_steps: int | None = None
+    time_limit_minutes: float | None = None
+    progress: bool = True
+
+
+def resolve_arch(text: str) -> Any:
+    """An arch spec from a JSON file, a registered zoo model name, or ``uniform:SPACE:kKeE`` (e.g. k3e6)."""
+    if text.startswith("uniform:"):
+        parts = text.split(":")
+        if len(parts) != 3 or not parts[2].startswith("k") or "e" not in parts[2]:
+            raise ArchError(f"bad arch {text!r}: expected uniform:SPACE:k<kernel>e<expand>, e.g. uniform:fmnist:k3e6")
+        kernel, expand = parts[2][1:].split("e", 1)
+        try:
+            k, e = int(kernel), int(expand)
+        except ValueError:
+            raise ArchError(f"bad arch {text!r}: kernel and expand must be integers") from None
+        return get_space(parts[1]).uniform(e, k, f"{parts[1]}_k{k}e{e}")
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ArchError(f"arch file {path} not found")
+        try:
+            return spec_from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ArchError(f"{path}: not valid JSON ({e})") from None
+    return get_model_info(text).arch
+
+
+def _param_groups(model: nn.Module, wd: float) -> list[dict[str, Any]]:
+    """Weight decay on conv / linear weights only: BN scales and biases are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class EMA:
+    """Exponential moving average of all floating-point weights and buffers (integer buffers are copied).
+
+    The decay ramps up as ``min(decay, (1 + t) / (10 + t))`` so the average is not dominated by the random init.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+        self._ema = [e for e, _ in pairs if e.is_floating_point()]
+        self._cur = [m for e, m in pairs if e.is_floating_point()]
+        self._other = [(e, m) for e, m in pairs if not e.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_(self._ema, self._cur, 1.0 - d)
+        for e, m in self._other:
+            e.copy_(m)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One run: builds data, network, optimizer; ``run()`` trains to the end (or a stop) and returns metrics."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = c = config
+        self._validate()
+        self.device = dist.init_distributed(c.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = dist.is_main()
+        self.out = Path(c.out)
+        self.spec = resolve_arch(c.arch)
+        info = dataset_info(c.dataset)
+        if self.spec.in_chans != info["channels"]:
+            raise TrainError(f"arch has {self.spec.in_chans} input channels, {c.dataset} has {info['channels']}")
+        if info["classes"] is not None and self.spec.num_classes != len(info["classes"]):
+            raise TrainError(f"arch has {self.spec.num_classes} classes, {c.dataset} has {len(info['classes'])}")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(c.seed)  # same initial weights on every rank
+        self.data: TrainData = build_train_data(
+            c.dataset,
+            c.data_dir,
+            c.batch_size,
+            input_size=self.spec.input_size,
+            device=self.device,
+            augment=Augment(c.pad, c.flip, c.erase),
+            seed=c.seed,
+            val_size=c.val_size,
+            limit_train=c.limit_train,
+            rank=self.rank,
+            world=self.world,
+            workers=c.workers,
+            channels_last=c.channels_last,
+        )
+        if self.spec.num_classes != len(self.data.classes):
+            raise TrainError(f"arch has {self.spec.num_classes} classes, the data has {len(self.data.classes)}")
+        self.model = build_network(self.spec).to(self.device)
+        if c.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        lr = c.lr * c.batch_size / 256
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
+        )
+        self.steps_per_epoch = len(self.data.train)
+        self.total_steps = c.epochs * self.steps_per_epoch
+        warmup = round(c.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps)
+        )
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.amp or "")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, hits, count of this epoch
+        self.train_seconds = 0.0
+
+    def _validate(self) -> None:
+        c = self.config
+        if c.dataset not in DATASETS:
+            raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(DATASETS)}")
+        if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0 or c.eval_every < 1:
+            raise TrainError("epochs, batch size, eval-every must be >= 1 and lr > 0")
+        if not 0 <= c.ema < 1:
+            raise TrainError(f"EMA decay must be in [0, 1) (0 = off), got {c.ema}")
+        if c.amp not in (None, "bf16", "fp16"):
+            raise TrainError(f"--amp must be bf16 or fp16, got {c.amp!r}")
+        if c.amp and not c.device.startswith("cuda"):
+            raise TrainError("--amp needs --device cuda (CPU training runs in float32)")
+        if not 0 <= c.erase <= 1 or c.pad < 0:
+            raise TrainError("--erase must be a probability and --pad >= 0")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": "proxyless-train-checkpoint/1",
+            "config": asdict(self.config),
+            "arch": self.spec.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "ema_updates": self.ema.updates if self.ema else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(self.device),
+            "loader": self.data.train.state_dict(),
+            "step": self.step,
+            "sums": self.sums.cpu(),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.main:
+            _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
+
+    def load_checkpoint(self, path: Path) -> None:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("format") != "proxyless-train-checkpoint/1":
+            raise TrainError(f"{path}: not a proxyless training checkpoint")
+        if ck["arch"] != self.spec.to_dict():
+            raise TrainError(f"{path}: checkpoint is of another architecture ({ck['arch'].get('name')!r})")
+        now = asdict(self.config)
+        changed = [k for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
+        if changed:
+            k = changed[0]
+            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {ck['config'].get(k)!r}")
+        self.model.load_state_dict(ck["model"])
+        if self.ema:
+            self.ema.module.load_state_dict(ck["ema"])
+            self.ema.updates = ck["ema_updates"]
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"], self.device)
+        self.data.train.load_state_dict(ck["loader"])
+        self.step, self.history = ck["step"], ck["history"]
+        self.sums = ck["sums"].to(self.device)
+        self.train_seconds = ck["train_seconds"]
+
+    # ------------------------------------------------------------ logs
+
+    def _write_logs(self, row: dict[str, Any], tb: Any) -> None:
+        if not self.main:
+            return
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        _atomic_text(self.out / "log.csv", buf.getvalue())
+        _atomic_text(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)):
+                tb.add_scalar(k, v, row["epoch"])
+        tb.flush()
+
+    # ------------------------------------------------------------ loop
+
+    def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> dict[str, float | int]:
+        """Accuracy over the whole split: each rank evaluates its shard, the sums are added."""
+        dtype = self.autocast if autocast else None
+        return summarize(dist.all_reduce_sum(accumulate(module, loader, self.device, dtype)))
+
+    def _stop_requested(self, started: float, steps_run: int) -> bool:
+        c = self.config
+        stop = c.stop_after_steps is not None and steps_run >= c.stop_after_steps
+        if c.time_limit_minutes is not None and steps_run % 20 == 0:
+            late = torch.tensor(float(time.monotonic() - started > 60 * c.time_limit_minutes), device=self.device)
+            stop = stop or bool(dist.all_reduce_sum(late).item() > 0)  # every rank stops at the same step
+        return stop
+
+    def _train_epoch(self, epoch: int, started: float, steps_run: int) -> tuple[int, bool]:
+        """Train from the loader's position to the epoch's end; returns (steps run so far, stopped early)."""
+        c, loader = self.config, self.data.train
+        self.net.train()
+        bar = tqdm(
+            total=len(loader),
+            initial=loader.batch,
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            disable=not (self.main and c.progress),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        last_save = time.monotonic()
+        tick = time.monotonic()
+        for x, y in loader:
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                logits = self.net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema:
+                self.ema.update()
+            with torch.no_grad():
+                self.sums[0] += loss.detach().double() * len(y)
+                self.sums[1] += (logits.argmax(1) == y).sum()
+                self.sums[2] += len(y)
+            self.step += 1
+            steps_run += 1
+            bar.update(1)
+            if bar.n % 50 == 0 and self.main and c.progress:
+                bar.set_postfix(loss=f"{self.sums[0].item() / max(1.0, self.sums[2].item()):.3f}")
+            now = time.monotonic()
+            self.train_seconds += now - tick
+            tick = now
+            if self._stop_requested(started, steps_run):
+                bar.close()
+                return steps_run, True
+            if now - last_save > 60 * c.checkpoint_minutes:
+                self.save_checkpoint()
+                last_save = tick = time.monotonic()
+        bar.close()
+        return steps_run, False
+
+    def _end_epoch(self, epoch: int, tb: Any) -> dict[str, Any]:
+        c = self.config
+        dist.average_buffers(self.model)
+        if self.ema:
+            dist.average_buffers(self.ema.module)
+        loss, hits, n = dist.all_reduce_sum(self.sums.clone()).tolist()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss / n,
+            "train_top1": hits / n,
+            "train_seconds": round(self.train_seconds, 2),
+        }
+        self.sums.zero_()
+        if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
+            splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None else {})
+            for split, loader in splits.items():
+                m = self.evaluate(self.model, loader)
+                row |= {f"{split}_top1": m["top1"], f"{split}_top5": m["top5"], f"{split}_loss": m["loss"]}
+                if self.ema:
+                    m = self.evaluate(self.ema.module, loader)
+                    row |= {f"ema_{split}_top1": m["top1"], f"ema_{split}_loss": m["loss"]}
+        self.history.append(row)
+        self._write_logs(row, tb)
+        if self.main:
+            shown = [f"train loss {row['train_loss']:.3f} top-1 {row['train_top1'] * 100:.2f}%"]
+            if "test_top1" in row:
+                shown.append(f"test top-1 {row['test_top1'] * 100:.2f}%")
+            if "ema_test_top1" in row:
+                shown.append(f"EMA {row['ema_test_top1'] * 100:.2f}%")
+            if "val_top1" in row:
+                shown.append(f"val top-1 {row['val_top1'] * 100:.2f}%")
+            tqdm.write(f"epoch {epoch + 1}/{c.epochs}: " + " | ".join(shown) + f" | {self.train_seconds:.0f} s")
+        return row
+
+    def run(self) -> dict[str, Any]:
+        """Train (resuming if asked); returns the final metrics, or ``{"finished": False, ...}`` after a stop.
+
+        The process group stays up (callers run ``search.distributed.cleanup()``), so rank checks still work.
+        """
+        c = self.config
+        ckpt = self.out / CHECKPOINT
+        if c.resume and ckpt.is_file():
+            self.load_checkpoint(ckpt)
+        elif ckpt.is_file() and not c.resume:
+            raise TrainError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        tb = None
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(self.out / "tb"), purge_step=len(self.history) + 1)
+        started, steps_run = time.monotonic(), 0
+        try:
+            while self.data.train.epoch < c.epochs:
+                epoch = self.data.train.epoch
+                steps_run, stopped = self._train_epoch(epoch, started, steps_run)
+                if stopped:
+                    self.save_checkpoint()
+                    return {"finished": False, "epoch": epoch, "step": self.step, "checkpoint": str(ckpt)}
+                self._end_epoch(epoch, tb)
+                self.save_checkpoint()
+            return self._finish()
+        finally:
+            if tb is not None:
+                tb.close()
+
+    def _finish(self) -> dict[str, Any]:
+        """Evaluate the weights that ship (EMA when on) on the full test split in float32; write weights + metrics."""
+        c = self.config
+        final = self.ema.module if self.ema else self.model
+        test = self.evaluate(final, self.data.test, autocast=False)
+        result: dict[str, Any] = {"finished": True, **test}
+        if self.data.val is not None:
+            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False)["top1"]
+        if not self.main:
+            return result
+        name = c.dataset
+        what = f"EMA({c.ema}) weights" if self.ema else "weights"
+        source = (
+            f"trained from scratch with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
+            f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} test split"
+        )
+        metrics = {"top1": test["top1"], "top5": test["top5"], "source": f"{test['n']} {name} test images"}
+        metadata = {
+            "dataset": name,
+            "input_size": [self.spec.in_chans, self.spec.input_size, self.spec.input_size],
+            "mean": list(self.data.mean),
+            "std": list(self.data.std),
+            "categories": list(self.data.classes),
+            "source": source,
+            "metrics": metrics,
+        }
+        save_pretrained(final, self.out, metadata)
+        result |= {
+            "arch": self.spec.name,
+            "params": count_params(self.model),
+            "macs": count_macs(self.spec) if isinstance(self.spec, ArchSpec) else None,
+            "ema": c.ema if self.ema else None,
+            "epochs": c.epochs,
+            "train_seconds": round(self.train_seconds, 1),
+            "seconds_per_epoch": round(self.train_seconds / c.epochs, 2),
+            "world_size": self.world,
+            "device": str(self.device),
+            "out": str(self.out),
+        }
+        _atomic_text(self.out / "metrics.json", json.dumps(result, indent=1) + "\n")
+        return result
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run one training (see the module docstring); returns the final metrics (``top1`` etc., fractions)."""
+    try:
+        return Trainer(config).run()
+    finally:
+        dist.cleanup()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: Any) -> None:
+    d = TrainConfig(arch="", out="")
+    p = subparsers.add_parser(
+        "train",
+        help="train a network from scratch (SGD, cosine, label smoothing, EMA; resumable; DDP under torchrun)",
+        description="Train a network from scratch; the defaults are the Fashion-MNIST recipe. Resumable "
+        "(--resume), DDP under torchrun. The last line is JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--arch", required=True, help="arch JSON file, zoo model name, or uniform:SPACE:kKeE")
+    p.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="training data")
+    p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
+    p.add_argument("--out", required=True, help="run directory: logs, checkpoint, final weights")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the cosine schedule")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak lr per 256 images (scaled by batch/256)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear lr warm-up")
+    p.add_argument("--wd", type=float, default=d.wd, help="weight decay of conv/linear weights")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="Nesterov momentum")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss")
+    p.add_argument("--ema", type=float, nargs="?", const=d.ema, default=d.ema, help="EMA decay; 0 turns EMA off")
+    p.add_argument("--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), help="autocast on CUDA")
+    p.add_argument("--device", default=d.device, help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and augmentation")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
+    p.add_argument("--workers", type=int, default=d.workers, help="loader processes (ImageFolder data only)")
+    p.add_argument("--limit-train", type=int, help="train on a class-balanced subset of N images")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="hold out N training images as a val split")
+    p.add_argument("--pad", type=int, default=d.pad, help="random-crop padding in pixels (0 = no crop)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip, help="random horizontal flips")
+    p.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=d.channels_last,
+        help="NHWC memory format (depthwise convs ~10x faster on CPU; the usual choice for cuDNN)",
+    )
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (and the last)")
+    p.add_argument(
+        "--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="also checkpoint mid-epoch this often"
+    )
+    p.add_argument("--stop-after-steps", type=int, help="stop (checkpointed) after N steps of this invocation")
+    p.add_argument("--time-limit", dest="time_limit_minutes", type=float, help="stop (checkpointed) after N minutes")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress, help="tqdm bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    try:
+        trainer = Trainer(config)
+        result = trainer.run()
+    finally:
+        dist.cleanup()
+    if trainer.main:
+        if result["finished"]:
+            print(f"wrote {config.out}: test top-1 {result['top1'] * 100:.2f}% on {result['n']} images")
+        else:
+            print(f"stopped at step {result['step']}; continue with --resume", file=sys.stderr)
+        print(json.dumps(result))
+    return 0

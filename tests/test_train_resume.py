@@ -1,0 +1,110 @@
+"""Training: a run stopped mid-epoch and resumed ends with the same weights; the result loads and evaluates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.cli import main as search_main
+from search.train import TrainConfig, TrainError, train
+from zoo import create_model
+from zoo.cli import main as zoo_main
+from zoo.datasets import FMNIST_DEFAULT_DIR
+from zoo.evaluate import load_for_eval
+from zoo.weights import read_config
+
+TINY = {
+    "format": "proxyless-arch/1",
+    "name": "tiny",
+    "blocks": ["mb1_k3_s1_c8", "mb3_k3_s2_c16", "mb3_k3_s1_c16_res"],
+    "stem_channels": 8,
+    "stem_stride": 1,
+    "feature_mix": 32,
+    "in_chans": 1,
+    "input_size": 28,
+    "num_classes": 10,
+}
+# 30 steps per epoch on the synthetic set; lr high and warm-up short so 2 epochs learn it
+ARGS = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "32", "--limit-train", "960", "--lr", "1.6"]
+ARGS += ["--warmup-epochs", "0.5", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("arch") / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight(arch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    assert search_main(["train", "--arch", str(arch), "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def _config(arch: Path, out: Path, **kw) -> TrainConfig:
+    base = TrainConfig(arch=str(arch), out=str(out), dataset="synthetic", epochs=2, batch_size=32, limit_train=960)
+    return replace(base, lr=1.6, warmup_epochs=0.5, progress=False, **kw)
+
+
+def _rows(out: Path) -> list[dict]:
+    rows = json.loads((out / "log.json").read_text())["epochs"]
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def test_stop_mid_epoch_and_resume_gives_identical_weights(arch: Path, straight: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    stopped = train(_config(arch, out, stop_after_steps=37))  # 7 steps into the second epoch
+    assert stopped == {"finished": False, "epoch": 1, "step": 37, "checkpoint": str(out / "checkpoint.pt")}
+    assert not (out / "model.safetensors").exists() and len(_rows(out)) == 1
+    with pytest.raises(TrainError, match="pass --resume"):
+        train(_config(arch, out))
+    with pytest.raises(TrainError, match=r"lr=1\.0"):
+        train(replace(_config(arch, out, resume=True), lr=1.0))
+    result = train(_config(arch, out, resume=True))
+    assert result["finished"] and result["n"] == 500
+    assert read_config(out)["weights_sha256"] == read_config(straight)["weights_sha256"]
+    assert _rows(out) == _rows(straight)
+    assert (out / "log.csv").read_text().count("\n") == 3 and any((out / "tb").iterdir())
+
+
+def test_trained_model_learns_and_loads(straight: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = json.loads((straight / "metrics.json").read_text())
+    assert metrics["top1"] > 0.5  # chance is 0.1
+    config = read_config(straight)
+    assert config["metadata"]["metrics"]["top1"] == metrics["top1"]
+    assert config["metadata"]["input_size"] == [1, 28, 28] and len(config["metadata"]["categories"]) == 10
+    model, info = load_for_eval(str(straight))
+    assert info.dataset == "synthetic" and model.spec.name == "tiny"
+    monkeypatch.setenv("PROXYLESS_ZOO_EXTRA", str(straight))  # the registry picks up a run directory by name
+    for pretrained in (True, str(straight)):
+        loaded = create_model("straight", pretrained=pretrained)
+        for k, v in loaded.state_dict().items():
+            assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_eval_cli_json_on_a_limited_subset(straight: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert zoo_main(["eval", str(straight), "--limit", "60", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["n"] == 60 and record["dataset"] == "synthetic" and record["top1"] > 0.5
+    assert set(record) >= {"top1", "top5", "loss", "n", "limit", "subset_seed"}
+    if not Path(FMNIST_DEFAULT_DIR).is_dir():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    assert zoo_main(["eval", str(straight), "--dataset", "fashion-mnist", "--limit", "50", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["n"] == 50 and 0.0 <= record["top1"] <= record["top5"] <= 1.0
+
+
+def test_bad_inputs_give_one_line_errors(arch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert search_main(["train", "--arch", str(arch), "--out", str(tmp_path), "--dataset", "cifar10"]) == 2
+    assert "arch has 1 input channels, cifar10 has 3" in capsys.readouterr().err
+    assert search_main(["train", "--arch", str(arch), "--out", str(tmp_path), "--amp", "bf16"]) == 2
+    assert "--amp needs --device cuda" in capsys.readouterr().err
+    assert search_main(["train", "--arch", "uniform:fmnist:k4", "--out", str(tmp_path)]) == 2
+    assert "uniform:SPACE:k<kernel>e<expand>" in capsys.readouterr().err
+    assert zoo_main(["eval", str(tmp_path / "nothing"), "--limit", "5"]) == 2
