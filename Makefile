@@ -29,5 +29,9 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# On a machine with a GPU and PyTorch installed (no venv needed): latency tables, searches, training, reports.
+gpu-measure:
+	$(PY) scripts/gpu_measure.py --out runs/gpu
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,217 @@
+"""Bounded load run against the demo on loopback: N requests, C at a time, per model; p50/p99 latency, errors.
+
+Each of ``--concurrency`` simulated users has its own session, as a browser tab has, and sends requests one
+after another, as the page does: upload the image (``/gradio_api/upload``), join the queue for ``classify``
+(``/gradio_api/queue/join``) and read the session's event stream until the result comes; latency is measured
+around all three. Requests
+cycle over the Fashion-MNIST example PNGs, and the top label is compared with the example's class
+(``wrong`` counts mismatches; they are not errors, the nets are not perfect).
+
+Without ``--url`` a server (``python -m demo``) is started on a free port and stopped afterwards. The last
+line printed is JSON with every figure.
+
+    python benchmarks/demo_load.py                       # the bundled Fashion-MNIST nets, 200 x 16, ORT
+    python benchmarks/demo_load.py --url http://127.0.0.1:7860 --models fmnist_proxyless_cpu --runtime torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from demo.examples import example_paths, label_of  # noqa: E402
+
+P50_TARGET_MS = 100.0
+INFERENCE_RE = re.compile(r"\*\*([0-9.]+) ms\*\* inference")
+
+
+class LoadError(RuntimeError):
+    """A request that did not come back with a result."""
+
+
+async def fn_index(client: httpx.AsyncClient, url: str, api_name: str = "classify") -> int:
+    """The queue's id of an endpoint, from the app's config."""
+    r = await client.get(f"{url}/config")
+    r.raise_for_status()
+    for dep in r.json()["dependencies"]:
+        if dep.get("api_name") == api_name:
+            return int(dep["id"])
+    raise LoadError(f"the app has no {api_name!r} endpoint")
+
+
+async def one_request(
+    client: httpx.AsyncClient, url: str, session: str, fn: int, path: Path, model: str, runtime: str
+) -> tuple[float, str, float]:
+    """Upload, join the queue, read the session's stream until this event completes.
+
+    Returns (seconds, top label, inference ms as the server measured it)."""
+    t0 = time.perf_counter()
+    r = await client.post(f"{url}/gradio_api/upload", files={"files": (path.name, path.read_bytes(), "image/png")})
+    r.raise_for_status()
+    image = {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+    body = {"data": [image, model, runtime], "fn_index": fn, "session_hash": session, "event_data": None}
+    r = await client.post(f"{url}/gradio_api/queue/join", json=body)
+    r.raise_for_status()
+    event_id = r.json()["event_id"]
+    async with client.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        async for line in stream.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            msg = json.loads(line[6:])
+            if msg.get("event_id") != event_id or msg.get("msg") != "process_completed":
+                continue
+            if not msg.get("success"):
+                raise LoadError(f"server error: {msg.get('output')}")
+            top, timing = msg["output"]["data"][:2]
+            inference = INFERENCE_RE.search(timing)
+            return time.perf_counter() - t0, top["label"], float(inference[1]) if inference else float("nan")
+    raise LoadError("result stream ended without a result")
+
+
+async def run(url: str, model: str, runtime: str, requests: int, concurrency: int) -> dict:
+    """``concurrency`` users, each with its own session (as browser tabs), sharing ``requests`` between them."""
+    paths = example_paths()
+    latencies: list[float] = []
+    inference_ms: list[float] = []
+    errors: list[str] = []
+    wrong = 0
+    todo = iter(range(requests))
+
+    async def user(client: httpx.AsyncClient, fn: int) -> None:
+        nonlocal wrong
+        session = uuid.uuid4().hex
+        for i in todo:
+            path = paths[i % len(paths)]
+            try:
+                seconds, label, server_ms = await one_request(client, url, session, fn, path, model, runtime)
+            except (httpx.HTTPError, LoadError, KeyError, ValueError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                continue
+            latencies.append(seconds)
+            inference_ms.append(server_ms)
+            wrong += label != label_of(path)
+
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        fn = await fn_index(client, url)
+        await one_request(client, url, uuid.uuid4().hex, fn, paths[0], model, runtime)  # warm-up, not counted
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user(client, fn) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    ms = np.asarray(latencies) * 1e3
+    stats = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))} if len(ms) else {}
+    if inference_ms:
+        stats["inference_p50_ms"] = float(np.nanpercentile(inference_ms, 50))
+    return {
+        "model": model,
+        "runtime": runtime,
+        "requests": requests,
+        "concurrency": concurrency,
+        "errors": len(errors),
+        "wrong": wrong,
+        **{k: round(v, 2) for k, v in stats.items()},
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "first_errors": errors[:3],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(models: list[str], log: Path, timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "demo", "--port", str(port), "--models", ",".join(models)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: the demo server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/config", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"error: the demo server was not ready after {timeout_s:.0f} s (log: {log})")
+
+
+def bundled_fmnist_models() -> list[str]:
+    import zoo
+
+    return [n for n in zoo.list_models(pretrained_only=True) if zoo.get_model_info(n).dataset == "fashion-mnist"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="a running demo (default: start one on a free loopback port)")
+    p.add_argument("--models", nargs="+", help="zoo networks to load (default: the bundled Fashion-MNIST nets)")
+    p.add_argument("--runtime", default="onnxruntime", help="runtime kind (default onnxruntime)")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument(
+        "--sequential", type=int, default=50, help="requests sent one at a time first, for the unloaded latency"
+    )
+    args = p.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1 or args.sequential < 0:
+        print("error: --requests and --concurrency must be at least 1, --sequential at least 0", file=sys.stderr)
+        return 2
+    models = args.models or bundled_fmnist_models()
+    if not models:
+        print("error: no bundled Fashion-MNIST nets (zoo/pretrained/); name some with --models", file=sys.stderr)
+        return 2
+    proc, url = None, args.url
+    with tempfile.TemporaryDirectory() as tmp:
+        if url is None:
+            proc, url = start_server(models, Path(tmp) / "server.log")
+        try:
+            runs = []
+            for model in models:
+                for n, c in ((args.sequential, 1), (args.requests, args.concurrency)):
+                    if n < 1:
+                        continue
+                    result = asyncio.run(run(url.rstrip("/"), model, args.runtime, n, c))
+                    print(
+                        f"{model} on {args.runtime}: {n} requests x{c}: p50 {result.get('p50_ms')} ms, "
+                        f"p99 {result.get('p99_ms')} ms (inference p50 {result.get('inference_p50_ms')} ms), "
+                        f"errors {result['errors']}, wrong {result['wrong']}, {result['throughput_rps']} req/s"
+                    )
+                    runs.append(result)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(15)
+    ok = all(r["errors"] == 0 and r.get("p50_ms", float("inf")) < P50_TARGET_MS for r in runs)
+    cores = os.cpu_count()
+    print(
+        json.dumps(
+            {"benchmark": "demo_load", "cpu_cores": cores, "p50_target_ms": P50_TARGET_MS, "all_ok": ok, "runs": runs}
+        )
+    )
+    return 1 if any(r["errors"] for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

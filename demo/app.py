@@ -1,0 +1,285 @@
+"""The Gradio app: upload an image, pick a zoo network and a runtime, see the top-5 classes and the latency.
+
+``Predictor`` owns the models and runtimes (loaded once, shared by every request); ``build_app`` lays out
+the UI around it; ``launch`` serves it offline on loopback with a bounded request queue and upload size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+from torch import nn
+
+from demo.examples import EXAMPLES_DIR, example_paths, label_of
+from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
+from export.files import ExportError
+from export.runtimes import Runtime, available_runtimes, make_runtime
+from zoo import create_model, list_models
+
+RUNTIME_LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+PREFERRED_MODEL = "fmnist_proxyless_cpu"  # the net searched for the hardware the demo usually runs on
+TOP_K = 5
+# Small images (a 28x28 example) shown enlarged with their pixels visible, not blurred.
+CSS = "#image .image-frame img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+SEEN_DISPLAY_SIDE = 112  # the model's 28x28 input, enlarged (nearest) so its pixels are visible
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proxyless-zoo" / "runtimes"
+
+
+@dataclass
+class Result:
+    """One classification: the top-k probabilities, how long inference took, and what was done to the input."""
+
+    top: dict[str, float]
+    inference_ms: float
+    preprocess_ms: float
+    provider: str
+    notes: list[str]
+    seen: Image.Image
+
+
+class Predictor:
+    """Zoo models and their runtimes, created on first use and shared by all requests.
+
+    Each runtime is called under its own lock: the runtime objects promise nothing about concurrent calls
+    (a TensorRT execution context is not thread-safe), and on a few CPU cores parallel calls only compete.
+    """
+
+    def __init__(
+        self,
+        model_names: Sequence[str],
+        runtime_kinds: Sequence[str],
+        cache_dir: Path,
+        onnx_exporter: str = "dynamo",
+        threads: int = 1,
+    ) -> None:
+        if not model_names:
+            raise ValueError("no zoo networks with weights to serve (see `proxyless zoo list`)")
+        if not runtime_kinds:
+            raise ValueError("no runtime available to serve with")
+        self.model_names, self.runtime_kinds, self.cache_dir = list(model_names), list(runtime_kinds), cache_dir
+        self.onnx_exporter, self.threads = onnx_exporter, threads
+        self._models: dict[str, nn.Module] = {}
+        self._runtimes: dict[tuple[str, str], tuple[Runtime, threading.Lock]] = {}
+        self._load_lock = threading.Lock()
+
+    def model(self, name: str) -> nn.Module:
+        if name not in self.model_names:
+            raise InputError(f"unknown model {name!r}; choose one of {', '.join(self.model_names)}")
+        with self._load_lock:
+            if name not in self._models:
+                self._models[name] = create_model(name, pretrained=True).eval()
+            return self._models[name]
+
+    def info(self, name: str) -> Any:
+        return self.model(name).info
+
+    def runtime(self, name: str, kind: str) -> tuple[Runtime, threading.Lock]:
+        """The runtime of a model, exported on first use; exports are cached in ``cache_dir`` across restarts
+        (``make_runtime`` keys its files by a fingerprint of the weights)."""
+        if kind not in self.runtime_kinds:
+            raise InputError(f"runtime {kind!r} is not available here; choose one of {', '.join(self.runtime_kinds)}")
+        model = self.model(name)
+        with self._load_lock:
+            if (name, kind) not in self._runtimes:
+                device = "cuda" if kind == "tensorrt" else "cpu"  # TensorRT runs on the GPU only
+                shape, workdir = model.info.input_size, self.cache_dir / name
+                runtime = make_runtime(
+                    kind, model, shape, workdir, device, self.threads, onnx_exporter=self.onnx_exporter
+                )
+                self._runtimes[name, kind] = (runtime, threading.Lock())
+            return self._runtimes[name, kind]
+
+    def warm(self) -> None:
+        """Build every (model, runtime) pair and run it once, so no user waits for an export."""
+        for name in self.model_names:
+            info = self.info(name)
+            dummy = np.zeros((1, *info.input_size), np.float32)
+            for kind in self.runtime_kinds:
+                run, lock = self.runtime(name, kind)
+                with lock:
+                    run(dummy)
+
+    def classify(self, path: str, name: str, kind: str) -> Result:
+        t0 = time.perf_counter()
+        info = self.info(name)
+        image, notes = load_image(path)
+        prepared = prepare(image, InputSpec.from_info(info), notes)
+        run, lock = self.runtime(name, kind)
+        t1 = time.perf_counter()
+        with lock:
+            t2 = time.perf_counter()
+            logits = np.asarray(run(prepared.array), dtype=np.float64).reshape(-1)
+            t3 = time.perf_counter()
+        if logits.shape[0] != len(info.categories):
+            raise RuntimeError(f"{name} on {kind} returned {logits.shape[0]} logits for {len(info.categories)} classes")
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        top = np.argsort(-probs)[:TOP_K]
+        return Result(
+            {str(info.categories[i]): float(probs[i]) for i in top},
+            (t3 - t2) * 1e3,
+            (t1 - t0) * 1e3,
+            str(getattr(run, "provider", kind)),
+            prepared.notes,
+            prepared.seen,
+        )
+
+
+def _number(n: float, unit: str) -> str:
+    return f"{n / 1e6:.2f} M {unit}" if n >= 1e5 else f"{n / 1e3:.1f} k {unit}"
+
+
+def card_markdown(info: Any) -> str:
+    """The model's card facts: dataset, input, accuracy (``top1`` is a fraction), size, cost, recorded latency."""
+    c, h, w = info.input_size
+    metrics = info.metrics or {}
+    facts = [f"**{info.name}**", f"dataset {info.dataset}", f"input {c}x{h}x{w}"]
+    if metrics.get("top1") is not None:
+        facts.append(f"top-1 accuracy {100 * float(metrics['top1']):.2f} %")
+    facts += [_number(info.params, "params"), _number(info.macs, "MACs")]
+    latency = metrics.get("latency_ms") or {}
+    if isinstance(latency, dict):
+        facts += [f"{where}: {float(ms):.2f} ms" for where, ms in latency.items()]
+    else:
+        facts.append(f"latency {float(latency):.2f} ms")
+    return " · ".join(facts)
+
+
+def runtime_status() -> tuple[list[str], dict[str, str]]:
+    """The demo's runtimes that work here, and the reasons the others do not."""
+    status = available_runtimes()
+    usable = [k for k in RUNTIME_LABELS if k in status and status[k] is None]
+    missing = {k: (status[k] or "") if k in status else "not provided by export.runtimes" for k in RUNTIME_LABELS}
+    return usable, {k: why for k, why in missing.items() if k not in usable}
+
+
+def default_model(names: Sequence[str]) -> str:
+    return PREFERRED_MODEL if PREFERRED_MODEL in names else names[0]
+
+
+def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: int = 2) -> gr.Blocks:
+    """The UI: inputs on the left, top-5 / latency / what the model sees / model card on the right."""
+
+    def classify(image: dict[str, Any] | None, model: str, runtime: str) -> tuple[dict[str, float], str, Image.Image]:
+        # preprocess=False: the raw upload (a file in Gradio's cache) comes here, so that our decoder, with its
+        # guards and clear messages, is the only one to open it.
+        if not image or not image.get("path"):
+            raise gr.Error("No image: upload one, paste one or click an example first.", print_exception=False)
+        label = RUNTIME_LABELS.get(runtime, runtime)
+        try:
+            r = predictor.classify(image["path"], model, runtime)
+        except InputError as e:
+            raise gr.Error(f"Cannot classify this file: {e}.", print_exception=False) from None
+        except ExportError as e:  # a runtime that could not be built for this model
+            raise gr.Error(f"{label} failed for {model}: {e}") from None
+        where = r.provider if r.provider.startswith(label) else f"{label} ({r.provider})"
+        timing = (
+            f"**{r.inference_ms:.2f} ms** inference on {where} · "
+            f"{r.preprocess_ms:.1f} ms decoding and preprocessing\n\nInput: {'; '.join(r.notes)}"
+        )
+        side = SEEN_DISPLAY_SIDE
+        seen = r.seen.resize((side, side * r.seen.height // r.seen.width), Image.Resampling.NEAREST)
+        return r.top, timing, seen
+
+    def card(model: str) -> str:
+        try:
+            return card_markdown(predictor.info(model))
+        except InputError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    names = predictor.model_names
+    with gr.Blocks(title="proxyless-zoo demo", analytics_enabled=False) as app:
+        gr.Markdown(
+            "# proxyless-zoo: hardware-specialized classifiers\n"
+            "Upload a photo (or paste one, or use the webcam) of a piece of clothing, or click a Fashion-MNIST "
+            "example. Fashion-MNIST images are light objects on black, so a photo is converted to grayscale, "
+            "inverted if its border is bright, trimmed to the object, padded to a square and resized to the "
+            "model's input; *What the model sees* shows the result."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(
+                    label="Image",
+                    type="filepath",
+                    sources=["upload", "clipboard", "webcam"],
+                    height=280,
+                    elem_id="image",
+                )
+                model = gr.Dropdown(names, value=default_model(names), label="Model", elem_id="model")
+                choices = [(RUNTIME_LABELS[k], k) for k in predictor.runtime_kinds]
+                runtime = gr.Radio(choices, value=choices[0][1], label="Runtime", elem_id="runtime")
+                if unavailable:
+                    lines = [f"- {RUNTIME_LABELS[k]}: {why}" for k, why in unavailable.items()]
+                    gr.Markdown("Unavailable runtimes:\n" + "\n".join(lines), elem_id="unavailable")
+                button = gr.Button("Classify", variant="primary", elem_id="classify")
+            with gr.Column():
+                top = gr.Label(num_top_classes=TOP_K, label="Top-5 classes", elem_id="top")
+                timing = gr.Markdown(label="Latency and input handling", elem_id="timing")
+                seen = gr.Image(label="What the model sees", format="png", interactive=False, elem_id="seen")
+                facts = gr.Markdown(label="Model card", elem_id="card")
+        paths = example_paths()
+        if paths:
+            gr.Examples(
+                [[str(p)] for p in paths],
+                inputs=[image],
+                example_labels=[label_of(p) for p in paths],
+                examples_per_page=len(paths),
+            )
+        button.click(
+            classify,
+            [image, model, runtime],
+            [top, timing, seen],
+            api_name="classify",
+            preprocess=False,
+            concurrency_limit=concurrency,
+        )
+        model.change(card, model, facts, api_name="card")
+        app.load(card, model, facts, api_visibility="private")
+    return app
+
+
+def launch(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    models: Sequence[str] | None = None,
+    concurrency: int = 2,
+    queue_size: int = 64,
+    warm: bool = True,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    onnx_exporter: str = "dynamo",
+    threads: int = 1,
+) -> None:
+    """Serve the demo until interrupted. ``models`` defaults to every zoo network whose weights are present."""
+    present = list(list_models(pretrained_only=True))
+    names = list(models) if models else present
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ValueError(f"no weights for {', '.join(missing)}; networks with weights: {', '.join(present) or 'none'}")
+    usable, unavailable = runtime_status()
+    predictor = Predictor(names, usable, Path(cache_dir), onnx_exporter, threads)
+    if warm:
+        predictor.warm()
+    app = build_app(predictor, unavailable, concurrency)
+    # Queue positions are pushed once a second, not to every waiting client each time a job starts (O(n^2)).
+    app.queue(status_update_rate=1.0, max_size=queue_size, default_concurrency_limit=concurrency)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=MAX_FILE_BYTES,
+        allowed_paths=[str(EXAMPLES_DIR)],
+        show_error=False,
+        ssr_mode=False,
+        share=False,
+        footer_links=["api"],
+        css=CSS,
+    )

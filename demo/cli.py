@@ -1,0 +1,82 @@
+"""``proxyless demo`` (= ``python -m demo``): serve the Gradio classification demo on loopback, offline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Set before Gradio is imported (it reads them then or when the queue starts). Offline: no usage analytics, no
+# Hub telemetry or downloads. Gradio's queue also rebuilds a pandas table of up to 10,000 past events after
+# every request (for its monitoring page): here at most 1,000, rebuilt every 100 events, so a request stays cheap.
+SERVER_ENV = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "GRADIO_ANALYTICS_MAX_EVENTS": "1000",
+    "GRADIO_ANALYTICS_CACHE_FREQUENCY": "100",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxyless demo", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--models", help="comma-separated zoo networks to offer (default: all with weights present)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests classified at once (default 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads per inference (default 1: requests run side by side; small nets gain nothing from more)",
+    )
+    p.add_argument("--queue-size", type=int, default=64, help="requests allowed to wait (default 64)")
+    p.add_argument("--no-warm", action="store_true", help="build runtimes on first use instead of at start")
+    p.add_argument("--cache-dir", help="where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
+    p.add_argument(
+        "--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter (default dynamo)"
+    )
+    p.add_argument("--write-examples", metavar="DIR", help="write the Fashion-MNIST example PNGs to DIR and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0 < args.port < 65536:
+        print(f"error: --port {args.port} is not a TCP port (1..65535)", file=sys.stderr)
+        return 2
+    if min(args.concurrency, args.queue_size, args.threads) < 1:
+        print("error: --concurrency, --queue-size and --threads must be at least 1", file=sys.stderr)
+        return 2
+    for key, value in SERVER_ENV.items():
+        os.environ.setdefault(key, value)
+    if args.write_examples:
+        from demo.examples import write_examples
+
+        print(f"wrote {len(write_examples(args.write_examples))} examples to {args.write_examples}")
+        return 0
+    from demo.app import DEFAULT_CACHE_DIR, launch  # imports Gradio: after the environment above is set
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    cache_dir = Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE_DIR
+    try:
+        launch(
+            host=args.host,
+            port=args.port,
+            models=models,
+            concurrency=args.concurrency,
+            queue_size=args.queue_size,
+            warm=not args.no_warm,
+            cache_dir=cache_dir,
+            onnx_exporter=args.onnx_exporter,
+            threads=args.threads,
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

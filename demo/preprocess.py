@@ -1,0 +1,217 @@
+"""Turn an uploaded file into the tensor a zoo model expects, refusing what is not a usable still image.
+
+Two steps, so each can be tested alone:
+
+``load_image(path)`` decodes defensively. The header is read first and the pixel count checked *before*
+decoding (decompression-bomb guard: at most ``MAX_PIXELS``); files that are not images, truncated or
+corrupt, or smaller than ``MIN_SIDE`` pixels raise ``InputError`` with one line saying what is wrong.
+Animated images (GIF/APNG/WebP) use their **first frame** (the notes say so). Transparency is flattened
+onto black, the background Fashion-MNIST images have; CMYK/YCbCr/LAB/HSV are converted to RGB;
+16-bit and float images are stretched to 8 bits; EXIF orientation is applied.
+
+``prepare(image, spec)`` follows the model's metadata (channels, size, mean/std):
+
+- An image already in the model's own format (e.g. a 28x28 grayscale Fashion-MNIST test image) is only
+  normalized: the dataset pipeline exactly.
+- For datasets of light objects on a dark background (Fashion-MNIST, MNIST), a photo is converted to
+  grayscale, **inverted when its border is bright** (a sneaker on a white table becomes a light sneaker on
+  black), its background level (the border's median) is taken as black and the contrast stretched, it is
+  trimmed to the object's bounding box, padded to a square with black and resized with an antialiasing
+  (Lanczos) filter: as Fashion-MNIST's own images were made (trimmed, longest side resized to 28, centred).
+- For other (ImageNet-style RGB) models: resize the shorter side to size / 0.875 and center-crop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000  # refuse larger images before decoding them
+MIN_SIDE = 8  # a 1x1 or 3x3 "image" carries nothing to classify
+MAX_FILE_BYTES = 10 * 1024 * 1024  # the server's upload limit (gradio max_file_size) is the same
+DARK_BACKGROUND_DATASETS = frozenset({"fashionmnist", "mnist"})
+CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, center crop
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class InputError(ValueError):
+    """An uploaded file that cannot be classified; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model wants as input: taken from its ModelInfo (input_size (C, H, W), mean, std, dataset)."""
+
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dark_background: bool
+
+    @classmethod
+    def from_info(cls, info: object) -> InputSpec:
+        c, h, w = (int(v) for v in info.input_size)
+        dataset = "".join(ch for ch in str(info.dataset).lower() if ch.isalnum())
+        mean, std = _per_channel(info.mean, c, "mean"), _per_channel(info.std, c, "std")
+        return cls(c, h, w, mean, std, dataset in DARK_BACKGROUND_DATASETS)
+
+
+def _per_channel(values: float | Sequence[float], channels: int, what: str) -> tuple[float, ...]:
+    vals = (float(values),) if isinstance(values, int | float) else tuple(float(v) for v in values)
+    if len(vals) == 1:
+        vals *= channels
+    if len(vals) != channels:
+        raise ValueError(f"model metadata: {what} has {len(vals)} values for {channels} channels")
+    return vals
+
+
+@dataclass
+class Prepared:
+    """The model input (float32 NCHW, batch 1), the image the model sees, and what was done to get there."""
+
+    array: np.ndarray
+    seen: Image.Image
+    notes: list[str] = field(default_factory=list)
+
+
+def load_image(path: str | os.PathLike[str]) -> tuple[Image.Image, list[str]]:
+    """Decode an uploaded file to an 8-bit L or RGB image; ``InputError`` for anything unusable."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise InputError("the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"the file is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            _check_size(w, h)
+            notes = [f"{im.format or 'image'} {w}x{h} {im.mode}"]
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"animated: used the first of {frames} frames")
+                im.seek(0)
+            im.load()
+            image = ImageOps.exif_transpose(im)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own limit (twice MAX_IMAGE_PIXELS), above ours
+        over = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise InputError(
+            f"image is over {over:.0f} megapixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError("not an image (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"the image file is truncated or corrupt ({e})") from None
+    return _to_8bit(image, notes), notes
+
+
+def _check_size(w: int, h: int) -> None:
+    if w * h > MAX_PIXELS:
+        raise InputError(
+            f"image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit is {MAX_PIXELS / 1e6:.0f} megapixels"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise InputError(f"image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+
+
+def _to_8bit(im: Image.Image, notes: list[str]) -> Image.Image:
+    """L or RGB, 8 bits per channel; alpha flattened onto black (the Fashion-MNIST background)."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        notes.append("transparency flattened onto black")
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        notes.append(f"{im.mode} stretched to 8 bits")
+        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    if im.mode in ("L", "RGB"):
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    notes.append(f"{im.mode} converted to RGB")
+    return im.convert("RGB")
+
+
+def prepare(image: Image.Image, spec: InputSpec, notes: list[str] | None = None) -> Prepared:
+    """Model input for ``image`` (an 8-bit L or RGB image from ``load_image``), following ``spec``."""
+    notes = list(notes or [])
+    mode = "L" if spec.channels == 1 else "RGB"
+    if spec.channels not in (1, 3):
+        raise ValueError(f"model metadata: {spec.channels} input channels; the demo handles 1 or 3")
+    if image.mode == mode and image.size == (spec.width, spec.height):
+        notes.append(f"already {spec.width}x{spec.height} {mode}: used as is")
+        seen = image
+    elif spec.dark_background:
+        seen = _dark_background(image.convert(mode), spec, notes)
+    else:
+        seen = _resize_center_crop(image.convert(mode), spec, notes)
+    a = np.asarray(seen, dtype=np.float32) / 255.0
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
+    return Prepared(np.ascontiguousarray(((a - mean) / std)[None]), seen, notes)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outer ring (about 4% of the shorter side, at least 1 px) of an HxW[xC] array."""
+    r = max(1, round(0.04 * min(a.shape[:2])))
+    return np.concatenate([a[:r].reshape(-1), a[-r:].reshape(-1), a[:, :r].reshape(-1), a[:, -r:].reshape(-1)])
+
+
+def _dark_background(im: Image.Image, spec: InputSpec, notes: list[str]) -> Image.Image:
+    """Make a photo look like a Fashion-MNIST image: light object on black, trimmed to it, longest side filling."""
+    a = np.asarray(im, dtype=np.float32)
+    if _border(a).mean() > 127.5:
+        a = 255.0 - a
+        notes.append("inverted (bright border; the model expects light objects on black)")
+    background, top = float(np.median(_border(a))), float(np.percentile(a, 99.5))
+    if top > background + 1.0:
+        a = np.clip((a - background) * (255.0 / (top - background)), 0.0, 255.0)
+        notes.append(f"background level {background:.0f} set to black, contrast stretched")
+    box = _object_box(a if a.ndim == 2 else a.mean(axis=2))
+    if box is not None and box != (0, 0, a.shape[1], a.shape[0]):
+        x0, y0, x1, y1 = box
+        a = a[y0:y1, x0:x1]
+        notes.append(f"trimmed to the object ({x1 - x0}x{y1 - y0})")
+    h, w = a.shape[:2]
+    side = max(w, h)
+    square = np.zeros((side, side, *a.shape[2:]), np.float32)
+    square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = a
+    if w != h:
+        notes.append(f"padded to {side}x{side}")
+    notes.append(f"resized to {spec.width}x{spec.height} (Lanczos, antialiased)")
+    levelled = Image.fromarray(np.round(square).astype(np.uint8), mode=im.mode)
+    return levelled.resize((spec.width, spec.height), Image.Resampling.LANCZOS)
+
+
+def _object_box(lum: np.ndarray, level: float = 0.1 * 255, share: float = 0.01) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) of the bright object: rows/columns where over ``share`` of the pixels
+    exceed ``level`` (so that specks of noise do not count); None when nothing stands out."""
+    mask = lum > level
+    cols = np.flatnonzero(mask.sum(axis=0) > share * mask.shape[0])
+    rows = np.flatnonzero(mask.sum(axis=1) > share * mask.shape[1])
+    if not len(cols) or not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _resize_center_crop(im: Image.Image, spec: InputSpec, notes: list[str]) -> Image.Image:
+    """The ImageNet evaluation transform (as zoo.datasets.imagefolder_eval): shorter side to size / 0.875."""
+    w, h = im.size
+    short = round(max(spec.width, spec.height) / CROP_FRACTION)
+    rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    resized = im.resize((rw, rh), Image.Resampling.BILINEAR)
+    left, top = (rw - spec.width) // 2, (rh - spec.height) // 2
+    notes.append(f"resized to {rw}x{rh}, center-cropped to {spec.width}x{spec.height}")
+    return resized.crop((left, top, left + spec.width, top + spec.height))

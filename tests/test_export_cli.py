@@ -1,0 +1,128 @@
+"""The ``proxyless export`` commands end to end on a tiny arch file: export + parity report, a deliberately
+perturbed artefact caught by ``check``, bad input refused in one line, and a small latency report."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export.cli import main
+from export.tensorrt_export import tensorrt_unavailable
+from zoo.arch import ArchSpec, BlockSpec
+
+TINY = ArchSpec(
+    name="tiny",
+    blocks=tuple(BlockSpec.parse(b) for b in ("mb1_k3_s1_c8", "mb3_k3_s2_c16", "mb3_k5_s1_c16_res", "zero")),
+    stem_channels=8,
+    stem_stride=1,
+    feature_mix=32,
+    in_chans=1,
+    input_size=28,
+    num_classes=10,
+)
+FAST = ["--onnx-exporter", "torchscript", "--pt2-mode", "program", "--parity-images", "64", "--no-progress"]
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One CLI export of every format (int8 included), shared by the tests below: (out dir, rc, stdout)."""
+    root = tmp_path_factory.mktemp("cli")
+    arch = root / "tiny.json"
+    arch.write_text(TINY.to_json())
+    out = root / "out"
+    argv = [str(arch), "--formats", "torchscript,onnx,pt2,tensorrt,int8", "--out", str(out), *FAST]
+    argv += ["--calib-images", "64", "--eval-images", "200"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = main(argv)
+    return out, rc, stdout.getvalue()
+
+
+def test_export_writes_checked_artefacts(exported):
+    out, rc, stdout = exported
+    assert rc == 0
+    summary = last_json(stdout)
+    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx"), ("pt2", ".pt2"), ("int8", ".int8.onnx")):
+        assert (out / f"tiny{suffix}").is_file()
+        assert summary[fmt]["ok"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["weights"].startswith("random")
+    by_format = {a["format"]: a for a in report["artefacts"]}
+    assert by_format["onnx"]["parity"]["max_abs"] <= 1e-4
+    assert by_format["onnx"]["parity"]["top1_agreement"] == 1.0
+    assert by_format["int8"]["parity"]["atol"] is None
+    assert set(by_format["int8"]["accuracy"]) >= {"fp32", "int8", "change"}
+    reason = tensorrt_unavailable()
+    if reason:  # one line, and the rest exported anyway
+        assert stdout.count("tensorrt: skipped") == 1
+        assert report["skipped"]["tensorrt"] == reason
+    assert main(["check", str(out), "--no-progress"]) == 0
+
+
+def test_perturbed_onnx_fails_check(exported, capsys):
+    out, rc, _ = exported
+    assert rc == 0
+    path = out / "tiny.onnx"
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the biggest weight tensor
+    w = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array((w * 1.5).astype(w.dtype), init.name))
+    onnx.save(model, str(path))
+    capsys.readouterr()
+    assert main(["check", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: parity: tiny.onnx differs from eager PyTorch")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nonexistent_model_xyz", "--out", "OUT"], "unknown model"),
+        (["missing.json", "--out", "OUT"], "arch file not found"),
+        (["ARCH", "--formats", "onnx,tflite", "--out", "OUT"], "unknown format(s) tflite"),
+        (["check", "OUT"], "report.json: not found"),
+        (["bench", "ARCH", "--runtimes", "torch,mxnet", "--out", "OUT"], "unknown runtime(s) mxnet"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    arch = tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    argv = [a.replace("ARCH", str(arch)).replace("OUT", str(tmp_path / "o")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_bench_writes_report_chart_and_json_line(tmp_path, capsys):
+    arch = tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    out = tmp_path / "bench"
+    argv = ["bench", str(arch), "--out", str(out), "--no-progress", "--runtimes", "torch,onnxruntime,tensorrt"]
+    argv += ["--batches", "1,3", "--iters", "4", "--rounds", "2", "--warmup", "1", "--onnx-exporter", "torchscript"]
+    assert main(argv) == 0
+    line = last_json(capsys.readouterr().out)
+    assert [(s["batch"], s["best_runtime"]) for s in line["summary"]] == [(1, "onnxruntime"), (3, "onnxruntime")]
+    report = json.loads((out / "report.json").read_text())
+    rows = report["results"]
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(k, b) for k in ("torch", "onnxruntime") for b in (1, 3)}
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
+        assert r["file_bytes"] > 0
+    assert report["env"]["torch"] and report["env"]["cpu"]
+    assert report["settings"]["threads"] == 1
+    if tensorrt_unavailable():
+        assert "tensorrt" in report["unavailable"]
+    assert "| onnxruntime |" in (out / "report.md").read_text()
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(out / "artefacts").is_dir()
