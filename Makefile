@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint tables gpu-measure clean
+.PHONY: demo test lint tables gpu-measure fmnist-zoo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,9 +29,16 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# On a machine with a GPU and PyTorch installed (no venv needed): latency tables, searches, training, reports.
+# On a machine with a GPU and PyTorch installed (no venv needed): GPU latency tables, the Fashion-MNIST
+# searches and trainings, GPU reports, inside about 8 minutes. Run it again to continue an interrupted run.
 gpu-measure:
-	$(PY) scripts/gpu_measure.py --out runs/gpu
+	$(PY) scripts/fmnist_pipeline.py --device cuda --gpu-tables --bench --pack --out runs/gpu
+
+# The same searches and trainings on this CPU (hours; resumable: run it again to continue).
+fmnist-zoo: $(VENV)/.installed-dev
+	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --targets cpu,mobile,cpu_tight,cpu_loose \
+		--search-limit-train 10000 --warmup-epochs 2 --search-epochs 3 --train-epochs 6 --budget 36000 \
+		--report-reserve 0 --search-args "--arch-every 2 --arch-lr 3e-3" --out runs/fmnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache

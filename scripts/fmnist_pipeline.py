@@ -1,0 +1,350 @@
+"""The Fashion-MNIST zoo pipeline: latency tables, searches and trainings in one resumable run.
+
+``make gpu-measure`` runs it on a GPU inside a fixed time budget; ``make fmnist-zoo`` runs it on this CPU.
+1. (``--gpu-tables``) GPU latency tables (torch eager, batch 8, as in the paper) for both spaces, validated.
+2. The Fashion-MNIST searches: one shared supernet warm-up, then a search per target (cpu = this repo's CPU ONNX
+   Runtime table, mobile = the Pixel-1 predictor, gpu = the table measured in step 1, plus a tight and a loose
+   CPU search that show the latency term working), each derived net trained from scratch with one recipe beside
+   the MobileNetV2-style baseline (all k3 e6).
+3. (``--bench``) latency reports (``export bench``) of the trained nets and ``proxyless_mobile``.
+
+Jobs run as parallel processes (on a GPU these nets are far too small to fill it); every training gets a time
+limit that leaves room for the reports and stops checkpointed if it runs out. A stage whose output exists is
+skipped and an interrupted one resumes, so running the same command again continues the work. Everything lands
+in OUT (packed into OUT.tar.gz with ``--pack``). ``--smoke`` runs the pipeline tiny, to test it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from search.space import get_space  # noqa: E402
+
+TARGET_FACTORS = {"cpu": 0.8, "mobile": 0.8, "gpu": 0.8, "cpu_tight": 0.5, "cpu_loose": 1.2}
+LATENCY_MODEL = {"cpu": "cpu", "mobile": "mobile", "gpu": None, "cpu_tight": "cpu", "cpu_loose": "cpu"}
+TRAINED = ("cpu", "mobile", "gpu")  # the searches whose nets are trained and bundled
+
+
+class Pipeline:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out, self.t0 = args, Path(args.out).resolve(), time.monotonic()
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        self.log = (self.out / "pipeline.log").open("a")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.status: dict[str, object] = {"device": args.device, "smoke": args.smoke}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def note(self, msg: str) -> None:
+        line = f"[{self.elapsed():6.1f}s] {msg}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def start(self, name: str, *cmd: str) -> None:
+        self.note(f"start {name}: {' '.join(cmd)}")
+        logf = (self.out / "logs" / f"{name}.log").open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "10"}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, *cmd], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env
+        )
+
+    def wait(self, name: str, deadline: float | None = None) -> bool:
+        proc = self.procs[name]
+        try:
+            timeout = None if deadline is None else max(1.0, deadline - self.elapsed())
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = "killed at deadline"
+        self.status[name] = rc
+        self.note(f"end {name}: {rc}")
+        return rc == 0
+
+    def run(self, name: str, *cmd: str, deadline: float | None = None) -> bool:
+        self.start(name, *cmd)
+        return self.wait(name, deadline)
+
+    def minutes_left(self, reserve: float) -> float:
+        return max(0.5, (self.args.budget - reserve - self.elapsed()) / 60)
+
+    def json_tail(self, name: str) -> dict:
+        lines = (self.out / "logs" / f"{name}.log").read_text().strip().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+
+
+def done(path: Path) -> bool:
+    return (path / ".done").exists()
+
+
+def resume_flag(path: Path) -> list[str]:
+    return ["--resume"] if (path / "checkpoint.pt").exists() else []
+
+
+def train_cmd(p: Pipeline, arch: str, out: Path) -> list[str]:
+    a = p.args
+    cmd = [
+        "-m",
+        "search",
+        "train",
+        "--arch",
+        arch,
+        "--dataset",
+        "fashion-mnist",
+        "--out",
+        str(out),
+        "--epochs",
+        str(a.train_epochs),
+        "--batch-size",
+        str(a.batch_size),
+        "--device",
+        a.device,
+        "--seed",
+        "0",
+        "--no-progress",
+        "--time-limit",
+        f"{p.minutes_left(a.report_reserve):.2f}",
+        *resume_flag(out),
+    ]
+    if a.device == "cuda":
+        cmd += ["--amp", "bf16"]
+    if a.smoke:
+        cmd += ["--limit-train", "2000", "--val-size", "500"]
+    return cmd
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/fmnist")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--budget", type=float, default=450.0, help="seconds for the whole pipeline")
+    ap.add_argument("--report-reserve", type=float, default=70.0, help="seconds kept for the reports")
+    ap.add_argument("--targets", default=",".join(TARGET_FACTORS), help="searches to run (see TARGET_FACTORS)")
+    ap.add_argument("--gpu-tables", action="store_true", help="profile and validate GPU tables (torch, batch 8)")
+    ap.add_argument("--bench", action="store_true", help="latency reports of the trained nets at the end")
+    ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
+    ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
+    ap.add_argument("--warmup-epochs", type=int, default=10)
+    ap.add_argument("--search-epochs", type=int, default=15)
+    ap.add_argument("--train-epochs", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--pack", action="store_true", help="pack OUT into OUT.tar.gz (and $OUT on the device)")
+    ap.add_argument("--smoke", action="store_true", help="tiny settings (a CPU test of the pipeline)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.warmup_epochs, args.search_epochs, args.train_epochs = 1, 1, 1
+    p = Pipeline(args)
+    try:
+        stages(p)
+    except Exception as e:  # one shot on a lent GPU: keep whatever finished, say what broke
+        p.note(f"pipeline error: {e!r}")
+        p.status["error"] = repr(e)
+    finally:
+        for name, proc in p.procs.items():
+            if proc.poll() is None:
+                proc.kill()
+                p.status[name] = "killed at the end"
+        (p.out / "status.json").write_text(json.dumps(p.status, indent=1, default=str))
+        if args.pack:
+            pack(p)
+    return 0
+
+
+def stages(p: Pipeline) -> None:
+    args = p.args
+    tables, search, train, reports = (p.out / d for d in ("tables", "search", "train", "reports"))
+    for d in (tables, search, train, reports):
+        d.mkdir(exist_ok=True)
+    small = ["--limit-train", "2000", "--val-size", "500"] if args.smoke else []
+    if args.search_limit_train and not args.smoke:
+        small = ["--limit-train", str(args.search_limit_train)]
+    gpu_flags = ["--amp", "--channels-last"] if args.device == "cuda" else ["--channels-last"]
+    p.note(f"python {sys.version.split()[0]}; cwd {ROOT}")
+    if shutil.which("nvidia-smi"):
+        subprocess.run(["nvidia-smi", "-L"], stdout=p.log, stderr=subprocess.STDOUT, check=False)
+    wanted = [t for t in args.targets.split(",") if t]
+    unknown = set(wanted) - set(TARGET_FACTORS)
+    if unknown:
+        raise ValueError(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_FACTORS)}")
+
+    # Phase 1, in parallel: baseline training, the shared supernet warm-up, the GPU latency tables.
+    baseline = train / "fmnist_mobilenetv2"
+    if not (baseline / "model.safetensors").exists():
+        p.start("train_mobilenetv2", *train_cmd(p, "uniform:fmnist:k3e6", baseline))
+    warm = search / "warmup"
+    if not done(warm):
+        p.start(
+            "warmup",
+            "-m",
+            "search",
+            "warmup",
+            "--space",
+            "fmnist",
+            "--dataset",
+            "fashion-mnist",
+            "--out",
+            str(warm),
+            "--epochs",
+            str(args.warmup_epochs),
+            "--device",
+            args.device,
+            "--batch-size",
+            str(args.batch_size),
+            "--no-progress",
+            *resume_flag(warm),
+            *gpu_flags,
+            *small,
+        )
+    lut = {sp: tables / f"gpu_torch_{sp}_b8.json" for sp in ("fmnist", "imagenet")}
+    prof = ["--device", args.device, "--runtime", "torch", "--batch", "8", "--no-progress"]
+    if args.smoke:
+        prof += ["--budget-s", "0.02", "--warmup-s", "0.01", "--calib-archs", "2", "--calib-budget-s", "0.05"]
+    if args.gpu_tables:
+        p.run("profile_fmnist", "-m", "search", "profile", "--space", "fmnist", "--out", str(lut["fmnist"]), *prof)
+    if "gpu" in wanted:
+        if not lut["fmnist"].exists():
+            raise ValueError("the gpu target needs --gpu-tables (no GPU table measured in this run)")
+        LATENCY_MODEL["gpu"] = str(lut["fmnist"])
+
+    # Targets: a fixed fraction of the baseline's predicted latency on each hardware (see TARGET_FACTORS).
+    base_arch = p.out / "fmnist_mobilenetv2.arch.json"
+    base_arch.write_text(get_space("fmnist").uniform(6, 3, "fmnist_mobilenetv2").to_json())
+    targets = {}
+    for name in wanted:
+        model = LATENCY_MODEL[name]
+        if p.run(f"latency_base_{name}", "-m", "search", "latency", str(base_arch), "--lut", model, "--json"):
+            base_ms = p.json_tail(f"latency_base_{name}")["total"]
+            targets[name] = {
+                "model": model,
+                "baseline_ms": base_ms,
+                "factor": TARGET_FACTORS[name],
+                "target_ms": round(base_ms * TARGET_FACTORS[name], 4),
+            }
+    p.status["targets"] = targets
+    (p.out / "targets.json").write_text(json.dumps(targets, indent=1))
+
+    # The imagenet GPU table and both validations run while the warm-up finishes.
+    if args.gpu_tables:
+        p.start(
+            "profile_imagenet", "-m", "search", "profile", "--space", "imagenet", "--out", str(lut["imagenet"]), *prof
+        )
+    if "warmup" in p.procs and p.wait("warmup"):
+        (warm / ".done").touch()
+    if not done(warm):
+        raise ValueError("the supernet warm-up did not finish; run again to resume it")
+
+    # Phase 2: the searches from the shared warm-up, in parallel; each trained as soon as it is derived.
+    for name, t in targets.items():
+        if (search / name / "arch.json").exists():
+            continue
+        p.start(
+            f"search_{name}",
+            "-m",
+            "search",
+            "run",
+            "--space",
+            "fmnist",
+            "--dataset",
+            "fashion-mnist",
+            "--target",
+            t["model"],
+            "--target-latency",
+            str(t["target_ms"]),
+            "--loss",
+            "add#linear",
+            "--init-from",
+            str(warm / "checkpoint.pt"),
+            "--epochs",
+            str(args.search_epochs),
+            "--device",
+            args.device,
+            "--batch-size",
+            str(args.batch_size),
+            "--out",
+            str(search / name),
+            "--no-progress",
+            "--no-tensorboard",
+            *resume_flag(search / name),
+            *gpu_flags,
+            *small,
+        )
+    if args.gpu_tables:
+        p.wait("profile_imagenet")
+        for sp, table in lut.items():
+            p.start(
+                f"validate_{sp}",
+                "-m",
+                "search",
+                "validate-lut",
+                "--lut",
+                str(table),
+                "--archs",
+                "20",
+                "--json",
+                "--no-progress",
+                *(["--archs", "3", "--budget-s", "0.05", "--rounds", "1"] if args.smoke else []),
+            )
+    for name in targets:
+        if f"search_{name}" in p.procs:
+            p.wait(f"search_{name}")
+        out = train / f"fmnist_proxyless_{name}"
+        if name in TRAINED and (search / name / "arch.json").exists() and not (out / "model.safetensors").exists():
+            p.start(f"train_{name}", *train_cmd(p, str(search / name / "arch.json"), out))
+    if args.gpu_tables:
+        for sp in lut:
+            p.wait(f"validate_{sp}")
+
+    # Phase 3: trainings end (their --time-limit leaves the report reserve), then the reports.
+    for name in [*(f"train_{n}" for n in TRAINED), "train_mobilenetv2"]:
+        if name in p.procs:
+            p.wait(name, deadline=args.budget - args.report_reserve + 30)
+    if not args.bench:
+        return
+    finished = [str(d) for d in sorted(train.iterdir()) if (d / "model.safetensors").exists()]
+    bench = [
+        "-m",
+        "export",
+        "bench",
+        *finished,
+        "proxyless_mobile",
+        "--random-weights",
+        "--device",
+        args.device,
+        "--runtimes",
+        "torch,torchscript,onnxruntime",
+        "--batches",
+        "1,8,32",
+        "--out",
+        str(reports / "bench"),
+        "--no-progress",
+    ]
+    if args.smoke:
+        bench += ["--iters", "3", "--warmup", "1", "--rounds", "1", "--batches", "1"]
+    p.run("bench", *bench, deadline=args.budget + 60)
+
+
+def pack(p: Pipeline) -> None:
+    p.note("packing")
+    for ckpt in p.out.rglob("checkpoint.pt"):  # supernet checkpoints are large; trainings keep theirs to resume
+        if "search" in ckpt.parts:
+            ckpt.unlink()
+    with tarfile.open(f"{p.out}.tar.gz", "w:gz") as tar:
+        tar.add(p.out, arcname=p.out.name)
+    if os.environ.get("OUT"):
+        shutil.copy(f"{p.out}.tar.gz", Path(os.environ["OUT"]) / "gpu_results.tar.gz")
+    p.note("done")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
