@@ -30,6 +30,7 @@ from zoo.weights import (
     load_pretrained,
     parse_hub_source,
     read_config,
+    resolve_weights,
 )
 
 __all__ = [
@@ -222,7 +223,20 @@ def list_models(pretrained_only: bool = False) -> list[str]:
     return sorted(n for n, info in _all().items() if info.weights is not None or not pretrained_only)
 
 
+def hub_model_info(source: str) -> ModelInfo:
+    """A model published to the Hub, described by its own config.json (``hf-hub:ORG/REPO[@REV]``)."""
+    repo_id, _ = parse_hub_source(source)
+    folder = resolve_weights(source).parent  # downloads config.json and the weights into the HF cache
+    config = read_config(folder)
+    return info_from_config(
+        repo_id.split("/")[-1], config, WeightsRef(config["weights_sha256"], local_path=str(folder))
+    )
+
+
 def get_model_info(name: str) -> ModelInfo:
+    """A registered model, or one on the Hub named ``hf-hub:ORG/REPO[@REV]``."""
+    if name.startswith(HUB_PREFIX):
+        return hub_model_info(name)
     models = _all()
     try:
         return models[name]

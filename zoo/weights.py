@@ -202,8 +202,9 @@ def _hub_download(source: str, filename: str) -> Path:
         raise WeightsError(f"{source}: repository {repo_id!r} not found on the Hub (or it is private)") from None
     except EntryNotFoundError:
         raise WeightsError(f"{source}: the repo has no {filename} (not proxyless-zoo weights)") from None
-    except OSError as e:  # network failures (HTTP errors subclass OSError)
-        raise WeightsError(f"{source}: download of {filename} failed: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # network failures: HTTP errors, httpx transport errors, OSError
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{source}: download of {filename} failed: {detail}") from None
     return Path(path)
 
 
