@@ -37,7 +37,7 @@ gpu-measure:
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).
 fmnist-zoo: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --targets cpu,mobile,cpu_tight,cpu_loose \
-		--search-limit-train 10000 --warmup-epochs 2 --search-epochs 3 --train-epochs 6 --budget 36000 \
+		--search-limit-train 10000 --warmup-epochs 2 --search-epochs 3 --train-epochs 3 --budget 36000 \
 		--report-reserve 0 --search-args "--arch-every 2 --arch-lr 3e-3" --out runs/fmnist
 
 clean:

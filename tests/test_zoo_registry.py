@@ -108,7 +108,8 @@ def test_cli_list_and_info(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert proxyless_main(["zoo", "list", "--json"]) == 0
     out = capsys.readouterr().out
     rows = {r["name"]: r for r in _last_json(out)["models"]}
-    assert set(rows) == BUILTINS | {"tiny_fm"} and rows["proxyless_gpu"]["params"] == 7_119_848
+    bundled = {d.name for d in (ROOT / "zoo" / "pretrained").glob("*") if (d / "config.json").is_file()}
+    assert set(rows) == BUILTINS | bundled | {"tiny_fm"} and rows["proxyless_gpu"]["params"] == 7_119_848
     assert rows["tiny_fm"]["weights"]["source"] == str(tiny_dir.resolve()) and rows["proxyless_gpu"]["weights"] is None
     assert re.search(r"proxyless_cpu\s+imagenet\s+3x224x224\s+4\.36M\s+439\.2M\s+75\.29%\s+none", out)
     assert proxyless_main(["zoo", "info", "proxyless_mobile", "--json"]) == 0

@@ -1,0 +1,78 @@
+"""Bundle a trained Fashion-MNIST run into the zoo: measure it, then write ``zoo/pretrained/NAME``.
+
+    python scripts/bundle_fmnist.py NAME RUN_DIR [--search-run DIR] [--note TEXT]
+
+Measures, with the project's own commands: top-1 on the full 10,000-image test set and on the fixed 2,000-image
+CI subset (``zoo eval``), CPU latency at batch 1 for PyTorch eager and ONNX Runtime (``export bench``, 1 thread),
+and the predicted Pixel-1 and CPU-table latencies (``search latency``). Every figure lands in the bundled
+``config.json`` metadata, so ``zoo info``, the model card and the demo show what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from zoo.evaluate import load_for_eval  # noqa: E402
+from zoo.weights import save_pretrained  # noqa: E402
+
+CI_SUBSET = 2000  # tests/test_zoo_bundled.py evaluates this subset (seed 0) in CI
+
+
+def last_json(*cmd: str) -> dict:
+    """Run a project command and parse the JSON line it ends with."""
+    out = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--search-run", type=Path, help="the search run that produced the arch (its arch.json)")
+    ap.add_argument("--note", default="", help="how it was trained, in words")
+    args = ap.parse_args()
+    model, info = load_for_eval(str(args.run_dir))
+    metrics = dict(info.metrics)
+    full = last_json("-m", "zoo", "eval", str(args.run_dir), "--json")
+    subset = last_json("-m", "zoo", "eval", str(args.run_dir), "--limit", str(CI_SUBSET), "--json")
+    metrics.update(top1=full["top1"], top5=full["top5"], n_test=full["n"], top1_ci_subset=subset["top1"],
+                   ci_subset=CI_SUBSET, params=info.params, macs=info.macs)
+    with tempfile.TemporaryDirectory() as tmp:
+        arch = Path(tmp) / "arch.json"
+        arch.write_text(info.arch.to_json())
+        latency = {
+            "mobile_pixel1_pred": last_json("-m", "search", "latency", str(arch), "--lut", "mobile", "--json"),
+            "cpu_onnxruntime_b1_pred": last_json("-m", "search", "latency", str(arch), "--lut", "cpu", "--json"),
+        }
+        report = Path(tmp) / "bench"
+        last_json("-m", "export", "bench", str(args.run_dir), "--runtimes", "torch,onnxruntime", "--batches", "1",
+                  "--threads", "1", "--onnx-exporter", "torchscript", "--out", str(report), "--no-progress")
+        rows = json.loads((report / "report.json").read_text())["results"]
+    lat = {k: round(v["total"], 4) for k, v in latency.items()}
+    for row in rows:
+        lat[f"cpu_{row['runtime']}_b1"] = round(row["p50_ms"], 4)
+    metrics["latency_ms"] = {**metrics.get("latency_ms", {}), **lat}
+    metrics["latency_note"] = "cpu_*_b1: p50 on this repo's CI-class CPU, 1 thread; *_pred: latency models"
+    if args.search_run:
+        metrics["search"] = json.loads((args.search_run / "arch.json").read_text()).get("extra", {})
+    if args.note:
+        metrics["train_note"] = args.note
+    meta = {"dataset": info.dataset, "input_size": info.input_size, "mean": info.mean, "std": info.std,
+            "categories": info.categories, "source": info.source, "metrics": metrics}
+    out = save_pretrained(model, ROOT / "zoo" / "pretrained" / args.name, meta)
+    print(json.dumps({"name": args.name, "out": str(out), **{k: metrics[k] for k in ("top1", "top1_ci_subset")},
+                      "latency_ms": metrics["latency_ms"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""``proxyless search ...``: each area registers its subcommands with one ``add_parsers(subparsers)`` call.
+
+A subcommand sets ``func(args) -> int``; a ValueError (our errors subclass it) becomes ``error: ...``, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from search.latency.cli import add_parsers as add_latency_parsers
+from search.run import add_parsers as add_search_parsers
+from search.train import add_parser as add_train_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxyless search", description="search spaces, latency tables, architecture search, training"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_latency_parsers(subparsers)
+    add_search_parsers(subparsers)
+    add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,182 @@
+"""Latency subcommands of ``proxyless search``: profile, latency, validate-lut, mobile-table, mobile-loo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from search.latency.lut import STATISTICS, LatencyError, Lut
+from search.latency.mobile import FEATURES, convert_mobile_table, leave_one_out
+from search.latency.predict import MOBILE_TABLE, TARGETS, load_latency_model
+from search.latency.runtimes import CLOCKS, DEVICES, RUNTIMES
+from search.space import SPACES, SearchSpace, get_space
+from zoo.arch import ArchSpec
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile", help="time every candidate op of a search space into a latency table")
+    p.add_argument("--space", choices=sorted(SPACES), required=True)
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="auto",
+        help="auto: thread CPU time on cpu with 1 thread, else wall / CUDA events",
+    )
+    p.add_argument("--out", type=Path, required=True, help="table JSON; entries already there are kept (resume)")
+    p.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="min",
+        help="what lookups and validation use (default min: robust to other processes on a shared machine)",
+    )
+    p.add_argument("--budget-s", type=float, default=2.0, help="timing budget per op after warm-up (default 2)")
+    p.add_argument("--warmup-s", type=float, default=0.3)
+    p.add_argument("--calib-archs", type=int, default=10, help="archs to fit the per-network overhead on (0: none)")
+    p.add_argument("--calib-budget-s", type=float, default=4.0, help="timing budget per calibration arch")
+    p.add_argument("--recalibrate", action="store_true", help="refit the overhead even if the table has one")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_profile)
+
+    p = subparsers.add_parser("latency", help="an arch's predicted latency, layer by layer")
+    p.add_argument("arch", help="arch JSON file or zoo model name")
+    p.add_argument("--lut", required=True, help=f"LUT file or one of {', '.join(TARGETS)}")
+    p.add_argument("--space", choices=sorted(SPACES), help="space of a named target (default: from the arch)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.set_defaults(func=_run_latency)
+
+    p = subparsers.add_parser("validate-lut", help="measure random archs end to end against a table's prediction")
+    p.add_argument("--lut", type=Path, required=True)
+    p.add_argument("--archs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-s", type=float, default=4.0, help="timing budget per arch")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved passes over the archs")
+    p.add_argument("--png", type=Path, help="scatter plot (default: next to the table, .validate.png)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_validate)
+
+    p = subparsers.add_parser("mobile-table", help="convert the authors' Pixel-1 mobile_trim.yaml to our format")
+    p.add_argument("yaml", type=Path)
+    p.add_argument("--out", type=Path, default=MOBILE_TABLE)
+    p.set_defaults(func=_run_mobile_table)
+
+    p = subparsers.add_parser("mobile-loo", help="leave-one-out error of the Pixel-1 predictor on the table")
+    p.add_argument("--table", type=Path, default=MOBILE_TABLE)
+    p.add_argument("--png", type=Path, help="LOO predicted-vs-published scatter plot")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    p.set_defaults(func=_run_mobile_loo)
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from search.latency.profile import profile_ops
+    from search.latency.runtimes import make_runner
+    from search.latency.validate import calibrate
+
+    space, progress = get_space(args.space), not args.no_progress
+    with make_runner(args.runtime, args.device, args.threads, args.batch, args.clock) as runner:
+        before = len(Lut.load(args.out).entries) if args.out.exists() else 0
+        lut = profile_ops(space, runner, args.out, args.budget_s, args.warmup_s, args.statistic, progress)
+        if args.calib_archs > 0 and (lut.header.calibration is None or args.recalibrate):
+            cal = calibrate(lut, space, runner, args.calib_archs, args.calib_budget_s, progress=progress)
+            lut = lut.with_header(calibration=cal)
+            lut.save(args.out)
+    overhead = (lut.header.calibration or {}).get("overhead_ms")
+    summary = {"out": str(args.out), "entries": len(lut.entries), "new": len(lut.entries) - before}
+    print(json.dumps({**summary, "device": lut.header.device, "overhead_ms": overhead}))
+    return 0
+
+
+def _load_arch(text: str) -> ArchSpec:
+    path = Path(text)
+    if path.is_file():
+        return ArchSpec.from_json(path.read_text())
+    from zoo.registry import get_model_info
+
+    arch = get_model_info(text).arch
+    if not isinstance(arch, ArchSpec):
+        raise LatencyError(f"{text} is not an MBConv network; latency tables price MBConv archs only")
+    return arch
+
+
+def _space_for(args: argparse.Namespace, arch: ArchSpec) -> SearchSpace:
+    if args.space:
+        return get_space(args.space)
+    if args.lut not in TARGETS:
+        return get_space(Lut.load(args.lut).header.space)
+    for space in SPACES.values():
+        if (space.in_chans, space.input_size) == (arch.in_chans, arch.input_size):
+            return space
+    raise LatencyError(f"no search space takes {arch.name}'s {arch.in_chans}x{arch.input_size}px input; give --space")
+
+
+def _run_latency(args: argparse.Namespace) -> int:
+    arch = _load_arch(args.arch)
+    model = load_latency_model(args.lut, _space_for(args, arch))
+    b = model.predict_arch(arch)
+    unit = b.unit
+    print(f"{arch.name} on {b.model}")
+    for i, (name, value) in enumerate(b.layers):
+        print(f"  block {i:>2}  {name:<22} {value:9.3f} {unit}")
+    for name, value in b.fixed:
+        print(f"  {name:<31} {value:9.3f} {unit}")
+    print(f"  {'total':<31} {b.total_ms:9.3f} {unit}")
+    if b.predicted_ops:
+        print(f"  ({b.predicted_ops} ops not in the table, priced by the fitted predictor)")
+    if args.json:
+        out: dict[str, Any] = {"arch": arch.name, "model": b.model, "unit": unit, "total": round(b.total_ms, 4)}
+        out["predicted_ops"] = b.predicted_ops
+        print(json.dumps(out))
+    return 0
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from search.latency.validate import validate
+
+    png = args.png or args.lut.with_suffix(".validate.png")
+    result = validate(args.lut, args.archs, args.seed, args.budget_s, args.rounds, png, not args.no_progress)
+    print(
+        f"{result['n']} archs of {result['space']} on {result['device']} ({result['runtime']}): "
+        f"MAPE {result['mape']:.2%} (uncalibrated {result['mape_uncalibrated']:.2%}), "
+        f"Spearman {result['spearman']:.3f}, RMSE {result['rmse_ms']:.3f} ms; {result['prediction']}; plot {png}"
+    )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _run_mobile_table(args: argparse.Namespace) -> int:
+    lut = convert_mobile_table(args.yaml)
+    lut.save(args.out)
+    print(f"wrote {args.out}: {sum(e.count > 0 for e in lut.entries.values())} published entries + zero ops")
+    return 0
+
+
+def _run_mobile_loo(args: argparse.Namespace) -> int:
+    from search.latency.plots import scatter
+    from search.latency.predict import MobileModel
+
+    lut = Lut.load(args.table)
+    report = leave_one_out(lut)
+    model = MobileModel(lut)
+    summary: dict[str, Any] = report.summary()
+    summary["coef_ms_per_unit"] = {f: round(c, 5) for f, c in zip(FEATURES, model.predictor.coef, strict=True)}
+    summary["proxyless_mobile_ms"] = round(model.predict_arch(_load_arch("proxyless_mobile")).total_ms, 2)
+    if args.png:
+        title = f"Pixel 1 per-op predictor, leave-one-out over {summary['n']} entries: MAPE {summary['loo_mape']:.1%}"
+        scatter(
+            args.png, report.measured, {"LOO prediction": report.predicted}, title, "published (ms)", "predicted (ms)"
+        )
+    print(
+        f"Pixel-1 predictor, leave-one-out over {summary['n']} published entries: MAPE {summary['loo_mape']:.2%} "
+        f"(median {summary['loo_median_ape']:.2%}, max {summary['loo_max_ape']:.2%}); "
+        f"proxyless_mobile predicted {summary['proxyless_mobile_ms']} ms (paper: 78 ms)"
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,620 @@
+"""``proxyless search warmup`` / ``proxyless search run``: the ProxylessNAS schedule, end to end.
+
+1. Warm-up: weights train on paths sampled uniformly (zero op included); alpha is not touched.
+2. Search: every batch is a weight step on one path sampled from softmax(alpha); every ``arch_every`` batches an
+   alpha step on a batch of the held-out, class-balanced validation split (ProxylessNAS-G gates or REINFORCE).
+3. Derivation: argmax per layer (zero = skip the layer), written as an ArchSpec with its predicted latency.
+
+Reproducibility: the paths of step s come from a generator seeded by (seed, s), the data position is the loader's
+(epoch, batch), so a run resumed from its checkpoint replays exactly what an uninterrupted run does. Under
+``torchrun`` every rank samples the same paths; weight gradients of the sampled path and alpha gradients are
+averaged over ranks by hand (one all-reduce each), so weights and alpha stay identical; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from search import distributed as D
+from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
+from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
+from search.latency import LatencyModel, load_latency_model
+from search.objective import LOSSES, LatencyObjective
+from search.reinforce import Reinforce
+from search.search_log import SearchLog, atomic_write, op_label
+from search.space import get_space
+from search.supernet import Supernet
+
+CKPT_FORMAT = "proxyless-search-ckpt/1"
+ALGOS = ("grad", "rl")
+SPLIT_SEED = 0  # the validation split is the same for every run, whatever its seed
+# Settings that may change between an interrupted run and its --resume.
+_RESUMABLE = {"out", "resume", "device", "tensorboard", "ckpt_every", "progress", "data_dir"}
+
+
+class SearchError(ValueError):
+    """A search configuration or checkpoint that cannot be run."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything a run depends on (stored in its checkpoint). Defaults follow the authors' search script."""
+
+    out: str
+    space: str = "fmnist"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    target: str | None = "cpu"
+    lut: str | None = None
+    target_latency: float | None = None
+    algo: str | None = "grad"
+    grad_mode: str = "full_v2"
+    loss: str = "mul#log"
+    reg_scale: float = 0.2
+    reg_beta: float = 0.3
+    reg_lambda: float = 0.1
+    rl_samples: int = 10
+    rl_tradeoff: float = 0.1
+    rl_baseline_decay: float = 0.9
+    epochs: int = 10
+    warmup_epochs: int = 5
+    batch_size: int = 256
+    val_batch_size: int = 256
+    val_size: int = 5000
+    limit_train: int | None = None
+    lr: float = 0.025
+    warmup_lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    arch_lr: float = 1e-3
+    arch_every: int = 5
+    alpha_init_std: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = False
+    ckpt_every: int = 0
+    init_from: str | None = None
+    tensorboard: bool = True
+    progress: bool = True
+    resume: bool = False
+
+    def validate(self) -> None:
+        get_space(self.space)
+        if self.algo is not None:
+            if self.algo not in ALGOS:
+                raise SearchError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
+            if self.grad_mode not in GRAD_MODES:
+                raise SearchError(f"unknown --grad-mode {self.grad_mode!r}; expected one of {', '.join(GRAD_MODES)}")
+            if self.loss not in LOSSES:
+                raise SearchError(f"unknown --loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+            if self.target_latency is None or not self.target_latency > 0:
+                raise SearchError("--target-latency must be given and > 0 (in the latency model's unit)")
+            if self.epochs < 1:
+                raise SearchError(f"--epochs must be >= 1 for a search, got {self.epochs}")
+        for name in ("batch_size", "val_batch_size", "arch_every", "val_size"):
+            if getattr(self, name) < 1:
+                raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.epochs < 0:
+            raise SearchError("--epochs / --warmup-epochs must be >= 0")
+        if self.algo is not None and self.val_batch_size > self.val_size:
+            raise SearchError(f"--val-batch-size {self.val_batch_size} is larger than --val-size {self.val_size}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.warmup_epochs + (self.epochs if self.algo else 0)
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (run seed, step, stream): distinct tuples, distinct seeds."""
+    s = 0x9E3779B97F4A7C15
+    for p in parts:
+        s = (s * 1_000_003 + p + 1) % (2**63 - 1)
+    return s
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """The CPU generator of one step's sampling: the same on every rank and after a resume."""
+    return torch.Generator().manual_seed(mix_seed(seed, step, stream))
+
+
+@contextmanager
+def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Weights out of autograd during an alpha step: no weight gradients, and convs keep no inputs for them."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def allreduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average tensors over ranks in one all-reduce (every rank passes the same list: same sampled path)."""
+    if D.world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat.div_(D.world_size())
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def _cosine(lr: float, t: int, total: int) -> float:
+    return 0.5 * lr * (1 + math.cos(math.pi * t / max(total, 1)))
+
+
+class Search:
+    """One run (warm-up only when ``cfg.algo`` is None): build, resume or start, train, derive."""
+
+    def __init__(self, cfg: SearchConfig, latency: LatencyModel | None = None) -> None:
+        cfg.validate()
+        self.cfg, self.out = cfg, Path(cfg.out)
+        self.device = D.init_distributed(cfg.device)
+        self.main = D.is_main()
+        self.space = get_space(cfg.space)
+        self.latency = latency
+        if self.latency is None and cfg.algo is not None:
+            self.latency = load_latency_model(cfg.lut or cfg.target, self.space)
+        torch.manual_seed(cfg.seed)
+        self.net = Supernet(self.space)
+        self.net.init_alpha(cfg.alpha_init_std, torch.Generator().manual_seed(mix_seed(cfg.seed, 1)))
+        self.net.to(self.device)
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.weights = list(self.net.weight_parameters())
+        self.wopt = torch.optim.SGD(
+            self.weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
+        self.aopt = torch.optim.Adam([self.net.alpha], lr=cfg.arch_lr, betas=(0.0, 0.999), eps=1e-8)
+        self.objective = None
+        if cfg.algo is not None:
+            matrix, fixed = self.latency.candidate_matrix(self.space)
+            self.objective = LatencyObjective(
+                matrix,
+                fixed,
+                cfg.target_latency,
+                cfg.loss,
+                cfg.reg_scale,
+                cfg.reg_beta,
+                cfg.reg_lambda,
+                self.latency.unit,
+            ).to(self.device)
+        self.rl = Reinforce(cfg.rl_samples, cfg.rl_tradeoff, cfg.rl_baseline_decay)
+        self._build_data()
+        self.epoch = self.step = self.alpha_steps = 0
+        self.stats = self._zero_stats()
+        self.history: list[dict[str, Any]] = []
+        self.done = False
+        self._load_start()
+        self.probs_cpu = self.net.probs().detach().cpu()
+        self.uniform_cpu = self.net.valid.float().cpu()
+        self.log = None
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            labels = [[op_label(b) for b in cands] for cands in self.net.candidates]
+            self.log = SearchLog(self.out, labels, cfg.tensorboard)
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        data = build_train_data(
+            cfg.dataset,
+            cfg.data_dir,
+            cfg.batch_size,
+            input_size=self.space.input_size,
+            device=self.device,
+            augment=Augment(),
+            seed=cfg.seed,
+            val_size=cfg.val_size,
+            split_seed=SPLIT_SEED,
+            limit_train=cfg.limit_train,
+            eval_batch_size=cfg.val_batch_size,
+            rank=dist.get_rank() if D.is_dist() else 0,
+            world=D.world_size(),
+            channels_last=cfg.channels_last,
+        )
+        if data.channels != self.space.in_chans:
+            raise SearchError(
+                f"dataset {cfg.dataset} has {data.channels} channels, space {cfg.space} expects {self.space.in_chans}"
+            )
+        self.train = data.train
+        self.val_iter: Iterator | None = None
+        self.val = None
+        if cfg.algo is None:  # a warm-up holds the split out too, so that its weights never see it
+            return
+        # alpha steps draw shuffled, unaugmented batches of the held-out split, cycling through it
+        self.val = TensorLoader(
+            data.val.images,
+            data.val.labels,
+            cfg.val_batch_size,
+            data.mean,
+            data.std,
+            device=self.device,
+            train=True,
+            augment=NO_AUGMENT,
+            input_size=self.space.input_size,
+            seed=mix_seed(cfg.seed, 2),
+            rank=dist.get_rank() if D.is_dist() else 0,
+            world=D.world_size(),
+            channels_last=cfg.channels_last,
+        )
+
+    def _zero_stats(self) -> dict[str, torch.Tensor]:
+        keys = ("train_loss", "train_correct", "train_n", "val_ce", "val_correct", "val_n", "rl_reward", "rl_n")
+        return {k: torch.zeros((), device=self.device) for k in keys}
+
+    def _load_start(self) -> None:
+        cfg, ckpt_path = self.cfg, self.out / "checkpoint.pt"
+        if cfg.resume:
+            if not ckpt_path.is_file():
+                raise SearchError(f"--resume: no checkpoint at {ckpt_path}")
+            self._restore(self._read(ckpt_path))
+        elif ckpt_path.exists():
+            raise SearchError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        elif cfg.init_from:
+            self._init_from(Path(cfg.init_from))
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # a truncated or foreign file: say which
+            raise SearchError(f"cannot read checkpoint {path}: {e}") from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+            raise SearchError(f"{path} is not a search checkpoint ({CKPT_FORMAT})")
+        return ckpt
+
+    def _init_from(self, path: Path) -> None:
+        """Start the search from a shared warm-up's weights (alpha and optimizers start fresh)."""
+        ckpt = self._read(path)
+        theirs = ckpt["config"]
+        for key in ("space", "dataset", "val_size"):
+            if theirs[key] != getattr(self.cfg, key):
+                raise SearchError(
+                    f"--init-from {path}: it has {key}={theirs[key]!r}, this run {getattr(self.cfg, key)!r}"
+                )
+        if not ckpt["done"]:
+            raise SearchError(f"--init-from {path}: that warm-up did not finish (resume it first)")
+        state = {k: v for k, v in ckpt["model"].items() if k != "alpha"}
+        self.net.load_state_dict({**state, "alpha": self.net.alpha.detach()}, strict=True)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        mine = {k: v for k, v in asdict(self.cfg).items() if k not in _RESUMABLE}
+        theirs = {k: v for k, v in ckpt["config"].items() if k not in _RESUMABLE}
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if diff:
+            raise SearchError(f"--resume: settings differ from the checkpoint's: {', '.join(diff)}")
+        self.net.load_state_dict(ckpt["model"], strict=True)
+        self.wopt.load_state_dict(ckpt["weight_opt"])
+        self.aopt.load_state_dict(ckpt["alpha_opt"])
+        self.train.load_state_dict(ckpt["train_loader"])
+        if self.val is not None:
+            self.val.load_state_dict(ckpt["val_loader"])
+        c = ckpt["counters"]
+        self.epoch, self.step, self.alpha_steps, self.done = c["epoch"], c["step"], c["alpha_steps"], ckpt["done"]
+        self.rl.baseline = ckpt["rl_baseline"]
+        self.stats = {k: torch.tensor(v, device=self.device) for k, v in ckpt["stats"].items()}
+        self.history = ckpt["history"]
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+
+    def _save(self) -> None:
+        D.average_buffers(self.net)  # BN statistics: the same on every rank before anyone writes
+        if not self.main:
+            return
+        ckpt = {
+            "format": CKPT_FORMAT,
+            "config": asdict(self.cfg),
+            "model": self.net.state_dict(),
+            "weight_opt": self.wopt.state_dict(),
+            "alpha_opt": self.aopt.state_dict(),
+            "train_loader": self.train.state_dict(),
+            "val_loader": self.val.state_dict() if self.val is not None else None,
+            "counters": {"epoch": self.epoch, "step": self.step, "alpha_steps": self.alpha_steps},
+            "done": self.done,
+            "rl_baseline": self.rl.baseline,
+            "stats": {k: float(v) for k, v in self.stats.items()},
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+        }
+        path = self.out / "checkpoint.pt"
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
+
+    def _lr(self, warm: bool, batch: int) -> float:
+        n = len(self.train)
+        if warm:
+            return _cosine(self.cfg.warmup_lr, self.epoch * n + batch, self.cfg.warmup_epochs * n)
+        return _cosine(self.cfg.lr, (self.epoch - self.cfg.warmup_epochs) * n + batch, self.cfg.epochs * n)
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, warm: bool) -> None:
+        """One path (uniform in warm-up, else from softmax(alpha)); only its weights get gradients."""
+        path = sample_paths(self.uniform_cpu if warm else self.probs_cpu, step_generator(self.cfg.seed, self.step, 0))
+        with self._autocast():
+            out = self.net(x, path)
+            loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+        self.wopt.zero_grad(set_to_none=True)  # None, not zero: SGD skips unsampled candidates entirely
+        loss.backward()
+        allreduce_mean_([p.grad for p in self.weights if p.grad is not None])
+        for group in self.wopt.param_groups:
+            group["lr"] = lr
+        self.wopt.step()
+        s = self.stats
+        s["train_loss"] += loss.detach() * len(y)
+        s["train_correct"] += (out.argmax(1) == y).sum()
+        s["train_n"] += len(y)
+
+    def _val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.val_iter is None:
+            self.val_iter = iter(self.val)
+        try:
+            return next(self.val_iter)
+        except StopIteration:
+            self.val_iter = iter(self.val)
+            return next(self.val_iter)
+
+    def alpha_step(self) -> None:
+        x, y = self._val_batch()
+        gen = step_generator(self.cfg.seed, self.step, 1)
+        self.aopt.zero_grad(set_to_none=True)
+        if self.cfg.algo == "grad":
+            self._grad_alpha_step(x, y, gen)
+        else:
+            self._rl_alpha_step(x, y, gen)
+        self.alpha_steps += 1
+        self.probs_cpu = self.net.probs().detach().cpu()  # the one host sync of an alpha step
+
+    def _grad_alpha_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> None:
+        net, alpha = self.net, self.net.alpha
+        probs = net.probs()
+        plans, pairs = plan_gates(self.cfg.grad_mode, probs, self.probs_cpu, net.counts, gen)
+        old = alpha.detach().gather(1, pairs.to(alpha.device)) if pairs is not None else None
+        with frozen(self.weights), frozen_bn_stats(net):
+            with self._autocast():
+                out = net(x, [p.active for p in plans], plans)
+            ce = F.cross_entropy(out.float(), y)
+            loss, _ = self.objective(ce, probs)
+            loss.backward()
+        allreduce_mean_([alpha.grad])
+        self.aopt.step()
+        if pairs is not None:
+            rescale_pairs(alpha, pairs, old)
+        s = self.stats
+        s["val_ce"] += ce.detach() * len(y)
+        s["val_correct"] += (out.argmax(1) == y).sum()
+        s["val_n"] += len(y)
+
+    def _rl_alpha_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> None:
+        with self._autocast():
+            paths, accs = self.rl.evaluate(self.net, x, y, self.probs_cpu, gen, D.all_reduce_sum)
+        loss, info = self.rl.loss(self.net, paths, accs, self.objective)
+        loss.backward()  # rewards are global (reduced) and alpha is shared: every rank gets the same gradient
+        self.aopt.step()
+        self.stats["rl_reward"] += info["reward"]  # the same on every rank: the epoch's sum over ranks keeps the mean
+        self.stats["rl_n"] += 1
+        self.stats["val_correct"] += info["acc"] * len(y)
+        self.stats["val_n"] += len(y)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        start, steps0 = time.perf_counter(), self.step
+        self.net.train()  # BN uses batch statistics in every step, alpha steps included (as the authors do)
+        while self.epoch < cfg.total_epochs and not self.done:
+            warm = self.epoch < cfg.warmup_epochs
+            phase = "warmup" if warm else "search"
+            bar = tqdm(
+                total=len(self.train),
+                initial=self.train.batch,
+                desc=f"{phase} {self.epoch + 1}/{cfg.total_epochs}",
+                disable=not (self.main and cfg.progress),
+                leave=False,
+                dynamic_ncols=True,
+            )
+            for x, y in self.train:
+                lr = self._lr(warm, self.train.batch - 1)
+                self.weight_step(x, y, lr, warm)
+                self.step += 1
+                if not warm and self.train.batch % cfg.arch_every == 0:
+                    self.alpha_step()
+                bar.update(1)
+                if bar.n % 50 == 0 and self.main and cfg.progress:
+                    n = self.stats["train_n"].clamp_min(1)
+                    bar.set_postfix(loss=f"{float(self.stats['train_loss'] / n):.3f}")
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self._save()
+            bar.close()
+            self._end_epoch(phase, self._lr(warm, len(self.train) - 1))
+        seconds = time.perf_counter() - start
+        self.done = True
+        self._save()
+        result = self._finish()
+        result["steps_per_s"] = (self.step - steps0) / seconds if self.step > steps0 else None
+        return result
+
+    def _end_epoch(self, phase: str, lr: float) -> None:
+        keys = sorted(self.stats)
+        totals = D.all_reduce_sum(torch.stack([self.stats[k].float() for k in keys])).tolist()  # over ranks
+        s = dict(zip(keys, totals, strict=True))
+        probs = self.net.probs().detach()
+        path = probs.argmax(1).tolist()
+        entry: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "phase": phase,
+            "lr": lr,
+            "steps": self.step,
+            "train_loss": s["train_loss"] / max(s["train_n"], 1),
+            "train_acc": s["train_correct"] / max(s["train_n"], 1),
+            "val_acc": s["val_correct"] / s["val_n"] if s["val_n"] else None,
+            "val_ce": s["val_ce"] / s["val_n"] if s["val_n"] and self.cfg.algo == "grad" else None,
+            "rl_reward": s["rl_reward"] / s["rl_n"] if s["rl_n"] else None,
+            "expected_latency": float(self.objective.expected(probs)) if self.objective else None,
+            "argmax_latency": self.objective.path_latency(path) if self.objective else None,
+            "argmax": [op_label(b) for b in self.net.blocks_of(path)],
+            "alpha": self.net.alpha.detach().cpu().tolist(),
+            "probs": probs.cpu().tolist(),
+        }
+        self.history.append(entry)
+        if self.log is not None:
+            self.log.record(self.history)
+        self.epoch += 1
+        self.stats = self._zero_stats()
+        if self.epoch < self.cfg.total_epochs:  # the last epoch's checkpoint is the final one, written by run()
+            self._save()
+
+    def _finish(self) -> dict[str, Any]:
+        """Write the derived arch (search) or just report (warm-up); every rank returns the same summary."""
+        cfg = self.cfg
+        result: dict[str, Any] = {"out": str(self.out), "epochs": self.epoch, "steps": self.step}
+        if cfg.algo is None:
+            return result
+        path = self.net.argmax_path()
+        name = self.out.name or "searched"
+        arch = self.space.arch(self.net.blocks_of(path), name)
+        breakdown = self.latency.predict_arch(arch)
+        search_info = {
+            "algo": cfg.algo,
+            "grad_mode": cfg.grad_mode if cfg.algo == "grad" else None,
+            "loss": cfg.loss if cfg.algo == "grad" else "reward acc*(T/LAT)^w",
+            "target": cfg.lut or cfg.target,
+            "target_latency": cfg.target_latency,
+            "predicted_latency": breakdown.total_ms,
+            "expected_latency": float(self.objective.expected(self.net.probs().detach())),
+            "unit": self.latency.unit,
+            "latency_model": self.latency.name,
+            "epochs": cfg.epochs,
+            "warmup_epochs": cfg.warmup_epochs,
+            "init_from": cfg.init_from,
+            "seed": cfg.seed,
+        }
+        arch = replace(arch, extra={"search": search_info})
+        if self.main:
+            atomic_write(self.out / "arch.json", arch.to_json() + "\n")
+            self.log.plot(self.history, self.out / "alpha_evolution.png", cfg.target_latency, self.latency.unit)
+        result.update(
+            arch=[str(b) for b in arch.blocks],
+            predicted_latency=breakdown.total_ms,
+            target_latency=cfg.target_latency,
+            unit=self.latency.unit,
+            arch_json=str(self.out / "arch.json"),
+        )
+        return result
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    d = SearchConfig(out="")
+    p.add_argument("--space", default=d.space, help="search space (search/space.py)")
+    p.add_argument("--dataset", default=d.dataset, help="fashion-mnist, cifar10 or synthetic")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: the dataset's usual place)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, probs.csv, tb/ ...")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch of weight steps")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="class-balanced held-out split for alpha")
+    p.add_argument("--limit-train", type=int, default=None, help="class-balanced subset of the training split")
+    p.add_argument("--warmup-lr", type=float, default=d.warmup_lr, help="cosine from this over the warm-up")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu or cuda (torchrun: one GPU per local rank)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends only)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``warmup`` and ``run`` on ``proxyless search``."""
+    d = SearchConfig(out="")
+    w = subparsers.add_parser("warmup", help="train supernet weights on uniformly sampled paths (shared warm-up)")
+    _common(w)
+    w.add_argument("--epochs", type=int, default=d.warmup_epochs, help="warm-up epochs")
+    w.set_defaults(func=_cmd_warmup)
+
+    r = subparsers.add_parser("run", help="architecture search (ProxylessNAS-G or -R) for one latency target")
+    _common(r)
+    r.add_argument("--target", default=d.target, help="cpu, cpu-torch, gpu, mobile, flops, or a LUT file")
+    r.add_argument("--lut", default=None, help="LUT file to use instead of --target's shipped table")
+    r.add_argument("--target-latency", type=float, required=True, help="T, in the latency model's unit")
+    r.add_argument("--algo", choices=ALGOS, default=d.algo)
+    r.add_argument("--grad-mode", choices=GRAD_MODES, default=d.grad_mode)
+    r.add_argument("--loss", choices=LOSSES, default=d.loss)
+    r.add_argument("--reg-scale", type=float, default=d.reg_scale, help="mul#log: scale (authors' alpha)")
+    r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#log: exponent beta")
+    r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear: lambda")
+    r.add_argument("--rl-samples", type=int, default=d.rl_samples, help="REINFORCE: nets sampled per alpha step")
+    r.add_argument("--rl-tradeoff", type=float, default=d.rl_tradeoff, help="REINFORCE: w in acc*(T/LAT)^w")
+    r.add_argument("--rl-baseline-decay", type=float, default=d.rl_baseline_decay)
+    r.add_argument("--epochs", type=int, default=d.epochs, help="search epochs (after the warm-up)")
+    r.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="ignored with --init-from")
+    r.add_argument("--init-from", default=None, help="a finished warm-up's checkpoint.pt (skips the warm-up)")
+    r.add_argument("--lr", type=float, default=d.lr, help="weights: cosine from this over the search epochs")
+    r.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of alpha (betas 0, 0.999)")
+    r.add_argument("--arch-every", type=int, default=d.arch_every, help="one alpha step every N weight steps")
+    r.add_argument("--val-batch-size", type=int, default=d.val_batch_size, help="batch of an alpha step")
+    r.set_defaults(func=_cmd_run)
+
+
+def config_from_args(args: argparse.Namespace, **overrides: Any) -> SearchConfig:
+    names = {f.name for f in fields(SearchConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return SearchConfig(**{**values, **overrides})
+
+
+def _execute(cfg: SearchConfig) -> int:
+    search = Search(cfg)
+    try:
+        result = search.run()
+    finally:
+        search.close()
+        D.cleanup()
+    if search.main:
+        print(json.dumps(result))
+    return 0
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    return _execute(config_from_args(args, algo=None, warmup_epochs=args.epochs, epochs=0, target=None))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    overrides = {"warmup_epochs": 0} if args.init_from else {}
+    return _execute(config_from_args(args, **overrides))

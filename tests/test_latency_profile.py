@@ -1,0 +1,171 @@
+"""Profiling and validation on a tiny space (milliseconds per op), resume after interruption, runtimes, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from search import cli
+from search.latency.lut import LatencyError, Lut
+from search.latency.ops import build_op, is_timed, space_ops
+from search.latency.predict import TableModel
+from search.latency.profile import profile_ops
+from search.latency.runtimes import make_runner, measure
+from search.latency.validate import calibrate, validate
+from search.space import SPACES, SearchSpace
+
+TINY = SearchSpace(
+    name="tiny",
+    widths=(8, 8),
+    depths=(1, 2),
+    strides=(2, 1),
+    stem_channels=4,
+    stem_stride=1,
+    first_block="mb1_k3_s1_c4",
+    feature_mix=16,
+    in_chans=1,
+    input_size=8,
+    num_classes=3,
+    kernels=(3, 5),
+)
+FAST = {"budget_s": 0.003, "warmup_s": 0.0, "progress": False}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_tiny_space_ops():
+    keys = space_ops(TINY)
+    assert [k.op for k in keys[:2]] == ["stem", "mbconv"] and [k.op for k in keys[-2:]] == ["feature_mix", "classifier"]
+    assert sum(k.op == "zero" for k in keys) == 1, "layers of equal shape share entries"
+    assert len(keys) == 2 + 4 + 5 + 2
+
+
+def test_profile_resumes_after_interruption(tmp_path):
+    out = tmp_path / "tiny.json"
+    done = []
+
+    def stop_after_three(entry):
+        done.append(entry)
+        if len(done) == 3:
+            raise Interrupt
+
+    with make_runner("torch", "cpu", 1, 2) as runner:
+        with pytest.raises(Interrupt):
+            profile_ops(TINY, runner, out, after_entry=stop_after_three, **FAST)
+        partial = Lut.load(out)
+        assert list(partial.entries.values()) == done
+
+        prepared = []
+        real_prepare = runner.prepare
+        runner.prepare = lambda module, shape: prepared.append(shape) or real_prepare(module, shape)
+        full = profile_ops(TINY, runner, out, **FAST)
+    keys = space_ops(TINY)
+    assert set(full.entries) == set(keys)
+    assert len(prepared) == sum(is_timed(k) for k in keys[3:]), "only the missing ops are timed"
+    for entry in done:
+        assert full.entries[entry.key] == entry, "entries measured before the interruption are kept as they were"
+    again = Lut.load(out)
+    assert again.entries == full.entries
+    assert again.header.batch == 2 and again.header.clock == "thread_cpu"
+    assert all(e.count >= 10 and e.median_ms > 0 for e in again.entries.values() if is_timed(e.key))
+
+
+def test_resume_refuses_a_table_measured_differently(tmp_path):
+    out = tmp_path / "tiny.json"
+    with make_runner("torch", "cpu", 1, 1) as runner:
+        profile_ops(TINY, runner, out, **FAST)
+    with make_runner("torch", "cpu", 1, 4) as runner, pytest.raises(LatencyError, match="batch=1"):
+        profile_ops(TINY, runner, out, **FAST)
+
+
+def test_onnxruntime_runner_times_an_op():
+    key = space_ops(TINY)[2]
+    with make_runner("onnxruntime", "cpu", 1, 1) as runner:
+        stats = measure(runner.prepare(build_op(key), key.input), budget_s=0.01, warmup_s=0.0)
+    assert stats.count >= 10 and 0 < stats.median_ms < 50
+
+
+def test_runner_argument_errors():
+    with pytest.raises(LatencyError, match="thread_cpu needs --threads 1"):
+        make_runner("torch", "cpu", 2, 1, clock="thread_cpu")
+    with pytest.raises(LatencyError, match="onnxruntime timing runs on cpu only"):
+        make_runner("onnxruntime", "cuda", 1, 1)
+    with make_runner("torch", "cpu", 2, 1) as runner:
+        assert runner.clock == "wall" and torch.get_num_threads() == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_profile_and_validate(tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACES, "tiny", TINY)
+    out = tmp_path / "tiny_cuda.json"
+    with make_runner("torch", "cuda", 1, 8) as runner:
+        lut = profile_ops(TINY, runner, out, **FAST)
+        assert runner.clock == "cuda_events"
+    assert lut.header.device == torch.cuda.get_device_name()
+    result = validate(out, 3, seed=0, budget_s=0.02, rounds=2, png=None, progress=False)
+    assert result["n"] == 3 and result["runtime"] == "torch"
+
+
+def test_calibrate_and_validate_tiny(tmp_path, monkeypatch):
+    monkeypatch.setitem(SPACES, "tiny", TINY)
+    out = tmp_path / "tiny.json"
+    with make_runner("torch", "cpu", 1, 1) as runner:
+        lut = profile_ops(TINY, runner, out, **FAST)
+        cal = calibrate(lut, TINY, runner, n=3, budget_s=0.02, progress=False)
+    lut.with_header(calibration=cal).save(out)
+    assert len(cal["archs"]) == 3 and len(cal["measured_ms"]) == 3
+    png = tmp_path / "scatter.png"
+    result = validate(out, 4, seed=0, budget_s=0.02, rounds=2, png=png, progress=False)
+    assert result["n"] == 4 and set(result) >= {"mape", "spearman", "rmse_ms", "overhead_ms"}
+    assert result["overhead_ms"] == cal["overhead_ms"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    details = json.loads(png.with_suffix(".json").read_text())
+    assert not set(details["archs"]) & set(cal["archs"]), "validation archs are not the calibration archs"
+    model = TableModel(Lut.load(out), "tiny")
+    assert model.overhead == cal["overhead_ms"]
+
+
+def test_cli_profile_validate_and_latency(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(SPACES, "tiny", TINY)
+    out = tmp_path / "tiny.json"
+    args = ["profile", "--space", "tiny", "--runtime", "torch", "--out", str(out), "--budget-s", "0.003"]
+    args += ["--warmup-s", "0", "--calib-archs", "2", "--calib-budget-s", "0.01", "--no-progress"]
+    assert cli.main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["entries"] == len(space_ops(TINY)) and summary["overhead_ms"] is not None
+
+    args = ["validate-lut", "--lut", str(out), "--archs", "3", "--budget-s", "0.01", "--rounds", "2"]
+    assert cli.main([*args, "--json", "--no-progress"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["n"] == 3 and last["mape"] >= 0 and -1 <= last["spearman"] <= 1
+    assert out.with_suffix(".validate.png").exists()
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(TINY.uniform(6, 5, "tiny_k5e6").to_json())
+    assert cli.main(["latency", str(arch), "--lut", str(out), "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert "mb6_k5_s2_c8" in printed and json.loads(printed.strip().splitlines()[-1])["unit"] == "ms"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code = cli.main(["latency", "proxyless_mobile", "--lut", str(tmp_path / "none.json")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no latency table at")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+    reason="checks the refusal where TensorRT or CUDA is missing",
+)
+def test_tensorrt_without_tensorrt_exits_2(tmp_path, capsys):
+    args = ["profile", "--space", "fmnist", "--device", "cuda", "--runtime", "tensorrt", "--batch", "8"]
+    assert cli.main([*args, "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensorrt" in err[0]
+    assert not (tmp_path / "t.json").exists()

@@ -1,0 +1,151 @@
+"""Search runs end to end on tiny synthetic data: resume after SIGKILL, two-process gloo, warm-up sharing, RL."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.cli import main
+from search.run import mix_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--space", "fmnist", "--dataset", "synthetic", "--target", "flops", "--target-latency", "15",
+    "--batch-size", "4", "--val-size", "16", "--val-batch-size", "4", "--limit-train", "16",
+    "--arch-every", "2", "--no-tensorboard", "--no-progress", "--seed", "3",
+]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _ckpt(out: Path) -> dict:
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _run(capsys, *args: str) -> dict:
+    assert main(["run", *TINY, *args]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, capsys):
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "search", "run", *TINY, "--epochs", "2", "--warmup-epochs", "1"]
+    proc = subprocess.Popen([*cmd, "--ckpt-every", "1", "--out", str(killed)], env=ENV, cwd=ROOT)
+    state = {}
+
+    def kill_after_first_checkpoint() -> None:
+        while proc.poll() is None and not (killed / "checkpoint.pt").exists():
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        state["finished_before_kill"] = (killed / "arch.json").exists()
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    full = _run(capsys, "--epochs", "2", "--warmup-epochs", "1", "--out", str(tmp_path / "full"))
+    killer.join(timeout=120)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not state["finished_before_kill"]
+    steps_at_kill = _ckpt(killed)["counters"]["step"]
+    assert 1 <= steps_at_kill < full["steps"]
+
+    resumed = _run(capsys, "--epochs", "2", "--warmup-epochs", "1", "--out", str(killed), "--resume")
+    assert resumed["arch"] == full["arch"]
+    a, b = _ckpt(tmp_path / "full"), _ckpt(killed)
+    assert b["done"] and b["counters"] == a["counters"]
+    assert torch.equal(a["model"]["alpha"], b["model"]["alpha"])
+    assert not torch.allclose(a["model"]["alpha"], torch.zeros_like(a["model"]["alpha"]), atol=1e-3)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [e["argmax"] for e in a["history"]] == [e["argmax"] for e in b["history"]]
+    arch = json.loads((killed / "arch.json").read_text())
+    assert arch["format"] == "proxyless-arch/1" and arch["extra"]["search"]["predicted_latency"] > 0
+    assert (killed / "alpha_evolution.png").stat().st_size > 1000
+    assert len(json.loads((killed / "history.json").read_text())) == 3
+
+
+_RANK_SCRIPT = """
+import json, sys, torch, torch.distributed as dist
+from search.cli import build_parser
+from search.run import Search, config_from_args
+args = build_parser().parse_args(sys.argv[1:])
+s = Search(config_from_args(args))
+print(json.dumps(s.run()))
+torch.save({"model": s.net.state_dict()}, f"{args.out}/rank{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_keeps_alpha_identical(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    args = [*TINY, "--epochs", "1", "--warmup-epochs", "0", "--grad-mode", "two", "--out", str(out)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK_SCRIPT, "run", *args],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=150) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(r0["model"]["alpha"], r1["model"]["alpha"])
+    assert all(torch.equal(r0["model"][k], r1["model"][k]) for k in r0["model"])  # weights and BN stats too
+    assert not torch.allclose(r0["model"]["alpha"], torch.zeros(1), atol=1e-3)  # alpha did move
+    assert (out / "arch.json").exists()
+    r0, r1 = (json.loads(o[0].strip().splitlines()[-1]) for o in outs)
+    assert r0["arch"] == r1["arch"] and r0["steps"] == 4  # 16 images / global batch 4
+
+
+def test_shared_warmup_then_rl_search(tmp_path, capsys):
+    warm = tmp_path / "warm"
+    data = ["--space", "fmnist", "--dataset", "synthetic", "--batch-size", "4", "--val-size", "16"]
+    opts = ["--limit-train", "16", "--no-tensorboard", "--no-progress", "--seed", "3"]
+    assert main(["warmup", *data, *opts, "--epochs", "1", "--out", str(warm)]) == 0
+    capsys.readouterr()
+    assert _ckpt(warm)["done"] and not (warm / "arch.json").exists()
+    rl = ["--algo", "rl", "--rl-samples", "3", "--val-batch-size", "16"]
+    init = ["--epochs", "1", "--warmup-epochs", "5", "--init-from", str(warm / "checkpoint.pt")]
+    res = _run(capsys, *rl, *init, "--out", str(tmp_path / "rl"))
+    assert res["epochs"] == 1  # --init-from skipped the 5 warm-up epochs
+    history = json.loads((tmp_path / "rl" / "history.json").read_text())
+    assert history[0]["phase"] == "search" and history[0]["rl_reward"] > 0
+    ckpt = _ckpt(tmp_path / "rl")
+    assert ckpt["rl_baseline"] > 0
+    init = torch.randn(ckpt["model"]["alpha"].shape, generator=torch.Generator().manual_seed(mix_seed(3, 1))) * 1e-3
+    assert (ckpt["model"]["alpha"] - init).abs().max() > 5e-4  # the policy-gradient steps moved alpha
+    warm_w = _ckpt(warm)["model"]["first_conv.conv.weight"]
+    assert not torch.equal(ckpt["model"]["first_conv.conv.weight"], warm_w)  # trained on from the warm-up
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "{tmp}/x", "--resume"], "no checkpoint"),
+        (["--out", "{tmp}/x", "--loss", "mul#log", "--target-latency", "0.5"], "add#linear"),
+        (["--out", "{tmp}/x", "--init-from", "{tmp}/missing.pt"], "cannot read checkpoint"),
+    ],
+)
+def test_bad_runs_exit_2_with_one_line(tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main(["run", *TINY, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
