@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_resume import TINY  # the same tiny fmnist-shaped net
 
 from search.data import Augment, TensorLoader
 from search.train import TrainConfig, train
@@ -32,21 +33,7 @@ def test_cuda_loader_matches_cpu_loader() -> None:
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_cuda_amp_training_learns(tmp_path: Path, amp: str) -> None:
     arch = tmp_path / "tiny.json"
-    arch.write_text(
-        json.dumps(
-            {
-                "format": "proxyless-arch/1",
-                "name": "tiny",
-                "blocks": ["mb1_k3_s1_c8", "mb3_k3_s2_c16", "mb3_k3_s1_c16_res"],
-                "stem_channels": 8,
-                "stem_stride": 1,
-                "feature_mix": 32,
-                "in_chans": 1,
-                "input_size": 28,
-                "num_classes": 10,
-            }
-        )
-    )
+    arch.write_text(json.dumps(TINY))
     config = TrainConfig(arch=str(arch), out=str(tmp_path / "run"), dataset="synthetic", device="cuda", amp=amp)
     config.epochs, config.batch_size, config.lr, config.warmup_epochs = 4, 32, 1.6, 0.5
     config.channels_last, config.progress = True, False
