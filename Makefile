@@ -29,6 +29,19 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Regenerate the shipped CPU latency tables (this machine, batch 1, 1 thread), their validations and the Pixel-1
+# table + predictor (~30 min on 2 cores). GPU tables: `make gpu-measure` on a GPU machine.
+T := search/latency/tables
+tables: $(VENV)/.installed-dev
+	for s in fmnist imagenet; do for rt in onnxruntime torch; do \
+	  rm -f $(T)/$${s}_cpu_$${rt}_b1.json; \
+	  $(BIN)/proxyless search profile --space $$s --device cpu --runtime $$rt --batch 1 --threads 1 \
+	    --out $(T)/$${s}_cpu_$${rt}_b1.json || exit 1; \
+	  $(BIN)/proxyless search validate-lut --lut $(T)/$${s}_cpu_$${rt}_b1.json --archs 20 --json || exit 1; \
+	done; done
+	$(BIN)/proxyless search mobile-table ../shared/reference/proxylessnas/mobile_trim.yaml --out $(T)/imagenet_pixel1_tflite_b1.json
+	$(BIN)/proxyless search mobile-loo --png $(T)/imagenet_pixel1_tflite_b1.loo.png --json
+
 # On a machine with a GPU and PyTorch installed (no venv needed): GPU latency tables, the Fashion-MNIST
 # searches and trainings, GPU reports, inside about 8 minutes. Run it again to continue an interrupted run.
 gpu-measure:
