@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from zoo.weights import (
     CONFIG_FILE,
     HUB_PREFIX,
@@ -49,9 +50,6 @@ HERE = Path(__file__).parent
 ARCHS_DIR = HERE / "archs"
 PRETRAINED_DIR = HERE / "pretrained"
 EXTRA_ENV = "PROXYLESS_ZOO_EXTRA"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 AUTHORS = "ProxylessNAS authors (Cai, Zhu, Han, ICLR 2019; github.com/mit-han-lab/proxylessnas)"
 PUBLISHED = "paper/authors' logs"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
