@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from search.space import get_space  # noqa: E402
 
 TARGET_FACTORS = {"cpu": 0.8, "mobile": 0.8, "gpu": 0.8, "cpu_tight": 0.5, "cpu_loose": 1.2}
-LATENCY_MODEL = {"cpu": "cpu", "mobile": "mobile", "gpu": None, "cpu_tight": "cpu", "cpu_loose": "cpu"}
+# Latency model per target; the gpu target's is the GPU table the run measures (added in stages()).
+LATENCY_MODEL = {"cpu": "cpu", "mobile": "mobile", "cpu_tight": "cpu", "cpu_loose": "cpu"}
 TRAINED = ("cpu", "mobile", "gpu")  # the searches whose nets are trained and bundled
 
 
@@ -212,19 +213,23 @@ def stages(p: Pipeline) -> None:
         prof += ["--budget-s", "0.02", "--warmup-s", "0.01", "--calib-archs", "2", "--calib-budget-s", "0.05"]
     if args.gpu_tables:
         p.run("profile_fmnist", "-m", "search", "profile", "--space", "fmnist", "--out", str(lut["fmnist"]), *prof)
-    if "gpu" in wanted:
-        if not lut["fmnist"].exists():
-            raise ValueError("the gpu target needs --gpu-tables (no GPU table measured in this run)")
-        LATENCY_MODEL["gpu"] = str(lut["fmnist"])
+    if "gpu" in wanted and not lut["fmnist"].exists():
+        raise ValueError("the gpu target needs --gpu-tables (no GPU table measured in this run)")
+    models = {**LATENCY_MODEL, "gpu": str(lut["fmnist"])}
 
     # Targets: a fixed fraction of the baseline's predicted latency on each hardware (see TARGET_FACTORS).
     base_arch = p.out / "fmnist_mobilenetv2.arch.json"
     base_arch.write_text(get_space("fmnist").uniform(6, 3, "fmnist_mobilenetv2").to_json())
+    base_ms_of: dict[str, float] = {}  # one prediction per latency model (cpu, cpu_tight, cpu_loose share one)
+    for model in dict.fromkeys(models[name] for name in wanted):
+        job = f"latency_base_{Path(model).stem}"
+        if p.run(job, "-m", "search", "latency", str(base_arch), "--lut", model, "--json"):
+            base_ms_of[model] = p.json_tail(job)["total"]
     targets = {}
     for name in wanted:
-        model = LATENCY_MODEL[name]
-        if p.run(f"latency_base_{name}", "-m", "search", "latency", str(base_arch), "--lut", model, "--json"):
-            base_ms = p.json_tail(f"latency_base_{name}")["total"]
+        model = models[name]
+        if model in base_ms_of:
+            base_ms = base_ms_of[model]
             targets[name] = {
                 "model": model,
                 "baseline_ms": base_ms,
