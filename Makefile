@@ -49,9 +49,10 @@ gpu-measure:
 
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).
 fmnist-zoo: $(VENV)/.installed-dev
-	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --targets cpu,mobile,cpu_tight,cpu_loose \
-		--search-limit-train 10000 --warmup-epochs 2 --search-epochs 3 --train-epochs 3 --budget 36000 \
-		--report-reserve 0 --search-args "--arch-every 2 --arch-lr 3e-3" --out runs/fmnist
+	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu \
+		--search-limit-train 20000 --warmup-epochs 3 --search-epochs 3 --train-epochs 15 --batch-size 128 \
+		--budget 86400 --report-reserve 0 --search-args "--grad-mode two --arch-every 2 --arch-lr 1e-2" \
+		--train-args "--warmup-epochs 1" --out runs/fmnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache

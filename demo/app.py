@@ -1,7 +1,8 @@
 """The Gradio app: upload an image, pick a zoo network and a runtime, see the top-5 classes and the latency.
 
 ``Predictor`` owns the models and runtimes (loaded once, shared by every request); ``build_app`` lays out
-the UI around it; ``launch`` serves it offline on loopback with a bounded request queue and upload size.
+the UI around it; ``launch`` serves it offline on loopback with a bounded request queue and upload size, beside
+the plain HTTP API of ``demo.rest``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 from torch import nn
 
 from demo.examples import EXAMPLES_DIR, example_paths, label_of
 from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
+from demo.rest import api_router
 from export.files import ExportError
 from export.runtimes import Runtime, available_runtimes, make_runtime
 from zoo import create_model, list_models
@@ -108,10 +112,11 @@ class Predictor:
                 with lock:
                     run(dummy)
 
-    def classify(self, path: str, name: str, kind: str) -> Result:
+    def classify(self, source: str | bytes, name: str, kind: str) -> Result:
+        """Top-k of one image (a file path, or the file's bytes) with ``name`` on runtime ``kind``."""
         t0 = time.perf_counter()
         info = self.info(name)
-        image, notes = load_image(path)
+        image, notes = load_image(source)
         prepared = prepare(image, InputSpec.from_info(info), notes)
         run, lock = self.runtime(name, kind)
         t1 = time.perf_counter()
@@ -269,17 +274,23 @@ def launch(
     predictor = Predictor(names, usable, Path(cache_dir), onnx_exporter, threads)
     if warm:
         predictor.warm()
-    app = build_app(predictor, unavailable, concurrency)
+    blocks = build_app(predictor, unavailable, concurrency)
     # Queue positions are pushed once a second, not to every waiting client each time a job starts (O(n^2)).
-    app.queue(status_update_rate=1.0, max_size=queue_size, default_concurrency_limit=concurrency)
-    app.launch(
-        server_name=host,
-        server_port=port,
+    blocks.queue(status_update_rate=1.0, max_size=queue_size, default_concurrency_limit=concurrency)
+    # One server: the plain API (demo.rest) under /api, the Gradio UI and its own API at /. No /docs page: it
+    # would load its scripts from a CDN.
+    server = FastAPI(title="proxyless-zoo demo", docs_url=None, redoc_url=None)
+    server.include_router(api_router(predictor, queue_size, default_model(names)))
+    server = gr.mount_gradio_app(
+        server,
+        blocks,
+        path="/",
         max_file_size=MAX_FILE_BYTES,
         allowed_paths=[str(EXAMPLES_DIR)],
         show_error=False,
         ssr_mode=False,
-        share=False,
         footer_links=["api"],
         css=CSS,
     )
+    print(f"proxyless-zoo demo on http://{host}:{port} (plain API: POST /api/classify)", flush=True)
+    uvicorn.run(server, host=host, port=port, log_level="warning")

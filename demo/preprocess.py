@@ -23,6 +23,7 @@ onto black, the background Fashion-MNIST images have; CMYK/YCbCr/LAB/HSV are con
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,15 +80,19 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def load_image(path: str | os.PathLike[str]) -> tuple[Image.Image, list[str]]:
-    """Decode an uploaded file to an 8-bit L or RGB image; ``InputError`` for anything unusable."""
-    size = os.path.getsize(path)
+def too_large(size: int) -> str:
+    return f"the file is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB"
+
+
+def load_image(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, list[str]]:
+    """Decode an uploaded file (a path, or its bytes) to an 8-bit L or RGB image; ``InputError`` if unusable."""
+    size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
     if size == 0:
         raise InputError("the file is empty")
     if size > MAX_FILE_BYTES:
-        raise InputError(f"the file is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB")
+        raise InputError(too_large(size))
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             w, h = im.size
             _check_size(w, h)
             notes = [f"{im.format or 'image'} {w}x{h} {im.mode}"]

@@ -44,8 +44,15 @@ def main() -> int:
     metrics = dict(info.metrics)
     full = last_json("-m", "zoo", "eval", str(args.run_dir), "--json")
     subset = last_json("-m", "zoo", "eval", str(args.run_dir), "--limit", str(CI_SUBSET), "--json")
-    metrics.update(top1=full["top1"], top5=full["top5"], n_test=full["n"], top1_ci_subset=subset["top1"],
-                   ci_subset=CI_SUBSET, params=info.params, macs=info.macs)
+    metrics.update(
+        top1=full["top1"],
+        top5=full["top5"],
+        n_test=full["n"],
+        top1_ci_subset=subset["top1"],
+        ci_subset=CI_SUBSET,
+        params=info.params,
+        macs=info.macs,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "arch.json"
         arch.write_text(info.arch.to_json())
@@ -54,8 +61,23 @@ def main() -> int:
             "cpu_onnxruntime_b1_pred": last_json("-m", "search", "latency", str(arch), "--lut", "cpu", "--json"),
         }
         report = Path(tmp) / "bench"
-        last_json("-m", "export", "bench", str(args.run_dir), "--runtimes", "torch,onnxruntime", "--batches", "1",
-                  "--threads", "1", "--onnx-exporter", "torchscript", "--out", str(report), "--no-progress")
+        last_json(
+            "-m",
+            "export",
+            "bench",
+            str(args.run_dir),
+            "--runtimes",
+            "torch,onnxruntime",
+            "--batches",
+            "1",
+            "--threads",
+            "1",
+            "--onnx-exporter",
+            "torchscript",
+            "--out",
+            str(report),
+            "--no-progress",
+        )
         rows = json.loads((report / "report.json").read_text())["results"]
     lat = {k: round(v["total"], 4) for k, v in latency.items()}
     for row in rows:
@@ -66,11 +88,26 @@ def main() -> int:
         metrics["search"] = json.loads((args.search_run / "arch.json").read_text()).get("extra", {})
     if args.note:
         metrics["train_note"] = args.note
-    meta = {"dataset": info.dataset, "input_size": info.input_size, "mean": info.mean, "std": info.std,
-            "categories": info.categories, "source": info.source, "metrics": metrics}
+    meta = {
+        "dataset": info.dataset,
+        "input_size": info.input_size,
+        "mean": info.mean,
+        "std": info.std,
+        "categories": info.categories,
+        "source": info.source,
+        "metrics": metrics,
+    }
     out = save_pretrained(model, ROOT / "zoo" / "pretrained" / args.name, meta)
-    print(json.dumps({"name": args.name, "out": str(out), **{k: metrics[k] for k in ("top1", "top1_ci_subset")},
-                      "latency_ms": metrics["latency_ms"]}))
+    print(
+        json.dumps(
+            {
+                "name": args.name,
+                "out": str(out),
+                **{k: metrics[k] for k in ("top1", "top1_ci_subset")},
+                "latency_ms": metrics["latency_ms"],
+            }
+        )
+    )
     return 0
 
 

@@ -6,6 +6,8 @@ every alpha — the zero op's included — gets a latency gradient: dE/dalpha_ij
 Losses (the authors' ``reg_loss_type``):
 - ``mul#log``:    scale * CE * (log E[LAT] / log T) ** beta      (defaults scale 0.2, beta 0.3; needs T > 1)
 - ``add#linear``: CE + lambda * (E[LAT] - T) / T                 (default lambda 0.1)
+- ``add#hinge``:  CE + lambda * max(0, E[LAT] - T) / T          (ours: no latency pressure once under T, so a
+  short search settles near its target instead of drifting to the cheapest ops)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from search.latency import expected_latency
 
-LOSSES = ("mul#log", "add#linear")
+LOSSES = ("mul#log", "add#linear", "add#hinge")
 
 
 class ObjectiveError(ValueError):
@@ -65,7 +67,10 @@ class LatencyObjective:
         if self.loss_type == "mul#log":
             ratio = (torch.log(lat) / math.log(self.target)).clamp_min(1e-6)  # E < 1 unit: far under target
             return self.scale * ce * ratio**self.beta, lat
-        return ce + self.lam * (lat - self.target) / self.target, lat
+        excess = lat - self.target
+        if self.loss_type == "add#hinge":
+            excess = excess.clamp_min(0.0)
+        return ce + self.lam * excess / self.target, lat
 
     def path_latency(self, path: Sequence[int]) -> float:
         """Predicted latency of one sampled path (a sum of table entries)."""

@@ -579,7 +579,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--loss", choices=LOSSES, default=d.loss)
     r.add_argument("--reg-scale", type=float, default=d.reg_scale, help="mul#log: scale (authors' alpha)")
     r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#log: exponent beta")
-    r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear: lambda")
+    r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear, add#hinge: lambda")
     r.add_argument("--rl-samples", type=int, default=d.rl_samples, help="REINFORCE: nets sampled per alpha step")
     r.add_argument("--rl-tradeoff", type=float, default=d.rl_tradeoff, help="REINFORCE: w in acc*(T/LAT)^w")
     r.add_argument("--rl-baseline-decay", type=float, default=d.rl_baseline_decay)

@@ -307,6 +307,48 @@ def test_api_bad_inputs_get_a_message_and_the_server_keeps_serving(served: Serve
     assert classify(good)[0]["label"] == label_of(good)
 
 
+def _rest(served: Served, data: bytes, **params: str) -> httpx.Response:
+    return httpx.post(f"{served.url}/api/classify", params=params, content=data, timeout=60)
+
+
+def test_plain_api_agrees_with_the_gradio_api(served: Served) -> None:
+    """POST /api/classify gives the same top-5 as the UI's API, for every model and runtime."""
+    from gradio_client import handle_file
+
+    client = _client(served)
+    r = httpx.get(f"{served.url}/api/models", timeout=10)
+    assert r.status_code == 200 and r.json()["models"] == served.models, r.text
+    for model in served.models:
+        for path in _one_per_class(served.correct[model])[:3]:
+            for kind in served.runtimes:
+                r = _rest(served, path.read_bytes(), model=model, runtime=kind)
+                assert r.status_code == 200, r.text
+                out = r.json()
+                top, _timing, _seen = client.predict(handle_file(str(path)), model, kind, api_name="/classify")
+                assert out["top"][0]["label"] == top["label"] == label_of(path), (model, kind, out)
+                ui = {c["label"]: c["confidence"] for c in top["confidences"]}
+                assert [c["label"] for c in out["top"]] == list(ui)
+                assert max(abs(c["probability"] - ui[c["label"]]) for c in out["top"]) <= 1e-6
+                assert out["inference_ms"] > 0 and out["runtime"] == kind
+
+
+def test_plain_api_bad_inputs_get_one_line_errors_and_the_server_keeps_serving(served: Served) -> None:
+    model = served.models[0]
+    good = served.correct[model][0]
+    cases = {name: (data, 422, word) for name, (data, word) in bad_inputs().items()}
+    cases["empty.png"] = (b"", 422, "no image")
+    cases["too_big.png"] = (b"\0" * (MAX_FILE_BYTES + 1), 413, "MiB; the limit")
+    for name, (data, status, word) in cases.items():
+        r = _rest(served, data, model=model)
+        assert r.status_code == status and word in r.json()["error"], (name, r.status_code, r.text)
+        assert "\n" not in r.json()["error"]
+        ok = _rest(served, good.read_bytes(), model=model)
+        assert ok.status_code == 200 and ok.json()["top"][0]["label"] == label_of(good), f"no good answer after {name}"
+    for params, word in (({"model": "no_such_net"}, "unknown model"), ({"runtime": "tvm"}, "not available here")):
+        r = _rest(served, good.read_bytes(), **params)
+        assert r.status_code == 422 and word in r.json()["error"], r.text
+
+
 def test_api_photos_of_examples_are_classified_like_them(served: Served, tmp_path: Path) -> None:
     """Each example redone as a phone photo (dark on off-white, tinted, noisy, off-centre, JPEG): the demo's
     preprocessing should bring most back to what the net knows (at least 7 in 10; the nets are not perfect)."""
@@ -332,8 +374,10 @@ def test_load_script_zero_errors(served: Served, capsys: pytest.CaptureFixture[s
     model, n = served.models[0], 24
     argv = ["--url", served.url, "--models", model, "--requests", str(n), "--concurrency", "6", "--sequential", "0"]
     assert demo_load.main(argv) == 0
-    (run,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["api"] for r in runs] == ["gradio", "rest"]
     paths = example_paths()  # request i sends paths[i % len(paths)]
     expected_wrong = sum(paths[i % len(paths)] not in served.correct[model] for i in range(n))
-    assert (run["requests"], run["errors"], run["wrong"]) == (n, 0, expected_wrong), run
-    assert 0 < run["p50_ms"] <= run["p99_ms"] and run["inference_p50_ms"] > 0
+    for run in runs:
+        assert (run["requests"], run["errors"], run["wrong"]) == (n, 0, expected_wrong), run
+        assert 0 < run["p50_ms"] <= run["p99_ms"] and run["inference_p50_ms"] > 0

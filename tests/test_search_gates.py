@@ -136,3 +136,17 @@ def test_alpha_step_with_zero_active_keeps_latency_gradient(mode):
 def test_mul_log_refuses_targets_at_or_below_one_unit():
     with pytest.raises(ObjectiveError, match="add#linear"):
         _objective(get_space("fmnist"), "mul#log", 0.8)
+
+
+def test_hinge_pushes_latency_only_above_target():
+    space = get_space("fmnist")
+    net = Supernet(space)
+    net.init_alpha(1e-3, torch.Generator().manual_seed(0))
+    expected = float(_objective(space).expected(net.probs()))
+    ce = torch.tensor(1.0)
+    for target, pushes in ((expected * 0.8, True), (expected * 1.2, False)):
+        net.alpha.grad = None
+        loss, _ = _objective(space, "add#hinge", target)(ce, net.probs())
+        loss.backward()
+        assert bool((net.alpha.grad[net.valid] != 0).all()) is pushes
+        assert pushes or (float(loss) == 1.0 and not net.alpha.grad.any())
