@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="intra-op threads per inference (default 1: requests run side by side; small nets gain nothing from more)",
     )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="requests waiting for a runtime run together, up to this many (default 16; 1: no batching)",
+    )
     p.add_argument("--queue-size", type=int, default=64, help="requests allowed to wait (default 64)")
     p.add_argument("--no-warm", action="store_true", help="build runtimes on first use instead of at start")
     p.add_argument("--cache-dir", help="where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
@@ -46,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         print(f"error: --port {args.port} is not a TCP port (1..65535)", file=sys.stderr)
         return 2
-    if min(args.concurrency, args.queue_size, args.threads) < 1:
-        print("error: --concurrency, --queue-size and --threads must be at least 1", file=sys.stderr)
+    if min(args.concurrency, args.queue_size, args.threads, args.max_batch) < 1:
+        print("error: --concurrency, --queue-size, --threads and --max-batch must be at least 1", file=sys.stderr)
         return 2
     for key, value in SERVER_ENV.items():
         os.environ.setdefault(key, value)
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=cache_dir,
             onnx_exporter=args.onnx_exporter,
             threads=args.threads,
+            max_batch=args.max_batch,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

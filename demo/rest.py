@@ -86,6 +86,7 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
             "provider": r.provider,
             "top": [{"label": label, "probability": p} for label, p in r.top.items()],
             "inference_ms": r.inference_ms,
+            "batch": r.batch,
             "preprocess_ms": r.preprocess_ms,
             "notes": r.notes,
         }
