@@ -516,6 +516,8 @@ class Search:
             "warmup_epochs": cfg.warmup_epochs,
             "init_from": cfg.init_from,
             "seed": cfg.seed,
+            # every setting of the run (where it ran and how it logged aside): enough to run it again
+            "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
         arch = replace(arch, extra={"search": search_info})
         if self.main:
