@@ -4,7 +4,7 @@
 
 Measures, with the project's own commands: top-1 on the full 10,000-image test set and on the fixed 2,000-image
 CI subset (``zoo eval``), CPU latency at batch 1 for PyTorch eager and ONNX Runtime (``export bench``, 1 thread),
-and the predicted Pixel-1 and CPU-table latencies (``search latency``). Every figure lands in the bundled
+and the predicted Pixel-1, CPU-table and GPU-table (H200, PyTorch, batch 8) latencies (``search latency``). Every figure lands in the bundled
 ``config.json`` metadata, so ``zoo info``, the model card and the demo show what was measured.
 """
 
@@ -59,6 +59,7 @@ def main() -> int:
         latency = {
             "mobile_pixel1_pred": last_json("-m", "search", "latency", str(arch), "--lut", "mobile", "--json"),
             "cpu_onnxruntime_b1_pred": last_json("-m", "search", "latency", str(arch), "--lut", "cpu", "--json"),
+            "gpu_h200_torch_b8_pred": last_json("-m", "search", "latency", str(arch), "--lut", "gpu", "--json"),
         }
         report = Path(tmp) / "bench"
         last_json(

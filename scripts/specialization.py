@@ -1,0 +1,202 @@
+"""Specialization table and plot: every Fashion-MNIST zoo net on every hardware. Does each specialized net win?
+
+    python scripts/specialization.py                      # the bundled fmnist nets -> docs/specialization.{md,png}
+    python scripts/specialization.py NAME_OR_DIR ... --out /tmp/spec --rounds 3
+
+Hardware, and where each number comes from:
+- ``cpu``: ONNX Runtime, batch 1, 1 thread, measured here (the search's ``cpu`` target);
+- ``cpu-torch``: eager PyTorch, batch 1, 1 thread, measured here;
+- ``mobile``: Pixel-1 (TFLite, batch 1), predicted by the latency predictor (no phone here);
+- ``gpu``: eager PyTorch, batch 8, predicted by the table measured on a lent NVIDIA H200 (no GPU here).
+CPU numbers come from one run that interleaves all nets round by round (p50 of all calls), so the ratios hold on a
+shared, noisy machine. Accuracy is each net's recorded full-test-set top-1 (``zoo eval``, in its metadata).
+
+A specialized net ``fmnist_proxyless_<hw>`` wins on its hardware when it is faster there than the MobileNetV2-style
+baseline at equal or better accuracy; ``fastest`` says whether it is also the fastest of all nets there.
+Writes OUT.md and OUT.png; the last line printed is JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from export.files import write_text  # noqa: E402
+from export.runtimes import make_runtime  # noqa: E402
+from search.latency import load_latency_model  # noqa: E402
+from search.space import get_space  # noqa: E402
+from zoo import get_model_info, list_models  # noqa: E402
+from zoo.evaluate import load_for_eval  # noqa: E402
+
+BASELINE = "fmnist_mobilenetv2"
+MEASURED = {"cpu": "onnxruntime", "cpu-torch": "torch"}
+PREDICTED = {"mobile": "mobile", "gpu": "gpu"}  # hardware -> latency model (search.latency)
+HARDWARE = {
+    "cpu": "CPU, ONNX Runtime b1 (measured)",
+    "cpu-torch": "CPU, PyTorch b1 (measured)",
+    "mobile": "Pixel-1 b1 (predicted)",
+    "gpu": "H200, PyTorch b8 (table)",
+}
+SPECIALIZED = {"cpu": "fmnist_proxyless_cpu", "mobile": "fmnist_proxyless_mobile", "gpu": "fmnist_proxyless_gpu"}
+
+
+def bundled() -> list[str]:
+    names = [n for n in list_models(pretrained_only=True) if get_model_info(n).dataset == "fashion-mnist"]
+    order = [BASELINE, *SPECIALIZED.values()]
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def measure_cpu(models: dict[str, torch.nn.Module], rounds: int, iters: int) -> dict[str, dict[str, float]]:
+    """p50 ms per (hardware, net), all (net, runtime) pairs interleaved round by round, 1 thread."""
+    torch.set_num_threads(1)
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {
+            (hw, name): make_runtime(kind, model, (1, 28, 28), Path(tmp) / name, "cpu", 1, onnx_exporter="torchscript")
+            for name, model in models.items()
+            for hw, kind in MEASURED.items()
+        }
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+        for run in runs.values():
+            for _ in range(10):
+                run(x)
+        keys = list(runs)
+        for r in range(rounds):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    runs[key](x)
+                    times[key].append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, dict[str, float]] = {hw: {} for hw in MEASURED}
+    for (hw, name), ms in times.items():
+        out[hw][name] = round(float(np.median(ms)), 4)
+    return out
+
+
+def predict(archs: dict[str, object]) -> dict[str, dict[str, float]]:
+    space = get_space("fmnist")
+    out = {}
+    for hw, target in PREDICTED.items():
+        model = load_latency_model(target, space)
+        out[hw] = {name: round(model.predict_arch(arch).total_ms, 4) for name, arch in archs.items()}
+    return out
+
+
+def verdicts(acc: dict[str, float], lat: dict[str, dict[str, float]]) -> dict[str, dict[str, object]]:
+    """Per hardware with a specialized net present: faster than the baseline at >= its accuracy; fastest of all."""
+    out = {}
+    for hw, name in SPECIALIZED.items():
+        if name not in acc or BASELINE not in acc:
+            continue
+        here = lat[hw]
+        out[hw] = {
+            "net": name,
+            "speedup_vs_baseline": round(here[BASELINE] / here[name], 3),
+            "accuracy_delta_points": round(100 * (acc[name] - acc[BASELINE]), 2),
+            "wins": here[name] < here[BASELINE] and acc[name] >= acc[BASELINE],
+            "fastest": min(here, key=here.__getitem__) == name,
+        }
+    return out
+
+
+def markdown(acc: dict[str, float], lat: dict[str, dict[str, float]], result: dict[str, dict]) -> str:
+    hws = list(HARDWARE)
+    lines = [
+        "| net | top-1 (10k test) | " + " | ".join(f"{HARDWARE[h]} ms" for h in hws) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in hws) + " |",
+    ]
+    for name in acc:
+        cells = []
+        for hw in hws:
+            cell = f"{lat[hw][name]:.3f}"
+            if min(lat[hw], key=lat[hw].__getitem__) == name:
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append(f"| `{name}` | {100 * acc[name]:.2f}% | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Bold: the fastest net on that hardware. Specialized nets against the baseline (`{BASELINE}`):")
+    lines.append("")
+    for hw, v in result.items():
+        verdict = "wins" if v["wins"] else "does not win"
+        lines.append(
+            f"- {hw}: `{v['net']}` {verdict}: {v['speedup_vs_baseline']:.2f}x the baseline's speed, "
+            f"{v['accuracy_delta_points']:+.2f} points of accuracy; fastest of all: {'yes' if v['fastest'] else 'no'}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(HARDWARE), figsize=(4.2 * len(HARDWARE), 3.8), constrained_layout=True)
+    markers = dict(zip(acc, "osD^vP*X", strict=False))
+    for ax, (hw, title) in zip(axes, HARDWARE.items(), strict=True):
+        for name in acc:
+            own = SPECIALIZED.get(hw) == name or (hw == "cpu-torch" and name == SPECIALIZED["cpu"])
+            ax.scatter(
+                lat[hw][name],
+                100 * acc[name],
+                marker=markers.get(name, "o"),
+                s=90 if own else 45,
+                edgecolors="black" if own else "none",
+                label=name,
+            )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("latency (ms)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 on the 10k test set (%)")
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Fashion-MNIST zoo: every net on every hardware (outlined: the net searched for it)")
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("nets", nargs="*", help="zoo names or weights dirs (default: the bundled Fashion-MNIST nets)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "specialization"), help="writes OUT.md and OUT.png")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the CPU timing")
+    ap.add_argument("--iters", type=int, default=30, help="calls per net and runtime in a round")
+    args = ap.parse_args()
+    nets = args.nets or bundled()
+    if not nets:
+        print("error: no Fashion-MNIST nets with weights (zoo/pretrained/); name some", file=sys.stderr)
+        return 2
+    models, acc = {}, {}
+    for text in nets:
+        model, info = load_for_eval(text)
+        top1 = (info.metrics or {}).get("top1")
+        if top1 is None:
+            print(f"error: {text} has no recorded top1 (bundle it with scripts/bundle_fmnist.py)", file=sys.stderr)
+            return 2
+        models[info.name] = model.eval()
+        acc[info.name] = float(top1)
+    lat = {**measure_cpu(models, args.rounds, args.iters), **predict({n: m.info.arch for n, m in models.items()})}
+    result = verdicts(acc, lat)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = markdown(acc, lat, result)
+    write_text(out.with_suffix(".md"), table)
+    plot(acc, lat, out.with_suffix(".png"))
+    print(table)
+    figures = {"top1": acc, "latency_ms": lat, "hardware": HARDWARE, "specialized": result}
+    print(json.dumps({"benchmark": "specialization", **figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""scripts/specialization.py: the verdict rule, and a short real run on the bundled baseline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("specialization", ROOT / "scripts" / "specialization.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_specialized_net_wins_only_faster_at_equal_or_better_accuracy() -> None:
+    s = _script()
+    acc = {s.BASELINE: 0.94, "fmnist_proxyless_cpu": 0.94, "fmnist_proxyless_mobile": 0.93}
+    lat = {
+        "cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.8, "fmnist_proxyless_mobile": 0.7},
+        "mobile": {s.BASELINE: 8.0, "fmnist_proxyless_cpu": 7.0, "fmnist_proxyless_mobile": 6.0},
+    }
+    result = s.verdicts(acc, lat)
+    assert set(result) == {"cpu", "mobile"}  # no gpu net: no verdict
+    assert result["cpu"]["wins"] and not result["cpu"]["fastest"] and result["cpu"]["speedup_vs_baseline"] == 1.25
+    assert not result["mobile"]["wins"] and result["mobile"]["fastest"]  # fastest, but 1 point less accurate
+    assert result["mobile"]["accuracy_delta_points"] == -1.0
+
+
+def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    s = _script()
+    if s.BASELINE not in s.bundled():
+        pytest.skip("no bundled Fashion-MNIST baseline")
+    out = tmp_path / "spec"
+    argv = ["specialization.py", s.BASELINE, "--out", str(out), "--rounds", "1", "--iters", "3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert s.main() == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures["latency_ms"]) == set(s.HARDWARE)
+    assert all(figures["latency_ms"][hw][s.BASELINE] > 0 for hw in s.HARDWARE)
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert f"`{s.BASELINE}`" in out.with_suffix(".md").read_text()
