@@ -8,12 +8,12 @@ example can be read back from its name. ``write_examples`` regenerates them from
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from zoo.datasets import FMNIST_CLASSES, load_fashion_mnist
+from zoo.files import atomic_output
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
@@ -47,9 +47,7 @@ def write_examples(out_dir: str | os.PathLike[str], per_class: int = 2) -> list[
     for label, name in enumerate(FMNIST_CLASSES):
         for index in (labels == label).nonzero().flatten()[:per_class].tolist():
             path = out / f"{slug(name)}_{index:04d}.png"
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=out)
-            os.close(fd)
-            Image.fromarray(images[index].numpy(), mode="L").save(tmp, optimize=True)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                Image.fromarray(images[index].numpy(), mode="L").save(tmp, optimize=True)
             written.append(path)
     return written

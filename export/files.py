@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from zoo.files import atomic_output, atomic_write
+
+__all__ = ["ExportError", "ParityError", "atomic_output", "weights_fingerprint", "write_json", "write_text"]
 
 
 class ExportError(ValueError):
@@ -23,27 +23,8 @@ class ParityError(ExportError):
     """An exported artefact whose outputs differ from eager PyTorch beyond the tolerance."""
 
 
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix: some writers insist on it) and rename it over ``path``
-    when the block succeeds, so no reader ever sees half an artefact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artefacts are meant to be shared
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_text(path: Path, text: str) -> Path:
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    return atomic_write(path, text)
 
 
 def write_json(path: Path, obj: Any) -> Path:

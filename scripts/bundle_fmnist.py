@@ -4,8 +4,9 @@
 
 Measures, with the project's own commands: top-1 on the full 10,000-image test set and on the fixed 2,000-image
 CI subset (``zoo eval``), CPU latency at batch 1 for PyTorch eager and ONNX Runtime (``export bench``, 1 thread),
-and the predicted Pixel-1, CPU-table and GPU-table (H200, PyTorch, batch 8) latencies (``search latency``). Every figure lands in the bundled
-``config.json`` metadata, so ``zoo info``, the model card and the demo show what was measured.
+and the predicted Pixel-1, CPU-table and GPU-table (H200, PyTorch, batch 8) latencies (``search latency``).
+Every figure lands in the bundled ``config.json`` metadata, so ``zoo info``, the model card and the demo show
+what was measured.
 """
 
 from __future__ import annotations

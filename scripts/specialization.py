@@ -36,6 +36,7 @@ from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
 from zoo import get_model_info, list_models  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
+from zoo.files import atomic_output  # noqa: E402
 
 BASELINE = "fmnist_mobilenetv2"
 MEASURED = {"cpu": "onnxruntime", "cpu-torch": "torch"}
@@ -159,10 +160,9 @@ def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) ->
     axes[0].set_ylabel("top-1 on the 10k test set (%)")
     axes[-1].legend(fontsize=8, loc="lower right")
     fig.suptitle("Fashion-MNIST zoo: every net on every hardware (outlined: the net searched for it)")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> int:

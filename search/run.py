@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,9 +34,10 @@ from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs,
 from search.latency import LatencyModel, load_latency_model
 from search.objective import LOSSES, LatencyObjective
 from search.reinforce import Reinforce
-from search.search_log import SearchLog, atomic_write, op_label
+from search.search_log import SearchLog, op_label
 from search.space import get_space
 from search.supernet import Supernet
+from zoo.files import atomic_output, atomic_write
 
 CKPT_FORMAT = "proxyless-search-ckpt/1"
 ALGOS = ("grad", "rl")
@@ -340,10 +340,8 @@ class Search:
                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             },
         }
-        path = self.out / "checkpoint.pt"
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
+        with atomic_output(self.out / "checkpoint.pt") as tmp:
+            torch.save(ckpt, tmp)
 
     # ------------------------------------------------------------------ steps
 

@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -38,6 +37,7 @@ from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import DATASETS, dataset_info
 from zoo.evaluate import accumulate, summarize
+from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
 from zoo.registry import build_network, get_model_info, spec_from_dict
 from zoo.weights import save_pretrained
@@ -164,15 +164,8 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:
@@ -310,8 +303,8 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        _atomic_text(self.out / "log.csv", buf.getvalue())
-        _atomic_text(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
+        atomic_write(self.out / "log.csv", buf.getvalue())
+        atomic_write(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
         for k, v in row.items():
             if k != "epoch" and isinstance(v, (int, float)):
                 tb.add_scalar(k, v, row["epoch"])
@@ -486,7 +479,7 @@ class Trainer:
             "device": str(self.device),
             "out": str(self.out),
         }
-        _atomic_text(self.out / "metrics.json", json.dumps(result, indent=1) + "\n")
+        atomic_write(self.out / "metrics.json", json.dumps(result, indent=1) + "\n")
         return result
 
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from zoo.files import atomic_output, atomic_write
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -82,18 +83,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then rename over ``path``, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def metadata_of(info_or_metadata: Any) -> dict[str, Any]:
     """The config's metadata from a ``ModelInfo`` (duck-typed: zoo.registry imports this module) or a dict."""
     if isinstance(info_or_metadata, Mapping):
@@ -130,9 +119,10 @@ def save_pretrained(
             t = t.to(dtype)
         tensors[key] = t.contiguous()
     weights = out / WEIGHTS_FILE
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    with atomic_output(weights) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
     config = {"arch": spec.to_dict(), "metadata": meta, "weights_sha256": sha256_file(weights)}
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1) + "\n"))
+    atomic_write(out / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
     return out
 
 

@@ -9,13 +9,12 @@ authors' mobile table. The ``zero`` op is stored with 0 ms and count 0: the netw
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from search.space import SearchSpace
+from zoo.files import atomic_write
 
 FORMAT = "proxyless-lut/1"
 OPS = ("stem", "mbconv", "zero", "feature_mix", "classifier")
@@ -176,17 +175,7 @@ class Lut:
 
     def save(self, path: str | Path) -> None:
         """Atomic: a profile interrupted mid-write leaves the previous complete file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Lut:

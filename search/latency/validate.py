@@ -9,10 +9,8 @@ archs and skips any calibration arch, so the figures are out-of-sample.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from search.latency.predict import TableModel
 from search.latency.runtimes import Runner, Stats, make_runner, measure
 from search.space import SearchSpace, get_space
 from zoo.arch import ArchSpec
+from zoo.files import atomic_write
 from zoo.network import ProxylessNet
 
 CALIBRATION_SEED = 1000
@@ -171,7 +170,4 @@ def validate(
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -1,0 +1,30 @@
+"""zoo.files: atomic writes leave the old file on failure, no temporary behind, and the umask's permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from zoo.files import atomic_output, atomic_write
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = atomic_write(tmp_path / "a.json", "old\n")
+    with pytest.raises(RuntimeError), atomic_output(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "sub" / "w.bin", b"\x00\x01")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"\x00\x01"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
