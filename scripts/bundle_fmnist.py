@@ -1,6 +1,6 @@
 """Bundle a trained Fashion-MNIST run into the zoo: measure it, then write ``zoo/pretrained/NAME``.
 
-    python scripts/bundle_fmnist.py NAME RUN_DIR [--search-run DIR] [--note TEXT]
+    python scripts/bundle_fmnist.py NAME RUN_DIR [--search-run DIR] [--note TEXT] [--dest DIR]
 
 Measures, with the project's own commands: top-1 on the full 10,000-image test set and on the fixed 2,000-image
 CI subset (``zoo eval``), CPU latency at batch 1 for PyTorch eager and ONNX Runtime (``export bench``, 1 thread),
@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--search-run", type=Path, help="the search run that produced the arch (its arch.json)")
     ap.add_argument("--note", default="", help="how it was trained, in words")
+    ap.add_argument("--dest", type=Path, help="where to write it (default: zoo/pretrained/NAME)")
     args = ap.parse_args()
     model, info = load_for_eval(str(args.run_dir))
     metrics = dict(info.metrics)
@@ -99,7 +100,7 @@ def main() -> int:
         "source": info.source,
         "metrics": metrics,
     }
-    out = save_pretrained(model, ROOT / "zoo" / "pretrained" / args.name, meta)
+    out = save_pretrained(model, args.dest or ROOT / "zoo" / "pretrained" / args.name, meta)
     print(
         json.dumps(
             {

@@ -138,6 +138,9 @@ def main() -> int:
     ap.add_argument("--targets", default=",".join(TARGET_FACTORS), help="searches to run (see TARGET_FACTORS)")
     ap.add_argument("--gpu-tables", action="store_true", help="profile and validate GPU tables (torch, batch 8)")
     ap.add_argument("--bench", action="store_true", help="latency reports of the trained nets at the end")
+    ap.add_argument(
+        "--bundle", action="store_true", help="bundle the four trained nets into zoo/pretrained and make the table"
+    )
     ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
     ap.add_argument("--train-args", default="", help="extra `search train` options (the same for every net)")
@@ -324,6 +327,8 @@ def stages(p: Pipeline) -> None:
     for name in [*(f"train_{n}" for n in TRAINED), "train_mobilenetv2"]:
         if name in p.procs:
             p.wait(name, deadline=args.budget - args.report_reserve + 30)
+    if args.bundle:
+        bundle(p, train, search)
     if not args.bench:
         return
     finished = [str(d) for d in sorted(train.iterdir()) if (d / "model.safetensors").exists()]
@@ -347,6 +352,32 @@ def stages(p: Pipeline) -> None:
     if args.smoke:
         bench += ["--iters", "3", "--warmup", "1", "--rounds", "1", "--batches", "1"]
     p.run("bench", *bench, deadline=args.budget + 60)
+
+
+def bundle(p: Pipeline, train: Path, search: Path) -> None:
+    """Once all four nets are trained: measure and bundle each into zoo/pretrained, then the specialization table."""
+    runs = {"fmnist_mobilenetv2": (train / "fmnist_mobilenetv2", None)}
+    runs |= {f"fmnist_proxyless_{t}": (train / f"fmnist_proxyless_{t}", search / t) for t in TRAINED}
+    missing = [name for name, (run, _) in runs.items() if not (run / "model.safetensors").exists()]
+    if missing:
+        p.note(f"not bundling: {', '.join(missing)} not trained yet (run the same command again to continue)")
+        return
+    note = (
+        f"one recipe for all four nets: {p.args.train_epochs} epochs, batch {p.args.batch_size}, "
+        f"device {p.args.device}, extra options '{p.args.train_args}'"
+    )
+    # a smoke run bundles into OUT, not into the zoo
+    dest = p.out / "pretrained" if p.args.smoke else ROOT / "zoo" / "pretrained"
+    table = p.out / "specialization" if p.args.smoke else ROOT / "docs" / "specialization"
+    for name, (run, search_run) in runs.items():
+        cmd = ["scripts/bundle_fmnist.py", name, str(run), "--note", note, "--dest", str(dest / name)]
+        if search_run is not None:
+            cmd += ["--search-run", str(search_run)]
+        if not p.run(f"bundle_{name}", *cmd):
+            raise ValueError(f"bundling {name} failed (see logs/bundle_{name}.log)")
+    nets = [str(dest / name) for name in runs]
+    quick = ["--rounds", "1", "--iters", "3"] if p.args.smoke else []
+    p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick)
 
 
 def pack(p: Pipeline) -> None:
