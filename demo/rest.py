@@ -6,7 +6,8 @@ Gradio's queue API takes three exchanges per image (upload, join the queue, read
     curl --data-binary @shoe.png 'http://127.0.0.1:7860/api/classify?model=fmnist_proxyless_cpu&runtime=onnxruntime'
 
 It shares the UI's ``Predictor``: the same decoder with its limits and messages, the same models, runtimes and
-per-runtime locks. At most ``queue_size`` requests are in the server at once; more get 503 at once, not a wait.
+per-runtime batching threads. At most ``queue_size`` requests are in the server at once; more get 503 at once,
+not a wait.
 Errors are JSON ``{"error": "..."}``, one line naming what is wrong.
 """
 
