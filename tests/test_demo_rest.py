@@ -1,0 +1,74 @@
+"""demo.rest in-process, with a stand-in predictor: status codes and one-line errors for each refusal."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from demo.preprocess import MAX_FILE_BYTES, InputError, load_image
+from demo.rest import api_router
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.model_names, self.runtime_kinds = ["net_a"], ["onnxruntime", "torch"]
+        self.calls: list[tuple[str, str]] = []
+
+    def classify(self, source: bytes, name: str, kind: str) -> SimpleNamespace:
+        if name not in self.model_names:
+            raise InputError(f"unknown model {name!r}; choose one of net_a")
+        load_image(source)  # the real decoder and its refusals
+        self.calls.append((name, kind))
+        return SimpleNamespace(
+            provider="stand-in", top={"Bag": 0.75, "Coat": 0.25}, inference_ms=1.5, preprocess_ms=0.5, notes=[], batch=1
+        )
+
+
+def _client(queue_size: int = 4) -> tuple[TestClient, StandIn]:
+    predictor = StandIn()
+    app = FastAPI()
+    app.include_router(api_router(predictor, queue_size, "net_a"))
+    return TestClient(app), predictor
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(out, "PNG")
+    return out.getvalue()
+
+
+PNG = _png()
+
+
+def test_defaults_are_the_uis_first_model_and_runtime() -> None:
+    client, predictor = _client()
+    r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 200, r.text
+    assert r.json()["top"][0] == {"label": "Bag", "probability": 0.75}
+    assert predictor.calls == [("net_a", "onnxruntime")]
+    assert client.get("/api/models").json()["default_model"] == "net_a"
+
+
+def test_refusals_have_a_status_and_a_one_line_error() -> None:
+    client, _ = _client()
+    cases = [
+        (client.post("/api/classify"), 422, "no image"),
+        (client.post("/api/classify", content=b"text, not a picture"), 422, "not an image"),
+        (client.post("/api/classify?model=other", content=PNG), 422, "unknown model"),
+        (client.post("/api/classify", content=b"\0" * (MAX_FILE_BYTES + 1)), 413, "limit is"),
+        # no Content-Length (chunked): cut off once the body passes the limit
+        (client.post("/api/classify", content=iter([b"\0" * MAX_FILE_BYTES, b"\0"])), 413, "limit is"),
+    ]
+    for r, status, word in cases:
+        assert r.status_code == status and word in r.json()["error"], (status, r.text)
+        assert "\n" not in r.json()["error"]
+
+
+def test_a_full_server_says_busy_at_once() -> None:
+    client, predictor = _client(queue_size=0)
+    r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 503 and "busy" in r.json()["error"] and predictor.calls == []
