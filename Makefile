@@ -52,7 +52,7 @@ fmnist-zoo: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu \
 		--search-limit-train 20000 --warmup-epochs 3 --search-epochs 3 --train-epochs 15 --batch-size 128 \
 		--budget 86400 --report-reserve 0 --search-args "--grad-mode two --arch-every 2 --arch-lr 1e-2" \
-		--train-args "--warmup-epochs 1" --bundle --out runs/fmnist
+		--train-args "--warmup-epochs 1 --eval-every 5" --bundle --out runs/fmnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache
