@@ -377,7 +377,8 @@ def bundle(p: Pipeline, train: Path, search: Path) -> None:
             raise ValueError(f"bundling {name} failed (see logs/bundle_{name}.log)")
     nets = [str(dest / name) for name in runs]
     quick = ["--rounds", "1", "--iters", "3"] if p.args.smoke else []
-    p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick)
+    readme = [] if p.args.smoke else ["--readme", str(ROOT / "README.md")]
+    p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick, *readme)
 
 
 def pack(p: Pipeline) -> None:

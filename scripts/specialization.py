@@ -13,13 +13,15 @@ shared, noisy machine. Accuracy is each net's recorded full-test-set top-1 (``zo
 
 A specialized net ``fmnist_proxyless_<hw>`` wins on its hardware when it is faster there than the MobileNetV2-style
 baseline at equal or better accuracy; ``fastest`` says whether it is also the fastest of all nets there.
-Writes OUT.md and OUT.png; the last line printed is JSON with every figure.
+Writes OUT.md and OUT.png (and, with ``--readme FILE``, the table and plot between FILE's
+``<!-- specialization:start -->`` / ``<!-- specialization:end -->`` markers); the last line printed is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
 from zoo import get_model_info, list_models  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
-from zoo.files import atomic_output  # noqa: E402
+from zoo.files import atomic_output, atomic_write  # noqa: E402
 
 BASELINE = "fmnist_mobilenetv2"
 MEASURED = {"cpu": "onnxruntime", "cpu-torch": "torch"}
@@ -165,12 +167,27 @@ def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) ->
     plt.close(fig)
 
 
+START, END = "<!-- specialization:start -->", "<!-- specialization:end -->"
+
+
+def into_readme(readme: Path, table: str, png: Path) -> None:
+    """Replace what stands between the markers with the table and the plot (linked relative to the README)."""
+    text = readme.read_text()
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise SystemExit(f"error: {readme} needs one {START} line followed by one {END} line")
+    link = os.path.relpath(png, readme.parent)
+    block = f"{START}\n{table}\n![every net on every hardware]({link})\n{END}"
+    head, rest = text.split(START, 1)
+    atomic_write(readme, head + block + rest.split(END, 1)[1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("nets", nargs="*", help="zoo names or weights dirs (default: the bundled Fashion-MNIST nets)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "specialization"), help="writes OUT.md and OUT.png")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the CPU timing")
     ap.add_argument("--iters", type=int, default=30, help="calls per net and runtime in a round")
+    ap.add_argument("--readme", type=Path, help="also put the table and plot between this file's markers")
     args = ap.parse_args()
     nets = args.nets or bundled()
     if not nets:
@@ -192,6 +209,8 @@ def main() -> int:
     table = markdown(acc, lat, result)
     write_text(out.with_suffix(".md"), table)
     plot(acc, lat, out.with_suffix(".png"))
+    if args.readme:
+        into_readme(args.readme, table, out.with_suffix(".png"))
     print(table)
     figures = {"top1": acc, "latency_ms": lat, "hardware": HARDWARE, "specialized": result}
     print(json.dumps({"benchmark": "specialization", **figures}))

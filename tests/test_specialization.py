@@ -33,12 +33,24 @@ def test_a_specialized_net_wins_only_faster_at_equal_or_better_accuracy() -> Non
     assert result["mobile"]["accuracy_delta_points"] == -1.0
 
 
+def test_readme_without_markers_is_refused_untouched(tmp_path: Path) -> None:
+    s = _script()
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="needs one"):
+        s.into_readme(readme, "| table |", tmp_path / "spec.png")
+    assert readme.read_text() == "no markers here\n"
+
+
 def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     s = _script()
     if s.BASELINE not in s.bundled():
         pytest.skip("no bundled Fashion-MNIST baseline")
     out = tmp_path / "spec"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{s.START}\nold table\n{s.END}\nafter\n")
     argv = ["specialization.py", s.BASELINE, "--out", str(out), "--rounds", "1", "--iters", "3"]
+    argv += ["--readme", str(readme)]
     monkeypatch.setattr(sys, "argv", argv)
     assert s.main() == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -46,3 +58,6 @@ def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert all(figures["latency_ms"][hw][s.BASELINE] > 0 for hw in s.HARDWARE)
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert f"`{s.BASELINE}`" in out.with_suffix(".md").read_text()
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{s.END}\nafter\n")
+    assert out.with_suffix(".md").read_text() in text and "](spec.png)" in text
