@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from search.run import run_argv  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.weights import save_pretrained  # noqa: E402
 
@@ -88,7 +90,11 @@ def main() -> int:
     metrics["latency_ms"] = {**metrics.get("latency_ms", {}), **lat}
     metrics["latency_note"] = "cpu_*_b1: p50 on this repo's CI-class CPU, 1 thread; *_pred: latency models"
     if args.search_run:
-        metrics["search"] = json.loads((args.search_run / "arch.json").read_text()).get("extra", {})
+        search = json.loads((args.search_run / "arch.json").read_text()).get("extra", {}).get("search", {})
+        if "config" in search and "command" not in search:  # runs from before the command was recorded
+            argv = [*run_argv(search["config"]), "--out", str(args.search_run)]
+            search["command"] = "proxyless search run " + shlex.join(argv)
+        metrics["search"] = search
     if args.note:
         metrics["train_note"] = args.note
     meta = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -517,6 +518,8 @@ class Search:
             # every setting of the run (where it ran and how it logged aside): enough to run it again
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
+        argv = [*run_argv(search_info["config"]), "--out", str(self.out)]
+        search_info["command"] = "proxyless search run " + shlex.join(argv)
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
@@ -590,7 +593,24 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of alpha (betas 0, 0.999)")
     r.add_argument("--arch-every", type=int, default=d.arch_every, help="one alpha step every N weight steps")
     r.add_argument("--val-batch-size", type=int, default=d.val_batch_size, help="batch of an alpha step")
+    r.add_argument("--alpha-init-std", type=float, default=d.alpha_init_std, help="alpha ~ N(0, std) (paper: 1e-3)")
     r.set_defaults(func=_cmd_run)
+
+
+_FLAGS = ("amp", "channels_last")  # store_true options
+
+
+def run_argv(config: dict[str, Any]) -> list[str]:
+    """``proxyless search run`` arguments that reproduce a search ``config`` (``asdict`` of its SearchConfig,
+    less where it ran and how it logged): the command recorded with a derived arch."""
+    argv = []
+    for key, value in config.items():
+        if key in _RESUMABLE or value is None or (key in _FLAGS and not value):
+            continue
+        argv.append(f"--{key.replace('_', '-')}")
+        if key not in _FLAGS:
+            argv.append(str(value))
+    return argv
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> SearchConfig:

@@ -1,20 +1,23 @@
 """Search runs end to end on tiny synthetic data: resume after SIGKILL, two-process gloo, warm-up sharing, RL."""
 
+import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from search.cli import main
-from search.run import mix_seed
+from search.run import add_parsers, config_from_args, mix_seed, run_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -134,6 +137,25 @@ def test_shared_warmup_then_rl_search(tmp_path, capsys):
     assert (ckpt["model"]["alpha"] - init).abs().max() > 5e-4  # the policy-gradient steps moved alpha
     warm_w = _ckpt(warm)["model"]["first_conv.conv.weight"]
     assert not torch.equal(ckpt["model"]["first_conv.conv.weight"], warm_w)  # trained on from the warm-up
+    # the derived arch records a command that parses back to the same settings
+    search = json.loads((tmp_path / "rl" / "arch.json").read_text())["extra"]["search"]
+    argv = shlex.split(search["command"])
+    assert argv[:3] == ["proxyless", "search", "run"]
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    args = parser.parse_args(["run", *argv[3:]])
+    assert args.out == str(tmp_path / "rl")
+    again = asdict(config_from_args(args))
+    assert {k: again[k] for k in search["config"]} == search["config"]
+
+
+def test_recorded_cpu_search_config_renders_to_a_command_that_parses_back():
+    config = json.loads((ROOT / "benchmarks/results/fmnist_search_cpu/cpu/arch.json").read_text())["extra"]["search"]
+    config = config["config"]
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    again = asdict(config_from_args(parser.parse_args(["run", *run_argv(config), "--out", "x"])))
+    assert {k: again[k] for k in config} == config
 
 
 @pytest.mark.parametrize(
