@@ -20,7 +20,9 @@ import csv
 import io
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -176,6 +178,7 @@ class Trainer:
         self._validate()
         self.device = dist.init_distributed(c.device)
         self.rank, self.world = dist.rank(), dist.world_size()
+        self.terminated = False
         self.main = dist.is_main()
         self.out = Path(c.out)
         self.spec = resolve_arch(c.arch)
@@ -318,11 +321,16 @@ class Trainer:
         return summarize(dist.all_reduce_sum(accumulate(module, loader, self.device, dtype)))
 
     def _stop_requested(self, started: float, steps_run: int) -> bool:
+        """After ``--stop-after-steps``, past ``--time-limit``, or once SIGTERM came; all ranks at the same step."""
         c = self.config
         stop = c.stop_after_steps is not None and steps_run >= c.stop_after_steps
-        if c.time_limit_minutes is not None and steps_run % 20 == 0:
-            late = torch.tensor(float(time.monotonic() - started > 60 * c.time_limit_minutes), device=self.device)
-            stop = stop or bool(dist.all_reduce_sum(late).item() > 0)  # every rank stops at the same step
+        over = c.time_limit_minutes is not None and time.monotonic() - started > 60 * c.time_limit_minutes
+        local = self.terminated or over
+        if self.world == 1:
+            return stop or local
+        if steps_run % 20 == 0:
+            flag = torch.tensor(float(local), device=self.device)
+            stop = stop or bool(dist.all_reduce_sum(flag).item() > 0)
         return stop
 
     def _train_epoch(self, epoch: int, started: float, steps_run: int) -> tuple[int, bool]:
@@ -426,6 +434,10 @@ class Trainer:
 
             tb = SummaryWriter(str(self.out / "tb"), purge_step=len(self.history) + 1)
         started, steps_run = time.monotonic(), 0
+        # SIGTERM (a batch scheduler's preemption, a session's end, `kill`) stops at the next step, checkpointed
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             while self.data.train.epoch < c.epochs:
                 epoch = self.data.train.epoch
@@ -437,8 +449,13 @@ class Trainer:
                 self.save_checkpoint()
             return self._finish()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if tb is not None:
                 tb.close()
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated = True
 
     def _finish(self) -> dict[str, Any]:
         """Evaluate the weights that ship (EMA when on) on the full test split in float32; write weights + metrics."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,3 +112,23 @@ def test_bad_inputs_give_one_line_errors(arch: Path, tmp_path: Path, capsys: pyt
     assert search_main(["train", "--arch", "uniform:fmnist:k4", "--out", str(tmp_path)]) == 2
     assert "uniform:SPACE:k<kernel>e<expand>" in capsys.readouterr().err
     assert zoo_main(["eval", str(tmp_path / "nothing"), "--limit", "5"]) == 2
+
+
+def test_sigterm_stops_at_the_next_step_checkpointed(arch: Path, tmp_path: Path) -> None:
+    """A scheduler's or a session's SIGTERM ends training like --time-limit: checkpointed, resumable."""
+    out = tmp_path / "terminated"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate_once_handled() -> None:
+        deadline = time.monotonic() + 60
+        while signal.getsignal(signal.SIGTERM) is before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a few steps in
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_handled, daemon=True).start()
+    stopped = train(_config(arch, out, epochs=40))  # 1,200 steps: far more than 0.3 s
+    assert stopped["finished"] is False and 0 < stopped["step"] < 1200, stopped
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    resumed = train(_config(arch, out, epochs=40, resume=True, stop_after_steps=3))
+    assert resumed["step"] == stopped["step"] + 3
