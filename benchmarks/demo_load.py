@@ -182,7 +182,7 @@ def start_server(models: list[str], log: Path, timeout_s: float = 300.0) -> tupl
 def bundled_fmnist_models() -> list[str]:
     import zoo
 
-    return [n for n in zoo.list_models(pretrained_only=True) if zoo.get_model_info(n).dataset == "fashion-mnist"]
+    return zoo.list_models(pretrained_only=True, dataset="fashion-mnist")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from export.files import write_text  # noqa: E402
 from export.runtimes import make_runtime  # noqa: E402
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
-from zoo import get_model_info, list_models  # noqa: E402
+from zoo import list_models  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.files import atomic_output, atomic_write  # noqa: E402
 
@@ -53,7 +53,7 @@ SPECIALIZED = {"cpu": "fmnist_proxyless_cpu", "mobile": "fmnist_proxyless_mobile
 
 
 def bundled() -> list[str]:
-    names = [n for n in list_models(pretrained_only=True) if get_model_info(n).dataset == "fashion-mnist"]
+    names = list_models(pretrained_only=True, dataset="fashion-mnist")
     order = [BASELINE, *SPECIALIZED.values()]
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 

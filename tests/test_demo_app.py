@@ -98,7 +98,7 @@ def _code_key() -> str:
 
 
 def _fmnist_bundled() -> list[str]:
-    return [n for n in zoo.list_models(pretrained_only=True) if zoo.get_model_info(n).dataset == "fashion-mnist"]
+    return zoo.list_models(pretrained_only=True, dataset="fashion-mnist")
 
 
 def _free_port() -> int:

@@ -150,9 +150,9 @@ def test_int8_quantization_keeps_accuracy(case, onnx_file):
 
 
 def bundled_fmnist_net() -> str | None:
-    from zoo.registry import get_model_info, list_models
+    from zoo.registry import list_models
 
-    names = [n for n in list_models(pretrained_only=True) if get_model_info(n).dataset == "fashion-mnist"]
+    names = list_models(pretrained_only=True, dataset="fashion-mnist")
     return names[0] if names else None
 
 

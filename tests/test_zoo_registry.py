@@ -75,6 +75,8 @@ def test_weights_directory_registers_as_model(tiny_dir: Path, monkeypatch: pytes
     assert "tiny_fm" not in list_models()
     monkeypatch.setenv(registry.EXTRA_ENV, str(tiny_dir))
     assert "tiny_fm" in list_models(pretrained_only=True)
+    assert "tiny_fm" in list_models(pretrained_only=True, dataset="fashion-mnist")
+    assert "tiny_fm" not in list_models(dataset="imagenet") and "proxyless_mobile" in list_models(dataset="imagenet")
     info = get_model_info("tiny_fm")
     assert (info.dataset, info.input_size, info.categories[1]) == ("fashion-mnist", (1, 28, 28), "Trouser")
     model = create_model("tiny_fm", pretrained=True).eval()

@@ -216,9 +216,14 @@ def _all() -> dict[str, ModelInfo]:
     return {**_BASE, **_extra_models()}
 
 
-def list_models(pretrained_only: bool = False) -> list[str]:
-    """Registered names, sorted; ``pretrained_only`` keeps those whose weights ``pretrained=True`` loads."""
-    return sorted(n for n, info in _all().items() if info.weights is not None or not pretrained_only)
+def list_models(pretrained_only: bool = False, dataset: str | None = None) -> list[str]:
+    """Registered names, sorted; ``pretrained_only`` keeps those whose weights ``pretrained=True`` loads,
+    ``dataset`` those trained on it (e.g. ``"fashion-mnist"``)."""
+    return sorted(
+        n
+        for n, info in _all().items()
+        if (info.weights is not None or not pretrained_only) and (dataset is None or info.dataset == dataset)
+    )
 
 
 def hub_model_info(source: str) -> ModelInfo:
