@@ -24,24 +24,6 @@ from demo.preprocess import MAX_FILE_BYTES, InputError, too_large
 from export.files import ExportError
 
 
-class _Slots:
-    """A counter of requests in the server; ``take`` fails instead of blocking when all are taken."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.used, self.lock = size, 0, threading.Lock()
-
-    def take(self) -> bool:
-        with self.lock:
-            if self.used >= self.size:
-                return False
-            self.used += 1
-            return True
-
-    def give(self) -> None:
-        with self.lock:
-            self.used -= 1
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -50,7 +32,7 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
     """``GET /api/models`` and ``POST /api/classify?model=&runtime=`` (body: the image file's bytes; model and
     runtime default to the UI's first choices)."""
     router = APIRouter(prefix="/api")
-    slots = _Slots(queue_size)
+    slots = threading.Semaphore(queue_size)  # requests in the server; acquire(blocking=False) never waits
 
     @router.get("/models")
     def models() -> dict[str, Any]:
@@ -63,7 +45,7 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_FILE_BYTES:
             return _error(413, too_large(int(length)))
-        if not slots.take():
+        if not slots.acquire(blocking=False):
             return _error(503, f"busy: {queue_size} requests are already in the server; retry shortly")
         try:
             body = bytearray()
@@ -80,7 +62,7 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
         except ExportError as e:
             return _error(500, f"{kind} failed for {model}: {e}")
         finally:
-            slots.give()
+            slots.release()
         return {
             "model": model,
             "runtime": kind,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from search.run import run_argv  # noqa: E402
+from search.run import run_command  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.weights import save_pretrained  # noqa: E402
 
@@ -92,8 +91,7 @@ def main() -> int:
     if args.search_run:
         search = json.loads((args.search_run / "arch.json").read_text()).get("extra", {}).get("search", {})
         if "config" in search and "command" not in search:  # runs from before the command was recorded
-            argv = [*run_argv(search["config"]), "--out", str(args.search_run)]
-            search["command"] = "proxyless search run " + shlex.join(argv)
+            search["command"] = run_command(search["config"], args.search_run)
         metrics["search"] = search
     if args.note:
         metrics["train_note"] = args.note

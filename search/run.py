@@ -518,8 +518,7 @@ class Search:
             # every setting of the run (where it ran and how it logged aside): enough to run it again
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
-        argv = [*run_argv(search_info["config"]), "--out", str(self.out)]
-        search_info["command"] = "proxyless search run " + shlex.join(argv)
+        search_info["command"] = run_command(search_info["config"], self.out)
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
@@ -611,6 +610,11 @@ def run_argv(config: dict[str, Any]) -> list[str]:
         if key not in _FLAGS:
             argv.append(str(value))
     return argv
+
+
+def run_command(config: dict[str, Any], out: str | Path) -> str:
+    """The shell command that reruns the search ``config`` into ``out``."""
+    return "proxyless search run " + shlex.join([*run_argv(config), "--out", str(out)])
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> SearchConfig:
