@@ -1,6 +1,7 @@
-"""torch.hub entrypoints of proxyless-zoo: one per registered model.
+"""torch.hub entrypoints of proxyless-zoo: one per registered model, and ``hf_hub`` for any published one.
 
     model = torch.hub.load("REPO_DIR_OR_OWNER/REPO", "proxyless_mobile", source="local", pretrained="DIR")
+    model = torch.hub.load("REPO_DIR_OR_OWNER/REPO", "hf_hub", "ORG/REPO@REVISION", source="local")
 
 ``pretrained``: False (random init), True (the model's registered weights), a weights directory holding
 ``model.safetensors`` + ``config.json``, a ``.safetensors`` file, or ``"hf-hub:ORG/REPO@REVISION"``. Other
@@ -79,6 +80,13 @@ def proxyless_cifar(pretrained: bool | str | _Path = False, **kwargs: _Any) -> _
     and pass pretrained=DIR.
     """
     return _registry.create_model("proxyless_cifar", pretrained=pretrained, **kwargs)
+
+
+def hf_hub(repo: str, pretrained: bool = True, **kwargs: _Any) -> _nn.Module:
+    """Any network published with ``proxyless zoo publish``, registered here or not: ``repo`` is
+    ``"ORG/REPO"`` or ``"ORG/REPO@REVISION"``; the arch and metadata come from that repo's ``config.json``, the
+    weights are sha256-checked (``HF_HUB_OFFLINE=1`` reads the local cache)."""
+    return _registry.create_model(f"hf-hub:{repo}", pretrained=pretrained, **kwargs)
 
 
 def _entrypoint(name: str) -> _Any:

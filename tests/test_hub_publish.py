@@ -38,8 +38,8 @@ REPORT = {  # the shape of export's benchmark report (export/report.py)
          "p50_ms": 0.41},
     ],
 }  # fmt: skip
-# A fresh process loads the published weights twice: through a registry entry pinned with the exact line publish
-# printed, and by running the model card's own usage snippet.
+# A fresh process loads the published weights three times: through a registry entry pinned with the exact line
+# publish printed, and by running the model card's create_model and torch.hub snippets (hubconf.py of this clone).
 LOADER = r"""
 import json, re, sys
 from pathlib import Path
@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from zoo.registry import create_model, info_from_config, register_model
 from zoo.weights import WeightsRef, read_config
 
-config_json, ref_line, card, out = sys.argv[1:5]
+config_json, ref_line, card, out, ROOT = sys.argv[1:6]
 weights = eval(ref_line, {"WeightsRef": WeightsRef})
 register_model(info_from_config("tiny_pinned", read_config(config_json), weights))
 x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -60,11 +60,13 @@ try:
     refused = None
 except ValueError as e:
     refused = str(e)
-snippet = re.search(r"```python\n(.*?)```", Path(card).read_text(), re.S)[1]
+snippets = re.findall(r"```python\n(.*?)```", Path(card).read_text(), re.S)
 scope = {"images": x}
 with torch.no_grad():
-    exec(snippet, scope)
-    save_file({"pinned": pinned(x), "card_snippet": scope["logits"]}, out)
+    exec(snippets[0], scope)
+    exec(snippets[1].replace("path/to/proxyless-zoo", ROOT), scope)
+    hub = scope["model"](x)
+    save_file({"pinned": pinned(x), "card_snippet": scope["logits"], "card_torch_hub": hub}, out)
 print(json.dumps({"weights": pinned.info.weights.source, "sha256": pinned.info.weights.sha256, "bad": refused}))
 """
 
@@ -161,14 +163,14 @@ def test_publish_then_load_online_then_offline(tiny: dict, tmp_path: Path) -> No
         assert f"- Weights sha256: `{sha}`" in card.read_text()
 
         out = tmp_path / "logits.safetensors"
-        loader = ["-c", LOADER, str(tiny["dir"] / "config.json"), ref_line, str(card), str(out)]
+        loader = ["-c", LOADER, str(tiny["dir"] / "config.json"), ref_line, str(card), str(out), str(ROOT)]
         online = _run(loader, env)
         assert online.returncode == 0, online.stderr[-3000:]
         loaded = json.loads(online.stdout.splitlines()[-1])
         assert (loaded["weights"], loaded["sha256"]) == (f"hf-hub:{REPO}@{commit}", sha)
         assert "sha256 mismatch" in loaded["bad"]  # a pin that does not match the bytes is refused
         logits = load_file(out)
-        assert sorted(logits) == ["card_snippet", "pinned"]
+        assert sorted(logits) == ["card_snippet", "card_torch_hub", "pinned"]
         for value in logits.values():
             torch.testing.assert_close(value, tiny["logits"], rtol=0, atol=0)
         snapshot = tmp_path / "home" / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / commit
@@ -252,6 +254,18 @@ def test_dry_run_writes_a_card_that_round_trips(tiny: dict, tmp_path: Path, caps
     assert main([*args]) == 2  # DIR now exists: refused, untouched
     assert "already exists" in capsys.readouterr().err
     assert (out / "model.onnx").is_file()
+
+
+def test_card_names_the_code_repo_for_torch_hub(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from zoo.cli import main
+
+    args = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--revision", "v2", "--dry-run"]
+    assert main([*args, str(tmp_path / "a"), "--code-repo", "someone/proxyless-zoo:v0.1"]) == 0
+    text = (tmp_path / "a" / "README.md").read_text()
+    assert f'torch.hub.load("someone/proxyless-zoo:v0.1", "hf_hub", "{REPO}@v2")' in text
+    assert main([*args, str(tmp_path / "b"), "--code-repo", "https://github.com/x"]) == 2
+    assert "--code-repo 'https://github.com/x': expected GitHub OWNER/REPO[:REF]" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_onnx_of_other_weights_is_refused(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

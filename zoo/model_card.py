@@ -25,8 +25,6 @@ CITATION = """@inproceedings{cai2019proxylessnas,
   year      = {2019},
   url       = {https://arxiv.org/abs/1812.00332}
 }"""
-# torch.hub needs a GitHub repo with a hubconf.py exposing ``create_model``.
-TORCH_HUB_REPO = "proxyless-zoo/proxyless-zoo"
 # zoo dataset names -> (Hub dataset id, display name, split the reported accuracy is measured on).
 DATASETS = {
     "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", "test"),
@@ -208,7 +206,23 @@ def _latency_table(rows: Sequence[LatencyRow]) -> list[str]:
     return lines
 
 
-def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool) -> list[str]:
+def _torch_hub(repo_id: str, revision: str, code_repo: str | None) -> list[str]:
+    """torch.hub loads code from GitHub: from ``code_repo`` when the publisher named it, else from a local clone."""
+    where, local = (f'"{code_repo}"', "") if code_repo else ('"path/to/proxyless-zoo"', ', source="local"')
+    whose = f"the GitHub repo {code_repo}" if code_repo else "a clone of proxyless-zoo"
+    pinned = repo_id + ("" if revision == "main" else f"@{revision}")
+    return [
+        f"With torch.hub (the `hf_hub` entrypoint of {whose}'s `hubconf.py`):",
+        "",
+        "```python",
+        "import torch",
+        "",
+        f'model = torch.hub.load({where}, "hf_hub", "{pinned}"{local}).eval()',
+        "```",
+    ]
+
+
+def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool, code_repo: str | None) -> list[str]:
     source = f"hf-hub:{repo_id}" + ("" if revision == "main" else f"@{revision}")
     rev_arg = "" if revision == "main" else f', revision="{revision}"'
     c, h, w = info.input_size
@@ -222,13 +236,7 @@ def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool) -> list
         f"logits = model(images)  # float [N, {c}, {h}, {w}], normalized with the mean/std above",
         "```",
         "",
-        f"With torch.hub (`hubconf.py` of {TORCH_HUB_REPO} has one entrypoint per zoo model):",
-        "",
-        "```python",
-        "import torch",
-        "",
-        f'model = torch.hub.load("{TORCH_HUB_REPO}", "{info.name}", pretrained="{source}")',
-        "```",
+        *_torch_hub(repo_id, revision, code_repo),
     ]
     if has_onnx:
         lines += [
@@ -257,6 +265,7 @@ def render_card(
     reports: Sequence[Mapping[str, Any]] = (),
     has_onnx: bool = False,
     license: str = "mit",
+    code_repo: str | None = None,
 ) -> str:
     """The README.md text: YAML front matter, then description, architecture, results, provenance, usage, citation."""
     metrics = info.metrics
@@ -308,7 +317,7 @@ def render_card(
         "",
         "## Usage",
         "",
-        *_usage(info, repo_id, revision, has_onnx),
+        *_usage(info, repo_id, revision, has_onnx, code_repo),
         "",
         "## Citation",
         "",

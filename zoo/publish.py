@@ -110,6 +110,7 @@ def stage(
     reports: Sequence[str | Path] = (),
     onnx: str | Path | None = None,
     license: str = "mit",
+    code_repo: str | None = None,
 ) -> list[str]:
     """Write the repo folder (weights, config, ONNX, card) into the existing empty ``folder``; returns its files."""
     from huggingface_hub import ModelCard
@@ -131,6 +132,7 @@ def stage(
         reports=loaded_reports,
         has_onnx=onnx is not None,
         license=license,
+        code_repo=code_repo,
     )
     ModelCard(card)  # parses the front matter: a card the Hub would reject fails here, before any upload
     (folder / CARD_FILE).write_text(card)
@@ -247,6 +249,7 @@ def publish(
     force: bool = False,
     dry_run: str | Path | None = None,
     license: str = "mit",
+    code_repo: str | None = None,
 ) -> PublishResult:
     """Publish model ``name`` (registered name or weights directory) to ``repo_id``, or to a folder with
     ``dry_run``. Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
@@ -254,6 +257,8 @@ def publish(
         raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO")
     if re.fullmatch(r"[0-9a-f]{40}", revision) or not revision.strip():
         raise PublishError(f"--revision {revision!r}: expected a branch name (commits are made on branches)")
+    if code_repo is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w./-]+)?", code_repo):
+        raise PublishError(f"--code-repo {code_repo!r}: expected GitHub OWNER/REPO[:REF] (torch.hub's form)")
     if dry_run is None:
         from huggingface_hub import get_token
 
@@ -263,7 +268,14 @@ def publish(
         if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
             raise PublishError("HF_HUB_OFFLINE is set: cannot upload (use --dry-run DIR to write the folder)")
     model = load_model(name)
-    args = {"repo_id": repo_id, "revision": revision, "reports": reports, "onnx": onnx, "license": license}
+    args = {
+        "repo_id": repo_id,
+        "revision": revision,
+        "reports": reports,
+        "onnx": onnx,
+        "license": license,
+        "code_repo": code_repo,
+    }
     if dry_run is not None:
         files = write_dry_run(model, Path(dry_run), **args)
         sha = sha256_file(Path(dry_run) / WEIGHTS_FILE)
@@ -300,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         dry_run=args.dry_run,
         license=args.license,
+        code_repo=args.code_repo,
     )
     if result.commit is None:
         print(f"wrote {result.folder}: {', '.join(result.files)} (dry run: nothing uploaded)")
@@ -327,6 +340,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--report", action="append", default=[], metavar="FILE", help="export report JSON (repeatable)")
     p.add_argument("--onnx", metavar="FILE", help="model.onnx written by `proxyless export` for these weights")
     p.add_argument("--license", default="mit", help="license in the model card (default mit)")
+    p.add_argument(
+        "--code-repo",
+        metavar="OWNER/REPO[:REF]",
+        help="GitHub repo serving this project's hubconf.py, for the card's torch.hub snippet (default: a local clone)",
+    )
     p.add_argument("--force", action="store_true", help="replace another model already in the repo")
     p.add_argument("--dry-run", metavar="DIR", help="write the repo folder to DIR instead of uploading")
     p.add_argument("--json", action="store_true", help="end with one line of JSON")
