@@ -20,8 +20,9 @@ from export.files import ExportError, ParityError, file_bytes, write_json
 from export.images import ImageSet, fmnist_images, folder_images
 from export.onnx_export import OPSET
 from export.parity import DEFAULT_ATOL, DEFAULT_FP16_ATOL, Parity, compare, eager_logits, run_batched
-from export.runtimes import load_runtime
+from export.runtimes import available_runtimes, load_runtime
 from export.source import FMNIST, Source, load_source
+from zoo.weights import sha256_file
 
 REPORT_FORMAT = "proxyless-export/1"
 FORMATS = ("torchscript", "onnx", "pt2", "tensorrt", "int8")  # also the order they are made in
@@ -93,15 +94,26 @@ class _Exporter:
         runtime = load_runtime(RUNTIME[fmt], path, "cuda" if fmt == "tensorrt" else "cpu")
         return compare(path.name, runtime, self.images.x, self.reference, atol, agree, min(self.opts.batch_max, 64))
 
+    def unavailable(self, fmt: str) -> str | None:
+        """Why the runtime that checks ``fmt`` cannot run here (None if it can): the format is skipped, with that
+        line in the report, and the other formats are still made."""
+        if fmt == "pt2" and self.opts.pt2_mode != "aoti":  # a saved ExportedProgram needs no compiler
+            return None
+        return available_runtimes()[RUNTIME[fmt]]  # tensorrt's own reason covers a missing GPU
+
     def make(self, fmt: str) -> None:
+        reason = self.unavailable(fmt)
+        if reason:
+            self.skipped[fmt] = reason
+            self.opts.log(f"{fmt}: skipped: {reason}")
+            return
         t0 = time.perf_counter()
         path = self.path(fmt)
         extra = getattr(self, f"_make_{fmt}")(path)
-        if extra is None:  # skipped, with the reason recorded
-            return
         seconds = time.perf_counter() - t0
         parity = self.check(fmt, path, extra.get("precision", "fp32"))
-        entry = {"format": fmt, "file": path.name, "bytes": file_bytes(path), "export_seconds": round(seconds, 2)}
+        entry = {"format": fmt, "file": path.name, "bytes": file_bytes(path), "sha256": sha256_file(path)}
+        entry["export_seconds"] = round(seconds, 2)
         entry.update(extra)
         entry["parity"] = parity.to_dict()
         self.artefacts.append(entry)
@@ -152,14 +164,9 @@ class _Exporter:
         }
         return {"mode": self.opts.pt2_mode, "note": what[self.opts.pt2_mode]}
 
-    def _make_tensorrt(self, path: Path) -> dict[str, Any] | None:
-        from export.tensorrt_export import build_engine, tensorrt_unavailable
+    def _make_tensorrt(self, path: Path) -> dict[str, Any]:
+        from export.tensorrt_export import build_engine
 
-        reason = tensorrt_unavailable()
-        if reason:
-            self.skipped["tensorrt"] = reason
-            self.opts.log(f"tensorrt: skipped: {reason}")
-            return None
         return build_engine(self.path("onnx"), path, self.source.input_shape, self.opts.batch_max, self.opts.fp16)
 
     def calibration(self) -> ImageSet:
@@ -223,33 +230,45 @@ def run_export(source: Source, out: Path, opts: ExportOptions, progress: bool = 
 
 def check_dir(out: Path, progress: bool = True) -> dict[str, Any]:
     """Re-run the parity checks of an export directory against a freshly built eager model (e.g. after copying
-    the artefacts elsewhere); raises ParityError on a mismatch and returns the new parity records."""
-    import json
+    the artefacts elsewhere); raises ParityError on a mismatch and returns the new parity records.
 
-    from export.tensorrt_export import tensorrt_unavailable
+    Each artefact must still match the sha256 its report recorded. That catches corruption and swapped files,
+    not tampering: loading TorchScript and ``.pt2`` files runs their code, so check only directories you trust."""
+    import json
 
     report_path = Path(out) / "report.json"
     if not report_path.is_file():
         raise ExportError(f"{report_path}: not found (not an export directory?)")
-    report = json.loads(report_path.read_text())
-    if report.get("format") != REPORT_FORMAT:
-        raise ExportError(f"{report_path}: not a {REPORT_FORMAT} report")
-    model = report["model"]
-    # A name whose weights were random is rebuilt from the same seed; files and directories say what they hold.
-    random_name = model["weights"].startswith("random") and not Path(model["source"]).exists()
+    try:
+        report = json.loads(report_path.read_text())
+        if report.get("format") != REPORT_FORMAT:
+            raise ExportError(f"{report_path}: not a {REPORT_FORMAT} report")
+        model, artefacts = report["model"], report["artefacts"]
+        # A name whose weights were random is rebuilt from the same seed; files and directories say what they hold.
+        random_name = model["weights"].startswith("random") and not Path(model["source"]).exists()
+        settings = dict(report["settings"])
+        settings["calib_dir"] = Path(settings["calib_dir"]) if settings.get("calib_dir") else None
+        settings["formats"] = tuple(settings["formats"])
+        opts = ExportOptions(**settings)
+        files = [(a["format"], a["file"], a.get("precision", "fp32"), a["sha256"]) for a in artefacts]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise ExportError(f"{report_path}: not a readable export report ({type(e).__name__}: {e})") from e
+    for _, name, _, sha in files:
+        path = Path(out) / name
+        if Path(name).name != name or not path.is_file():
+            raise ExportError(f"{report_path}: artefact {name!r} is not a file in {out}")
+        if sha256_file(path) != sha:
+            raise ExportError(f"{path}: sha256 differs from the report's (corrupt, or another export's file)")
     source = load_source(model["source"], random_weights=random_name)
-    settings = dict(report["settings"])
-    settings["calib_dir"] = Path(settings["calib_dir"]) if settings.get("calib_dir") else None
-    settings["formats"] = tuple(settings["formats"])
-    opts = ExportOptions(**settings)
     ex = _Exporter(source, Path(out), opts)
     results = []
-    for a in tqdm(report["artefacts"], desc=f"check {source.name}", unit="file", disable=not progress):
-        if a["format"] == "tensorrt" and tensorrt_unavailable():
-            opts.log(f"tensorrt: not checked: {tensorrt_unavailable()}")
+    for fmt, name, precision, _ in tqdm(files, desc=f"check {source.name}", unit="file", disable=not progress):
+        reason = ex.unavailable(fmt)
+        if reason:
+            opts.log(f"{fmt}: not checked: {reason}")
             continue
-        parity = ex.check(a["format"], Path(out) / a["file"], a.get("precision", "fp32"))
-        results.append({"format": a["format"], "file": a["file"], "parity": parity.to_dict()})
+        parity = ex.check(fmt, Path(out) / name, precision)
+        results.append({"format": fmt, "file": name, "parity": parity.to_dict()})
     failures = _failures(results)
     if failures:
         raise ParityError(failures[0])

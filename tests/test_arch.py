@@ -1,5 +1,6 @@
 """Arch spec round trip and the published ImageNet networks' exact state_dicts."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,23 @@ def test_bad_block_strings_are_refused(bad: str) -> None:
 def test_residual_that_changes_shape_is_refused() -> None:
     with pytest.raises(ArchError, match="identity shortcut but changes shape"):
         ArchSpec("x", (BlockSpec.parse("mb6_k3_s2_c32_res"),), stem_channels=32)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"stem_stride": 0}, "stem_stride must be an integer >= 1, got 0"),
+        ({"input_size": "28"}, "input_size must be an integer >= 1, got '28'"),
+        ({"num_classes": -1}, "num_classes must be an integer >= 1"),
+        ({"stem_kernel": 4}, "stem_kernel must be odd"),
+        ({"dropout": 1.5}, "dropout must be a number in its range"),
+        ({"blocks": [5]}, "every block must be a block string"),
+        ({"blocks": "mb1_k3_s1_c16"}, "needs a 'name' and a list of 'blocks'"),
+        ({"name": "../../escaped"}, "bad arch name '../../escaped'"),  # it names exported files
+    ],
+)
+def test_bad_spec_fields_are_refused_in_one_line(change: dict, message: str) -> None:
+    d = {**ArchSpec.from_json((ARCHS / "proxyless_mobile.json").read_text()).to_dict(), **change}
+    with pytest.raises(ArchError, match=re.escape(message)) as e:
+        ArchSpec.from_dict(d)
+    assert "\n" not in str(e.value)

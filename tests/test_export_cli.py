@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from export.cli import main
 from export.tensorrt_export import tensorrt_unavailable
 from zoo.arch import ArchSpec, BlockSpec
+from zoo.weights import sha256_file
 
 TINY = ArchSpec(
     name="tiny",
@@ -60,6 +61,7 @@ def test_export_writes_checked_artefacts(exported):
     assert report["model"]["weights"].startswith("random")
     by_format = {a["format"]: a for a in report["artefacts"]}
     assert by_format["onnx"]["parity"]["max_abs"] <= 1e-4
+    assert all(a["sha256"] == sha256_file(out / a["file"]) for a in report["artefacts"])
     assert by_format["onnx"]["parity"]["top1_agreement"] == 1.0
     assert by_format["int8"]["parity"]["atol"] is None
     assert set(by_format["int8"]["accuracy"]) >= {"fp32", "int8", "change"}
@@ -80,9 +82,32 @@ def test_perturbed_onnx_fails_check(exported, capsys):
     init.CopyFrom(numpy_helper.from_array((w * 1.5).astype(w.dtype), init.name))
     onnx.save(model, str(path))
     capsys.readouterr()
+    assert main(["check", str(out), "--no-progress"]) == 2  # not the file the report describes
+    assert "tiny.onnx: sha256 differs from the report's" in capsys.readouterr().err
+    # the report vouches for the changed file (as if exported so): the parity check itself must catch it
+    report_path = out / "report.json"
+    original = report_path.read_text()
+    report = json.loads(original)
+    next(a for a in report["artefacts"] if a["file"] == "tiny.onnx")["sha256"] = sha256_file(path)
+    report_path.write_text(json.dumps(report))
     assert main(["check", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: parity: tiny.onnx differs from eager PyTorch")
+    report_path.write_text(original[: len(original) // 2])
+    assert main(["check", str(out), "--no-progress"]) == 2
+    assert "report.json: not a readable export report (JSONDecodeError" in capsys.readouterr().err
+
+
+def test_a_format_whose_runtime_is_missing_is_skipped_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("export.runtimes.shutil.which", lambda name: None)  # no C++ compiler for AOTInductor
+    arch = tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    argv = [str(arch), "--formats", "torchscript,pt2", "--out", str(tmp_path / "o"), *FAST, "--pt2-mode", "aoti"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [a["format"] for a in report["artefacts"]] == ["torchscript"]
+    assert report["skipped"] == {"pt2": "AOTInductor needs a C++ compiler (c++/g++/clang++) on PATH"}
+    assert capsys.readouterr().out.count("pt2: skipped: AOTInductor needs a C++ compiler") == 1
 
 
 @pytest.mark.parametrize(

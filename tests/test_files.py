@@ -28,3 +28,16 @@ def test_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path: Path) -> No
         os.umask(old)
     assert path.read_bytes() == b"\x00\x01"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_writer_that_renames_its_own_temp_file_still_gets_them(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))  # safetensors writes a 0600 temp file and renames it
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644

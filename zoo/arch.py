@@ -19,10 +19,29 @@ from typing import Any
 
 FORMAT = "proxyless-arch/1"
 _BLOCK_RE = re.compile(r"^mb(?P<e>\d+)_k(?P<k>\d+)_s(?P<s>\d+)_c(?P<c>\d+)(?P<res>_res)?$")
+# a network's name becomes file names (artefacts, weights dirs): no separators, no leading dot
+NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
 
 class ArchError(ValueError):
     """An arch spec or block string that cannot describe a network."""
+
+
+def check_fields(spec: Any, ints: dict[str, int]) -> None:
+    """The checks both spec families share: a name that is safe as a file name, integer fields at their minimum
+    (``ints``: field -> minimum), BN/dropout values in range. One-line ArchErrors, not tracebacks later."""
+    if not isinstance(spec.name, str) or not NAME_RE.match(spec.name):
+        raise ArchError(f"bad arch name {spec.name!r}: letters, digits, '_', '-', '.' (it names files)")
+    for name, low in ints.items():
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ArchError(f"{spec.name}: {name} must be an integer >= {low}, got {value!r}")
+    numbers = {"bn_eps": (0, None), "bn_momentum": (0, 1), "dropout": (0, 1)}
+    for name, (low, high) in numbers.items():
+        value = getattr(spec, name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
+        if not ok or (high is not None and value > high) or (name == "bn_eps" and value == 0):
+            raise ArchError(f"{spec.name}: {name} must be a number in its range, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,13 @@ class ArchSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        ints = {"stem_channels": 1, "stem_kernel": 1, "stem_stride": 1, "in_chans": 1, "input_size": 1}
+        check_fields(self, {**ints, "num_classes": 1, **({} if self.feature_mix is None else {"feature_mix": 1})})
+        if self.stem_kernel % 2 == 0:
+            raise ArchError(f"{self.name}: stem_kernel must be odd, got {self.stem_kernel}")
+        if not all(isinstance(b, BlockSpec) for b in self.blocks):
+            raise ArchError(f"{self.name}: blocks must be BlockSpecs (parse block strings with BlockSpec.parse)")
         channels, size = self.stem_channels, -(-self.input_size // self.stem_stride)
         for i, b in enumerate(self.blocks):
             if b.zero:
@@ -108,17 +134,20 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
-        if d.get("format") != FORMAT:
-            raise ArchError(f"not a {FORMAT} arch spec (format={d.get('format')!r})")
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ArchError(f"not a {FORMAT} arch spec (format={d.get('format') if isinstance(d, dict) else d!r})")
         d = {k: v for k, v in d.items() if k != "format"}
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ArchError(f"arch spec has unknown keys: {sorted(unknown)}")
-        try:
-            d["blocks"] = tuple(BlockSpec.parse(b) for b in d["blocks"])
-        except KeyError as e:
-            raise ArchError("arch spec has no 'blocks'") from e
+        if "name" not in d or not isinstance(d.get("blocks"), list):
+            raise ArchError("arch spec needs a 'name' and a list of 'blocks'")
+        if not all(isinstance(b, str) for b in d["blocks"]):
+            raise ArchError(f"{d['name']!r}: every block must be a block string like 'mb6_k3_s1_c32'")
+        d["blocks"] = tuple(BlockSpec.parse(b) for b in d["blocks"])
+        if not isinstance(d.get("extra", {}), dict):
+            raise ArchError(f"{d['name']!r}: 'extra' must be an object")
         return cls(**d)
 
     def to_json(self) -> str:

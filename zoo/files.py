@@ -25,9 +25,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
+        # after the writer: some (safetensors) write their own temp file and rename it over ours
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.arch import ArchError
+from zoo.arch import ArchError, check_fields
 from zoo.layers import LinearClassifier
 
 FORMAT = "proxyless-tree-arch/1"
@@ -323,8 +323,9 @@ class TreeArchSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
-        if not self.blocks or min(self.in_chans, self.input_size, self.num_classes) < 1:
-            raise ArchError(f"{self.name}: needs blocks, and in_chans, input_size, num_classes >= 1")
+        check_fields(self, {"in_chans": 1, "input_size": 1, "num_classes": 1})
+        if not self.blocks:
+            raise ArchError(f"{self.name}: needs blocks")
         self.trace()
 
     def trace(self) -> tuple[Shape, int]:
@@ -362,10 +363,7 @@ class TreeArchSpec:
         if "name" not in d or not isinstance(d.get("blocks"), list):
             raise ArchError("tree arch spec needs a 'name' and a list of 'blocks'")
         d["blocks"] = tuple(_block_from_dict(b, i) for i, b in enumerate(d["blocks"]))
-        try:
-            return cls(**d)
-        except TypeError as e:  # e.g. "in_chans": "3"
-            raise ArchError(f"tree arch spec {d['name']!r} has a value of the wrong type: {e}") from e
+        return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.arch import NAME_RE
 from zoo.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from zoo.weights import (
     CONFIG_FILE,
@@ -52,7 +53,6 @@ PRETRAINED_DIR = HERE / "pretrained"
 EXTRA_ENV = "PROXYLESS_ZOO_EXTRA"
 AUTHORS = "ProxylessNAS authors (Cai, Zhu, Han, ICLR 2019; github.com/mit-han-lab/proxylessnas)"
 PUBLISHED = "paper/authors' logs"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
 
 class ZooError(ValueError):
@@ -167,7 +167,7 @@ def _with_metadata(info: ModelInfo, config: dict[str, Any]) -> ModelInfo:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise ZooError(f"bad model name {name!r}: letters, digits, '_', '-', '.'")
 
 
