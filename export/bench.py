@@ -113,6 +113,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
         "p99_ms": float(np.percentile(a, 99)),
         "mean_ms": float(a.mean()),
         "std_ms": float(a.std()),
+        "calls": len(a),
     }
 
 
@@ -165,7 +166,7 @@ def measure(
     """One result row per (runtime, batch)."""
     torch.set_num_threads(opts.threads)
     names = list(runtimes)
-    per_round = opts.iters // opts.rounds
+    per_round = opts.iters // opts.rounds  # the first iters % rounds rounds time one call more: iters in all
     rows = []
     bar = tqdm(total=len(opts.batches) * opts.rounds * len(names), desc=f"bench {source.name}", disable=not progress)
     for batch in opts.batches:
@@ -180,7 +181,7 @@ def measure(
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 run = runtimes[name]
                 with meters[name]:
-                    for _ in range(per_round):
+                    for _ in range(per_round + (r < opts.iters % opts.rounds)):
                         t0 = time.perf_counter()
                         run(x)
                         times[name].append((time.perf_counter() - t0) * 1e3)

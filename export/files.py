@@ -32,9 +32,13 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def weights_fingerprint(model: nn.Module, *extra: object) -> str:
-    """sha256 of every state_dict entry (name, dtype, shape, bytes) plus ``extra``: a cache key that changes
-    whenever the weights, or anything else the artefact depends on, change."""
+    """sha256 of every state_dict entry (name, dtype, shape, bytes), the network's structure (its arch spec when
+    it has one: strides, shortcuts and BN eps change the function, not the state_dict) plus ``extra``: a cache key
+    that changes whenever the weights, or anything else the artefact depends on, change."""
     h = hashlib.sha256()
+    spec = getattr(model, "spec", None)
+    h.update(repr(spec.to_dict() if hasattr(spec, "to_dict") else None).encode())
+    h.update(repr(model).encode())
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())

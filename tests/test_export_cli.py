@@ -134,7 +134,7 @@ def test_bench_writes_report_chart_and_json_line(tmp_path, capsys):
     arch.write_text(TINY.to_json())
     out = tmp_path / "bench"
     argv = ["bench", str(arch), "--out", str(out), "--no-progress", "--runtimes", "torch,onnxruntime,tensorrt"]
-    argv += ["--batches", "1,3", "--iters", "4", "--rounds", "2", "--warmup", "1", "--onnx-exporter", "torchscript"]
+    argv += ["--batches", "1,3", "--iters", "5", "--rounds", "2", "--warmup", "1", "--onnx-exporter", "torchscript"]
     assert main(argv) == 0
     line = last_json(capsys.readouterr().out)
     assert [(s["batch"], s["best_runtime"]) for s in line["summary"]] == [(1, "onnxruntime"), (3, "onnxruntime")]
@@ -143,6 +143,7 @@ def test_bench_writes_report_chart_and_json_line(tmp_path, capsys):
     assert {(r["runtime"], r["batch"]) for r in rows} == {(k, b) for k in ("torch", "onnxruntime") for b in (1, 3)}
     for r in rows:
         assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
+        assert r["calls"] == 5  # --iters, even when --rounds does not divide it
         assert r["file_bytes"] > 0
     assert report["env"]["torch"] and report["env"]["cpu"]
     assert report["settings"]["threads"] == 1

@@ -208,3 +208,17 @@ def test_tensorrt_unavailable_is_one_clear_line(case, tmp_path):
     assert TRT_REASON and "\n" not in TRT_REASON
     with pytest.raises(ExportError, match="tensorrt is not available here"):
         make_runtime("tensorrt", case["model"], SHAPE, tmp_path)
+
+
+def test_the_artefact_cache_tells_apart_nets_with_the_same_state_dict(tmp_path: Path) -> None:
+    """Stride and shortcut change the function, not the state_dict: each net must get its own cached artefact."""
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    outputs = []
+    for blocks in (("mb3_k3_s1_c16", "mb3_k3_s1_c16_res"), ("mb3_k3_s2_c16", "mb3_k3_s1_c16")):
+        spec = ArchSpec("same_weights", tuple(map(BlockSpec.parse, blocks)), 16, 3, 1, 32, 1, 28, 10)
+        torch.manual_seed(0)
+        model = ProxylessNet(spec).eval()
+        run = make_runtime("torchscript", model, (1, 28, 28), tmp_path, "cpu", 1)
+        torch.testing.assert_close(torch.from_numpy(run(x)), model(torch.from_numpy(x)), rtol=1e-4, atol=1e-4)
+        outputs.append(run(x))
+    assert len(list(tmp_path.glob("model-*.pt"))) == 2 and not np.allclose(*outputs)

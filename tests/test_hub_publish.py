@@ -199,6 +199,15 @@ def test_refuses_a_repo_holding_another_model_unless_forced(tiny: dict, tmp_path
         assert json.loads(hub.state.file(REPO, commit, "config.json"))["arch"]["name"] == "fmnist_tiny"
 
 
+def test_a_retrained_version_replaces_the_old_without_force(tiny: dict, tmp_path: Path) -> None:
+    """Same network, other training: dropout and the search/training metadata may differ; nothing else."""
+    old = _spec().to_dict() | {"dropout": 0.2, "extra": {"train": {"epochs": 3}}}
+    with HubServer() as hub:
+        hub.state.seed(REPO, {"config.json": json.dumps({"arch": old, "metadata": {}}).encode()})
+        proc = _run(_publish_args(tiny), _client_env(hub, tmp_path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("fault", ["500", "drop"])
 def test_upload_failure_leaves_nothing_behind(tiny: dict, tmp_path: Path, fault: str) -> None:
     with HubServer() as hub:

@@ -124,3 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # ArchError, WeightsError, ZooError: one line naming what is wrong
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable --out, a directory where a file belongs, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2

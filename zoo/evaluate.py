@@ -108,8 +108,16 @@ def add_parser(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {args.limit}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise DatasetError(f"--device {args.device!r}: expected cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DatasetError(f"--device {args.device!r}: expected cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise DatasetError("--device cuda asked for, but torch sees no CUDA device")
+    if args.batch_size < 1:
+        raise DatasetError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, info = load_for_eval(args.model)
     name = args.dataset or info.dataset
     if name not in DATASETS:

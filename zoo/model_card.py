@@ -55,6 +55,8 @@ def read_report(path: str | Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except FileNotFoundError:
         raise CardError(f"report {path}: no such file") from None
+    except OSError as e:
+        raise CardError(f"report {path}: cannot read it ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CardError(f"report {path}: not valid JSON ({e})") from None
     if not isinstance(report, dict) or not isinstance(report.get("results"), list):

@@ -170,8 +170,8 @@ def _remote_config(api: Any, repo_id: str, revision: str, token: str, cache_dir:
     """The ``config.json`` already at ``repo_id@revision``; None when the repo, branch or file does not exist."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
+        EntryNotFoundError,
         LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -180,11 +180,13 @@ def _remote_config(api: Any, repo_id: str, revision: str, token: str, cache_dir:
         path = hf_hub_download(
             repo_id, CONFIG_FILE, revision=revision, token=token, cache_dir=cache_dir, endpoint=api.endpoint
         )
-    except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
+    except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
     except LocalEntryNotFoundError as e:  # the HEAD request failed for network reasons (cache_dir is empty)
         cause = f" ({_reason(e.__cause__)})" if e.__cause__ else ""
         raise PublishError(f"cannot reach the Hub at {api.endpoint}{cause}") from e
+    except EntryNotFoundError:  # no config.json there (RemoteEntryNotFoundError in huggingface_hub >= 1.0)
+        return None
     try:
         config = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -197,7 +199,11 @@ def _same_model(remote: dict[str, Any], ours: dict[str, Any]) -> bool:
     arch = remote.get("arch")
     if not isinstance(arch, dict):
         return False
-    return {k: v for k, v in arch.items() if k != "name"} == {k: v for k, v in ours.items() if k != "name"}
+    # what a retraining may change: the name, training-only fields and the search/training metadata in "extra"
+    retrainable = {"name", "dropout", "bn_momentum", "extra"}
+    return {k: v for k, v in arch.items() if k not in retrainable} == {
+        k: v for k, v in ours.items() if k not in retrainable
+    }
 
 
 def upload(

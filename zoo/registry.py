@@ -193,8 +193,9 @@ def weights_dir_info(path: str | Path) -> ModelInfo:
     if not (path / WEIGHTS_FILE).is_file():
         raise WeightsError(f"{path / WEIGHTS_FILE}: missing (a weights directory holds {WEIGHTS_FILE} + {CONFIG_FILE})")
     config = read_config(path)
-    _check_name(path.name)
-    return info_from_config(path.name, config, WeightsRef(config["weights_sha256"], local_path=str(path)))
+    name = path.resolve().name  # "." names the folder it stands for
+    _check_name(name)
+    return info_from_config(name, config, WeightsRef(config["weights_sha256"], local_path=str(path)))
 
 
 def _extra_models() -> dict[str, ModelInfo]:

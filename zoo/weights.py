@@ -282,7 +282,8 @@ def load_pretrained(
     from safetensors.torch import load_file
 
     path = resolve_weights(source)
-    config = read_config(path.parent) if (path.parent / CONFIG_FILE).is_file() else None
+    # a config.json describes the model.safetensors beside it, not any other .safetensors file in that folder
+    config = read_config(path.parent) if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).is_file() else None
     expected = sha256 or (config["weights_sha256"] if config else None)
     actual = sha256_file(path)
     if expected is not None and actual != expected:
