@@ -13,6 +13,7 @@ Errors are JSON ``{"error": "..."}``, one line naming what is wrong.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -22,6 +23,8 @@ from fastapi.responses import JSONResponse
 
 from demo.preprocess import MAX_FILE_BYTES, InputError, too_large
 from export.files import ExportError
+
+log = logging.getLogger(__name__)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -61,6 +64,10 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
             return _error(422, f"cannot classify this file: {e}")
         except ExportError as e:
             return _error(500, f"{kind} failed for {model}: {e}")
+        except Exception as e:  # a bug or a runtime's crash: still JSON for the script; the traceback in the log
+            log.exception("classify failed")
+            first = (str(e).splitlines() or [""])[0]
+            return _error(500, f"internal error: {type(e).__name__}: {first}")
         finally:
             slots.release()
         return {

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,7 +33,28 @@ def last_json(*cmd: str) -> dict:
     out = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    last = (out.stdout.strip().splitlines() or [""])[-1]
+    try:
+        record = json.loads(last)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise SystemExit(f"error: {' '.join(cmd)} did not end with a JSON object line (its last line: {last[:200]!r})")
+    return record
+
+
+def search_record(search_run: Path) -> dict[str, Any]:
+    """The search's record in its arch.json (``extra.search``), read before minutes of measuring."""
+    path = search_run / "arch.json"
+    if not path.is_file():
+        raise ValueError(f"--search-run {search_run}: no arch.json there")
+    try:
+        arch = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(arch, dict):
+        raise ValueError(f"{path}: not an arch spec (a JSON object)")
+    return arch.get("extra", {}).get("search", {})
 
 
 def main() -> int:
@@ -43,6 +65,23 @@ def main() -> int:
     ap.add_argument("--note", default="", help="how it was trained, in words")
     ap.add_argument("--dest", type=Path, help="where to write it (default: zoo/pretrained/NAME)")
     args = ap.parse_args()
+    # the measuring commands run from the repo root: absolute paths from here on
+    args.run_dir = args.run_dir.resolve()
+    args.search_run = args.search_run.resolve() if args.search_run else None
+    args.dest = (args.dest or ROOT / "zoo" / "pretrained" / args.name).resolve()
+    try:
+        return bundle(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def bundle(args: argparse.Namespace) -> int:
+    """Measure RUN_DIR and write the bundle; inputs are checked first, so a bad one costs no measuring."""
+    missing = [f for f in ("model.safetensors", "config.json") if not (args.run_dir / f).is_file()]
+    if missing:
+        raise ValueError(f"{args.run_dir} is not a finished training run: no {' or '.join(missing)} there")
+    search = search_record(args.search_run) if args.search_run else None
     model, info = load_for_eval(str(args.run_dir))
     metrics = dict(info.metrics)
     full = last_json("-m", "zoo", "eval", str(args.run_dir), "--json")
@@ -88,8 +127,7 @@ def main() -> int:
         lat[f"cpu_{row['runtime']}_b1"] = round(row["p50_ms"], 4)
     metrics["latency_ms"] = {**metrics.get("latency_ms", {}), **lat}
     metrics["latency_note"] = "cpu_*_b1: p50 on this repo's CI-class CPU, 1 thread; *_pred: latency models"
-    if args.search_run:
-        search = json.loads((args.search_run / "arch.json").read_text()).get("extra", {}).get("search", {})
+    if search is not None:
         if "config" in search and "command" not in search:  # runs from before the command was recorded
             search["command"] = run_command(search["config"], args.search_run)
         metrics["search"] = search
@@ -104,7 +142,7 @@ def main() -> int:
         "source": info.source,
         "metrics": metrics,
     }
-    out = save_pretrained(model, args.dest or ROOT / "zoo" / "pretrained" / args.name, meta)
+    out = save_pretrained(model, args.dest, meta)
     print(
         json.dumps(
             {

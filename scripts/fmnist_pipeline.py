@@ -36,6 +36,12 @@ TARGET_FACTORS = {"cpu": 0.8, "mobile": 0.8, "gpu": 0.8, "cpu_tight": 0.5, "cpu_
 LATENCY_MODEL = {"cpu": "cpu", "mobile": "mobile", "cpu_tight": "cpu", "cpu_loose": "cpu"}
 TRAINED = ("cpu", "mobile", "gpu")  # the searches whose nets are trained and bundled
 BASELINE_ARCH = "uniform:fmnist:k3e6"  # fmnist_mobilenetv2: MobileNetV2-style, every layer k3 e6
+GRACE_S = 120.0  # after SIGTERM (trainings checkpoint and stop at their next step) before SIGKILL
+# The TrainConfig fields that make a recipe (eval_every, workers ... change no weights)
+RECIPE = (
+    "epochs", "batch_size", "lr", "warmup_epochs", "wd", "momentum", "label_smoothing", "ema", "amp", "device",
+    "seed", "limit_train", "val_size", "pad", "flip", "erase",
+)  # fmt: skip
 
 
 class Pipeline:
@@ -45,6 +51,7 @@ class Pipeline:
         self.log = (self.out / "pipeline.log").open("a")
         self.procs: dict[str, subprocess.Popen] = {}
         self.status: dict[str, object] = {"device": args.device, "smoke": args.smoke}
+        self.failed: list[str] = []  # jobs that exited non-zero or had to be killed: the pipeline exits 1
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -67,16 +74,18 @@ class Pipeline:
         )
 
     def wait(self, name: str, deadline: float | None = None) -> bool:
+        """Whether the job exited 0; past ``deadline`` it is stopped (see ``stop``)."""
         proc = self.procs[name]
         try:
             timeout = None if deadline is None else max(1.0, deadline - self.elapsed())
-            rc = proc.wait(timeout=timeout)
+            status: object = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = "killed at deadline"
-        self.status[name] = rc
-        self.note(f"end {name}: {rc}")
-        return rc == 0
+            status = f"stopped at the deadline: {stop({name: proc})[name]}"
+        self.status[name] = status
+        self.note(f"end {name}: {status}")
+        if proc.returncode != 0:
+            self.failed.append(name)
+        return proc.returncode == 0
 
     def run(self, name: str, *cmd: str, deadline: float | None = None) -> bool:
         self.start(name, *cmd)
@@ -92,6 +101,32 @@ class Pipeline:
 
 def done(path: Path) -> bool:
     return (path / ".done").exists()
+
+
+def trained(run: Path) -> bool:
+    """search/train.py writes metrics.json last (after model.safetensors and config.json): then the run is done."""
+    return (run / "metrics.json").exists()
+
+
+def stop(procs: dict[str, subprocess.Popen], grace: float = GRACE_S) -> dict[str, str]:
+    """SIGTERM the running jobs (trainings checkpoint on it), SIGKILL any still up after ``grace`` seconds, reap
+    them all; returns how each ended."""
+    running = {name: proc for name, proc in procs.items() if proc.poll() is None}
+    for proc in running.values():
+        proc.terminate()
+    end, how = time.monotonic() + grace, {}
+    for name, proc in running.items():
+        try:
+            how[name] = f"exit {proc.wait(timeout=max(0.0, end - time.monotonic()))} after SIGTERM"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            how[name] = f"killed {grace:.0f} s after SIGTERM"
+    return how
+
+
+def targets_of(args: argparse.Namespace) -> list[str]:
+    return [t for t in args.targets.split(",") if t]
 
 
 def resume_flag(path: Path) -> list[str]:
@@ -131,7 +166,7 @@ def train_cmd(p: Pipeline, arch: str, out: Path) -> list[str]:
     return cmd
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/fmnist")
     ap.add_argument("--device", default="cuda")
@@ -155,7 +190,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--pack", action="store_true", help="pack OUT into OUT.tar.gz (and $OUT on the device)")
     ap.add_argument("--smoke", action="store_true", help="tiny settings (a CPU test of the pipeline)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 1 when a stage raised or a job failed (what finished is kept; run again to continue)."""
+    args = build_parser().parse_args(argv)
     if args.smoke:
         args.warmup_epochs, args.search_epochs, args.train_epochs = 1, 1, 1
     p = Pipeline(args)
@@ -165,14 +205,15 @@ def main() -> int:
         p.note(f"pipeline error: {e!r}")
         p.status["error"] = repr(e)
     finally:
-        for name, proc in p.procs.items():
-            if proc.poll() is None:
-                proc.kill()
-                p.status[name] = "killed at the end"
+        for name, how in stop(p.procs).items():
+            p.status[name] = f"stopped at the end: {how}"
+            p.note(f"end {name}: {p.status[name]}")
+            p.failed.append(name)
+        p.status["failed"] = p.failed
         (p.out / "status.json").write_text(json.dumps(p.status, indent=1, default=str))
         if args.pack:
             pack(p)
-    return 0
+    return 1 if "error" in p.status or p.failed else 0
 
 
 def stages(p: Pipeline) -> None:
@@ -187,14 +228,14 @@ def stages(p: Pipeline) -> None:
     p.note(f"python {sys.version.split()[0]}; cwd {ROOT}")
     if shutil.which("nvidia-smi"):
         subprocess.run(["nvidia-smi", "-L"], stdout=p.log, stderr=subprocess.STDOUT, check=False)
-    wanted = [t for t in args.targets.split(",") if t]
+    wanted = targets_of(args)
     unknown = set(wanted) - set(TARGET_FACTORS)
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_FACTORS)}")
 
     # Phase 1, in parallel: baseline training, the shared supernet warm-up, the GPU latency tables.
     baseline = train / "fmnist_mobilenetv2"
-    if not (baseline / "model.safetensors").exists():
+    if not trained(baseline):
         p.start("train_mobilenetv2", *train_cmd(p, BASELINE_ARCH, baseline))
     warm = search / "warmup"
     if not done(warm):
@@ -319,7 +360,7 @@ def stages(p: Pipeline) -> None:
         if f"search_{name}" in p.procs:
             p.wait(f"search_{name}")
         out = train / f"fmnist_proxyless_{name}"
-        if name in TRAINED and (search / name / "arch.json").exists() and not (out / "model.safetensors").exists():
+        if name in TRAINED and (search / name / "arch.json").exists() and not trained(out):
             p.start(f"train_{name}", *train_cmd(p, str(search / name / "arch.json"), out))
     if args.gpu_tables:
         for sp in lut:
@@ -332,10 +373,10 @@ def stages(p: Pipeline) -> None:
                 regain_cores(p, name, baseline)
             p.wait(name, deadline=args.budget - args.report_reserve + 30)
     if args.bundle:
-        bundle(p, train, search)
+        bundle(p, train, search, wanted)
     if not args.bench:
         return
-    finished = [str(d) for d in sorted(train.iterdir()) if (d / "model.safetensors").exists()]
+    finished = [str(d) for d in sorted(train.iterdir()) if trained(d)]
     bench = [
         "-m",
         "export",
@@ -367,23 +408,21 @@ def regain_cores(p: Pipeline, name: str, out: Path) -> None:
     p.note(f"{name}: the other jobs are done; resuming it on {cores} threads")
     proc.terminate()
     proc.wait()
-    if (out / "model.safetensors").exists():  # it finished as it was told to stop
+    if trained(out):  # it finished as it was told to stop
         return
     p.start(name, *train_cmd(p, BASELINE_ARCH, out), threads=cores)
 
 
-def bundle(p: Pipeline, train: Path, search: Path) -> None:
-    """Once all four nets are trained: measure and bundle each into zoo/pretrained, then the specialization table."""
+def bundle(p: Pipeline, train: Path, search: Path, wanted: list[str]) -> None:
+    """Once the baseline and the requested targets' nets are trained: measure and bundle each into zoo/pretrained,
+    then the specialization table."""
     runs = {"fmnist_mobilenetv2": (train / "fmnist_mobilenetv2", None)}
-    runs |= {f"fmnist_proxyless_{t}": (train / f"fmnist_proxyless_{t}", search / t) for t in TRAINED}
-    missing = [name for name, (run, _) in runs.items() if not (run / "model.safetensors").exists()]
+    runs |= {f"fmnist_proxyless_{t}": (train / f"fmnist_proxyless_{t}", search / t) for t in TRAINED if t in wanted}
+    missing = [name for name, (run, _) in runs.items() if not trained(run)]
     if missing:
         p.note(f"not bundling: {', '.join(missing)} not trained yet (run the same command again to continue)")
         return
-    note = (
-        f"one recipe for all four nets: {p.args.train_epochs} epochs, batch {p.args.batch_size}, "
-        f"device {p.args.device}, extra options '{p.args.train_args}'"
-    )
+    note = recipe_note({name: run for name, (run, _) in runs.items()})
     # a smoke run bundles into OUT, not into the zoo
     dest = p.out / "pretrained" if p.args.smoke else ROOT / "zoo" / "pretrained"
     table = p.out / "specialization" if p.args.smoke else ROOT / "docs" / "specialization"
@@ -396,13 +435,31 @@ def bundle(p: Pipeline, train: Path, search: Path) -> None:
     nets = [str(dest / name) for name in runs]
     quick = ["--rounds", "1", "--iters", "3"] if p.args.smoke else []
     readme = [] if p.args.smoke else ["--readme", str(ROOT / "README.md")]
-    p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick, *readme)
+    if not p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick, *readme):
+        raise ValueError("the specialization table failed (see logs/specialization.log)")
+
+
+def recipe_note(runs: dict[str, Path]) -> str:
+    """The recipe each net trained with, from its own log.json (a resumed run may have been started with other
+    flags than this command's); names the fields where the nets differ."""
+    configs = {name: json.loads((run / "log.json").read_text())["config"] for name, run in runs.items()}
+    first = next(iter(configs.values()))
+    differ = [k for k in RECIPE if any(c.get(k) != first.get(k) for c in configs.values())]
+    shared = ", ".join(f"{k}={first.get(k)}" for k in RECIPE if k not in differ)
+    if not differ:
+        return f"one recipe for all {len(configs)} nets (their log.json): {shared}"
+    each = "; ".join(f"{name}: " + ", ".join(f"{k}={c.get(k)}" for k in differ) for name, c in configs.items())
+    return f"the nets' recipes differ (their log.json): {each}; the same for all: {shared}"
 
 
 def pack(p: Pipeline) -> None:
+    """OUT.tar.gz without the large supernet checkpoints, except the warm-up's while a search still needs it;
+    trainings keep theirs to resume."""
     p.note("packing")
-    for ckpt in p.out.rglob("checkpoint.pt"):  # supernet checkpoints are large; trainings keep theirs to resume
-        if "search" in ckpt.parts:
+    searched = all((p.out / "search" / t / "arch.json").exists() for t in targets_of(p.args))
+    for ckpt in p.out.rglob("checkpoint.pt"):
+        parts = ckpt.relative_to(p.out).parts
+        if parts[0] == "search" and (parts[1] != "warmup" or searched):
             ckpt.unlink()
     with tarfile.open(f"{p.out}.tar.gz", "w:gz") as tar:
         tar.add(p.out, arcname=p.out.name)

@@ -181,6 +181,22 @@ def into_readme(readme: Path, table: str, png: Path) -> None:
     atomic_write(readme, head + block + rest.split(END, 1)[1])
 
 
+def load(nets: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+    """Each net's model and recorded top-1; a ValueError names one that cannot go in this table."""
+    models, acc = {}, {}
+    for text in nets:
+        model, info = load_for_eval(text)
+        if info.dataset != "fashion-mnist" or list(info.input_size) != [1, 28, 28]:
+            size = "x".join(map(str, info.input_size))
+            raise ValueError(f"{text} is a {info.dataset} net of input {size}; the table is of Fashion-MNIST 1x28x28")
+        top1 = (info.metrics or {}).get("top1")
+        if top1 is None:
+            raise ValueError(f"{text} has no recorded top1 (bundle it with scripts/bundle_fmnist.py)")
+        models[info.name] = model.eval()
+        acc[info.name] = float(top1)
+    return models, acc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("nets", nargs="*", help="zoo names or weights dirs (default: the bundled Fashion-MNIST nets)")
@@ -193,15 +209,11 @@ def main() -> int:
     if not nets:
         print("error: no Fashion-MNIST nets with weights (zoo/pretrained/); name some", file=sys.stderr)
         return 2
-    models, acc = {}, {}
-    for text in nets:
-        model, info = load_for_eval(text)
-        top1 = (info.metrics or {}).get("top1")
-        if top1 is None:
-            print(f"error: {text} has no recorded top1 (bundle it with scripts/bundle_fmnist.py)", file=sys.stderr)
-            return 2
-        models[info.name] = model.eval()
-        acc[info.name] = float(top1)
+    try:
+        models, acc = load(nets)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     lat = {**measure_cpu(models, args.rounds, args.iters), **predict({n: m.info.arch for n, m in models.items()})}
     result = verdicts(acc, lat)
     out = Path(args.out)

@@ -7,11 +7,14 @@ calls them unconditionally.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+
+class DeviceError(ValueError):
+    """A --device this machine cannot give (the CLIs print ValueErrors as one-line errors)."""
 
 
 def init_distributed(device: str = "cpu") -> torch.device:
@@ -23,14 +26,17 @@ def init_distributed(device: str = "cpu") -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+        raise DeviceError(f"--device {device}: torch sees no CUDA device on this machine")
     if world > 1 and not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo")
     if cuda:
         return torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:  # torch's message lists every backend it knows
+        raise DeviceError(f"bad --device {device!r}: use cpu or cuda") from None
 
 
 def is_dist() -> bool:
@@ -53,15 +59,6 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s object on every rank (e.g. a decision or a sampled architecture)."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -212,7 +212,7 @@ class Search:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             labels = [[op_label(b) for b in cands] for cands in self.net.candidates]
-            self.log = SearchLog(self.out, labels, cfg.tensorboard)
+            self.log = SearchLog(self.out, labels, cfg.tensorboard, len(self.history))
 
     # ------------------------------------------------------------------ setup
 

@@ -25,13 +25,15 @@ def op_label(block: BlockSpec) -> str:
 class SearchLog:
     """Epoch records of one run; only the main rank creates one (``out`` is written)."""
 
-    def __init__(self, out: Path, labels: list[list[str]], tensorboard: bool) -> None:
+    def __init__(self, out: Path, labels: list[list[str]], tensorboard: bool, epochs_done: int = 0) -> None:
+        """``epochs_done``: epochs a resumed run already logged; TensorBoard drops its points from later epochs
+        (written after that checkpoint) so a resume does not plot them twice."""
         self.out, self.labels = out, labels
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tb"))
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=epochs_done + 1)
 
     def record(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the files for ``history``; send its last entry to TensorBoard."""

@@ -165,6 +165,11 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _network_of(arch: dict[str, Any]) -> dict[str, Any]:
+    """An arch dict without its metadata (``name``, ``extra``): a re-finalized arch.json still resumes."""
+    return {k: v for k, v in arch.items() if k not in ("name", "extra")}
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
@@ -273,10 +278,14 @@ class Trainer:
             _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> None:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        if ck.get("format") != "proxyless-train-checkpoint/1":
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: one line saying which (torch's can run to many)
+            first = (str(e).splitlines() or [""])[0]
+            raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
+        if not isinstance(ck, dict) or ck.get("format") != "proxyless-train-checkpoint/1":
             raise TrainError(f"{path}: not a proxyless training checkpoint")
-        if ck["arch"] != self.spec.to_dict():
+        if _network_of(ck["arch"]) != _network_of(self.spec.to_dict()):
             raise TrainError(f"{path}: checkpoint is of another architecture ({ck['arch'].get('name')!r})")
         now = asdict(self.config)
         changed = [k for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]

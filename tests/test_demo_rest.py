@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from types import SimpleNamespace
 
 from fastapi import FastAPI
@@ -72,3 +73,18 @@ def test_a_full_server_says_busy_at_once() -> None:
     client, predictor = _client(queue_size=0)
     r = client.post("/api/classify", content=PNG)
     assert r.status_code == 503 and "busy" in r.json()["error"] and predictor.calls == []
+
+
+def test_an_unexpected_failure_is_a_json_500_and_a_logged_traceback(caplog) -> None:
+    client, predictor = _client(queue_size=1)
+
+    def broken(source: bytes, name: str, kind: str) -> None:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    predictor.classify = broken
+    with caplog.at_level(logging.ERROR, logger="demo.rest"):
+        r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 500 and r.json() == {"error": "internal error: ZeroDivisionError: division by zero"}
+    assert "Traceback" in caplog.text and "ZeroDivisionError" in caplog.text
+    del predictor.classify  # the slot was given back
+    assert client.post("/api/classify", content=PNG).status_code == 200

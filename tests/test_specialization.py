@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from zoo.registry import build_network, spec_from_dict
+from zoo.weights import save_pretrained
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -61,3 +64,24 @@ def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{s.END}\nafter\n")
     assert out.with_suffix(".md").read_text() in text and "](spec.png)" in text
+
+
+def test_a_net_that_does_not_fit_the_table_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = _script()
+    cifar = tmp_path / "cifar_net"
+    spec = spec_from_dict(
+        {"format": "proxyless-arch/1", "name": "c", "blocks": ["mb1_k3_s1_c8"], "in_chans": 3, "input_size": 32}
+    )
+    meta = {"dataset": "cifar10", "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
+    meta |= {"categories": [str(i) for i in range(10)], "source": "test", "metrics": {"top1": 0.5}}
+    save_pretrained(build_network(spec), cifar, meta)
+    cases = [("no_such_net", "error: unknown model 'no_such_net'"), (str(cifar), f"error: {cifar} is a cifar10 net")]
+    for net, message in cases:
+        monkeypatch.setattr(sys, "argv", ["specialization.py", net, "--out", str(tmp_path / "spec")])
+        assert s.main() == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert "of input 3x32x32; the table is of Fashion-MNIST 1x28x28" in err
+    assert not (tmp_path / "spec.md").exists()

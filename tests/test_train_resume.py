@@ -132,3 +132,37 @@ def test_sigterm_stops_at_the_next_step_checkpointed(arch: Path, tmp_path: Path)
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     resumed = train(_config(arch, out, epochs=40, resume=True, stop_after_steps=3))
     assert resumed["step"] == stopped["step"] + 3
+
+
+def test_resume_ignores_the_arch_name_and_extra_but_not_the_network(arch: Path, tmp_path: Path) -> None:
+    """A re-finalized arch.json (new name, search record) still resumes; another network does not."""
+    out = tmp_path / "run"
+    assert train(_config(arch, out, stop_after_steps=5))["step"] == 5
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps({**TINY, "name": "tiny_final", "extra": {"search": {"epochs": 3}}}))
+    assert train(_config(renamed, out, resume=True, stop_after_steps=3))["step"] == 8
+    wider = tmp_path / "wider.json"
+    wider.write_text(json.dumps({**TINY, "feature_mix": 64}))
+    with pytest.raises(TrainError, match="another architecture"):
+        train(_config(wider, out, resume=True))
+
+
+def test_unreadable_checkpoints_and_a_missing_gpu_are_one_line_errors(
+    arch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    cases = [(b"", "cannot read checkpoint"), (b"not a checkpoint", "cannot read checkpoint")]
+    torch.save({"format": "something/else"}, out / "other.pt")
+    cases.append(((out / "other.pt").read_bytes(), "not a proxyless training checkpoint"))
+    for content, message in cases:
+        (out / "checkpoint.pt").write_bytes(content)
+        assert search_main(["train", "--arch", str(arch), "--out", str(out), *ARGS, "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    if torch.cuda.is_available():
+        return
+    for command in (["train", "--arch", str(arch), *ARGS], ["warmup", "--space", "fmnist", "--dataset", "synthetic"]):
+        assert search_main([*command, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "error: --device cuda: torch sees no CUDA device on this machine", err

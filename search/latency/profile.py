@@ -49,6 +49,7 @@ def _check_resumable(old: Header, new: Header, path: Path) -> None:
         "threads",
         "batch",
         "clock",
+        "statistic",
     ):
         if getattr(old, name) != getattr(new, name):
             raise LatencyError(

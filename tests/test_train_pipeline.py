@@ -1,0 +1,160 @@
+"""scripts/fmnist_pipeline.py and scripts/bundle_fmnist.py without trainings: when a run counts as trained, how
+jobs are stopped, the exit code, what is bundled with which note, what is packed, and bad bundle inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SLEEPER = "import signal, sys, time; signal.signal(signal.SIGTERM, {}); print('up', flush=True); time.sleep(60)"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pipe() -> ModuleType:
+    return _script("fmnist_pipeline")
+
+
+def _pipeline(pipe: ModuleType, out: Path, *args: str):
+    return pipe.Pipeline(pipe.build_parser().parse_args(["--out", str(out), "--device", "cpu", *args]))
+
+
+def test_a_failed_stage_makes_the_pipeline_exit_1(pipe: ModuleType, tmp_path: Path) -> None:
+    assert pipe.main(["--out", str(tmp_path), "--device", "cpu", "--targets", "cpu,nope"]) == 1
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert "unknown targets ['nope']" in status["error"] and status["failed"] == []
+
+
+def test_a_job_past_its_deadline_gets_sigterm_and_may_checkpoint(pipe: ModuleType, tmp_path: Path) -> None:
+    p = _pipeline(pipe, tmp_path)
+    p.start("job", "-c", SLEEPER.format("lambda *_: sys.exit(0)"))  # exits 0 on SIGTERM, as a training does
+    deadline = time.monotonic() + 60
+    while "up" not in (tmp_path / "logs" / "job.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.wait("job", deadline=p.elapsed() + 1) is True
+    assert p.status["job"] == "stopped at the deadline: exit 0 after SIGTERM" and p.failed == []
+
+
+def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace_and_reaps_it(pipe: ModuleType) -> None:
+    stubborn = subprocess.Popen([sys.executable, "-c", SLEEPER.format("signal.SIG_IGN")], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline().strip() == b"up"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    assert pipe.stop({"stubborn": stubborn, "finished": finished}, grace=1) == {"stubborn": "killed 1 s after SIGTERM"}
+    assert stubborn.returncode == -signal.SIGKILL
+    stubborn.stdout.close()
+
+
+def _run_dir(path: Path, **config: object) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model.safetensors").write_bytes(b"")  # written first: not yet a finished run
+    recipe = {"epochs": 15, "batch_size": 128, "warmup_epochs": 1.0, "device": "cpu", **config}
+    (path / "log.json").write_text(json.dumps({"config": recipe, "epochs": []}))
+
+
+def test_bundle_takes_the_baseline_and_the_requested_targets_with_their_recorded_recipe(
+    pipe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _pipeline(pipe, tmp_path / "out", "--smoke", "--train-epochs", "99")
+    train, search = tmp_path / "train", tmp_path / "search"
+    nets = ["fmnist_mobilenetv2", "fmnist_proxyless_cpu", "fmnist_proxyless_mobile"]
+    for name in nets:
+        _run_dir(train / name)
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setattr(p, "run", lambda name, *cmd, deadline=None: calls.append((name, cmd)) or True)
+    pipe.bundle(p, train, search, ["cpu", "mobile"])
+    assert calls == []  # no metrics.json yet
+    for name in nets:
+        (train / name / "metrics.json").write_text("{}")
+    pipe.bundle(p, train, search, ["cpu", "mobile"])  # no fmnist_proxyless_gpu asked for: none waited for
+    assert [name for name, _ in calls] == [*(f"bundle_{n}" for n in nets), "specialization"]
+    note = calls[0][1][calls[0][1].index("--note") + 1]
+    assert note.startswith("one recipe for all 3 nets (their log.json): epochs=15, batch_size=128")
+    assert "epochs=99" not in note and "device=cpu" in note
+
+    calls.clear()
+    _run_dir(train / "fmnist_proxyless_mobile", epochs=10, warmup_epochs=2.0)
+    pipe.bundle(p, train, search, ["cpu", "mobile"])
+    note = calls[0][1][calls[0][1].index("--note") + 1]
+    assert note.startswith(
+        "the nets' recipes differ (their log.json): fmnist_mobilenetv2: epochs=15, warmup_epochs=1.0"
+    )
+    assert "fmnist_proxyless_mobile: epochs=10, warmup_epochs=2.0; the same for all: batch_size=128" in note
+
+    monkeypatch.setattr(p, "run", lambda name, *cmd, deadline=None: name != "specialization")
+    with pytest.raises(ValueError, match="specialization table failed"):
+        pipe.bundle(p, train, search, ["cpu", "mobile"])
+
+
+def test_pack_keeps_training_checkpoints_and_the_warmup_until_every_search_is_done(
+    pipe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUT", raising=False)
+    out = tmp_path / "search" / "fmnist"  # a folder named search above OUT must not count
+    p = _pipeline(pipe, out, "--targets", "cpu,mobile")
+    for run in ("search/warmup", "search/cpu", "search/mobile", "train/fmnist_proxyless_cpu"):
+        (out / run).mkdir(parents=True)
+        (out / run / "checkpoint.pt").write_bytes(b"x")
+    (out / "search" / "cpu" / "arch.json").write_text("{}")
+
+    def left() -> list[str]:
+        return sorted(str(c.relative_to(out)) for c in out.rglob("checkpoint.pt"))
+
+    pipe.pack(p)  # the mobile search has not finished: it restarts from the warm-up
+    assert left() == ["search/warmup/checkpoint.pt", "train/fmnist_proxyless_cpu/checkpoint.pt"]
+    with tarfile.open(f"{out}.tar.gz") as tar:
+        assert "fmnist/train/fmnist_proxyless_cpu/checkpoint.pt" in tar.getnames()
+    (out / "search" / "mobile" / "arch.json").write_text("{}")
+    pipe.pack(p)
+    assert left() == ["train/fmnist_proxyless_cpu/checkpoint.pt"]
+
+
+def test_bundle_script_refuses_bad_input_before_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = _script("bundle_fmnist")
+    monkeypatch.chdir(tmp_path)  # relative paths: resolved here, not in the repo root the commands run from
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"")
+    (tmp_path / "search").mkdir()
+    cases = [
+        (["run"], f"error: {run} is not a finished training run: no config.json there"),
+        (["run", "--search-run", "search"], f"error: --search-run {tmp_path / 'search'}: no arch.json there"),
+        (["run", "--search-run", "search"], f"error: {tmp_path / 'search' / 'arch.json'}: not valid JSON"),
+        (["run"], "error: "),  # weights that do not load: still one line
+    ]
+    for i, (args, message) in enumerate(cases):
+        if i == 1:
+            (run / "config.json").write_text("{}")
+        if i == 2:
+            (tmp_path / "search" / "arch.json").write_text("{")
+        monkeypatch.setattr(sys, "argv", ["bundle_fmnist.py", "net", *args])
+        assert b.main() == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert not (ROOT / "zoo" / "pretrained" / "net").exists()
+
+
+def test_last_json_says_which_command_printed_no_json_line() -> None:
+    b = _script("bundle_fmnist")
+    assert b.last_json("-c", "print('working'); print('{\"a\": 1}')") == {"a": 1}
+    for code, last in (("pass", "''"), ("print('done')", "'done'"), ("print(5)", "'5'")):
+        with pytest.raises(SystemExit, match=f"did not end with a JSON object line \\(its last line: {last}\\)"):
+            b.last_json("-c", code)
