@@ -208,6 +208,23 @@ def test_a_retrained_version_replaces_the_old_without_force(tiny: dict, tmp_path
         assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_describing_a_hub_model_fetches_its_config_only(tiny: dict, tmp_path: Path) -> None:
+    files = {name: (tiny["dir"] / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    script = (
+        "import sys; from zoo import create_model; "
+        "m = create_model(sys.argv[1], pretrained=sys.argv[2] == '1'); print(m.info.weights.source)"
+    )
+    with HubServer() as hub:
+        hub.state.seed(REPO, files)
+        env = _client_env(hub, tmp_path)
+        bare = _run(["-c", script, f"hf-hub:{REPO}", "0"], env)
+        assert bare.returncode == 0, bare.stderr[-3000:]
+        assert bare.stdout.split() == [f"hf-hub:{REPO}"] and hub.state.requests.count("GET resolve") == 1
+        loaded = _run(["-c", script, f"hf-hub:{REPO}", "1"], env)
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        assert hub.state.requests.count("GET resolve") == 2  # now the weights (config.json came from the cache)
+
+
 @pytest.mark.parametrize("fault", ["500", "drop"])
 def test_upload_failure_leaves_nothing_behind(tiny: dict, tmp_path: Path, fault: str) -> None:
     with HubServer() as hub:

@@ -29,10 +29,10 @@ from zoo.weights import (
     LoadedWeights,
     WeightsError,
     WeightsRef,
+    hub_config,
     load_pretrained,
     parse_hub_source,
     read_config,
-    resolve_weights,
 )
 
 __all__ = [
@@ -229,12 +229,10 @@ def list_models(pretrained_only: bool = False, dataset: str | None = None) -> li
 
 def hub_model_info(source: str) -> ModelInfo:
     """A model published to the Hub, described by its own config.json (``hf-hub:ORG/REPO[@REV]``)."""
-    repo_id, _ = parse_hub_source(source)
-    folder = resolve_weights(source).parent  # downloads config.json and the weights into the HF cache
-    config = read_config(folder)
-    return info_from_config(
-        repo_id.split("/")[-1], config, WeightsRef(config["weights_sha256"], local_path=str(folder))
-    )
+    repo_id, revision = parse_hub_source(source)
+    config = hub_config(source)
+    weights = WeightsRef(config["weights_sha256"], repo_id=repo_id, revision=revision)
+    return info_from_config(repo_id.split("/")[-1], config, weights)
 
 
 def get_model_info(name: str) -> ModelInfo:

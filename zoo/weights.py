@@ -198,6 +198,12 @@ def _hub_download(source: str, filename: str) -> Path:
     return Path(path)
 
 
+def hub_config(source: str) -> dict[str, Any]:
+    """The checked ``config.json`` of ``hf-hub:ORG/REPO[@REV]``, fetched alone: describing a model costs no
+    weights download (they come with ``pretrained=True``, checked against this config's sha256)."""
+    return read_config(_hub_download(source, CONFIG_FILE))
+
+
 def resolve_weights(source: str | Path) -> Path:
     """The local ``.safetensors`` file a source names; for the Hub, its ``config.json`` is fetched beside it."""
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
