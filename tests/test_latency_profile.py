@@ -169,3 +169,14 @@ def test_tensorrt_without_tensorrt_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tensorrt" in err[0]
     assert not (tmp_path / "t.json").exists()
+
+
+def test_resume_refuses_another_statistic(tmp_path):
+    out = tmp_path / "t.json"
+    with make_runner("torch", "cpu", 1, 1) as runner:
+        profile_ops(TINY, runner, out, statistic="min", **FAST)
+        before = out.read_text()
+        with pytest.raises(LatencyError, match="statistic='min', this profile has 'median'"):
+            profile_ops(TINY, runner, out, statistic="median", **FAST)
+        assert profile_ops(TINY, runner, out, statistic="min", **FAST).header.statistic == "min"
+    assert out.read_text() == before and Lut.load(out).header.statistic == "min"
