@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from zoo.arch import ArchError, ArchSpec, BlockSpec
 from zoo.authors_config import load_authors_config
@@ -80,3 +81,42 @@ def test_bad_spec_fields_are_refused_in_one_line(change: dict, message: str) -> 
     with pytest.raises(ArchError, match=re.escape(message)) as e:
         ArchSpec.from_dict(d)
     assert "\n" not in str(e.value)
+
+
+def _functional(spec: ArchSpec, sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The network of SEMANTICS.md written out with torch.nn.functional from the state_dict alone: conv (padding
+    (k - 1) // 2, no bias) -> BN (eps 1e-3, running stats) -> ReLU6; blocks; feature mix; mean pool; linear."""
+
+    def conv_bn(x: torch.Tensor, prefix: str, stride: int, groups: int, act: bool) -> torch.Tensor:
+        w = sd[f"{prefix}.conv.weight"]
+        x = F.conv2d(x, w, None, stride, (w.shape[-1] - 1) // 2, 1, groups)
+        bn = [sd[f"{prefix}.bn.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        x = F.batch_norm(x, bn[0], bn[1], bn[2], bn[3], False, 0.0, 1e-3)
+        return x.clamp(0, 6) if act else x
+
+    x = conv_bn(x, "first_conv", spec.stem_stride, 1, True)
+    for i, b in enumerate(spec.blocks):
+        if b.zero:
+            continue
+        p = f"blocks.{i}.mobile_inverted_conv"
+        y = conv_bn(x, f"{p}.inverted_bottleneck", 1, 1, True) if b.expand != 1 else x
+        y = conv_bn(y, f"{p}.depth_conv", b.stride, y.shape[1], True)
+        y = conv_bn(y, f"{p}.point_linear", 1, 1, False)
+        x = y + x if b.residual else y
+    x = conv_bn(x, "feature_mix_layer", 1, 1, True).mean((2, 3))
+    return F.linear(x, sd["classifier.linear.weight"], sd["classifier.linear.bias"])
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_nets_compute_what_the_authors_configs_say(name: str) -> None:
+    spec = ArchSpec.from_json((ARCHS / f"{name}.json").read_text())
+    torch.manual_seed(0)
+    model = ProxylessNet(spec).double().eval()
+    with torch.no_grad():
+        for m in model.modules():  # random BN statistics and affine, so a misplaced or skipped BN shows
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
+        x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+        ours, reference = model(x), _functional(spec, model.state_dict(), x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-9)

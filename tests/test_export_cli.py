@@ -141,6 +141,11 @@ def test_bench_writes_report_chart_and_json_line(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     rows = report["results"]
     assert {(r["runtime"], r["batch"]) for r in rows} == {(k, b) for k in ("torch", "onnxruntime") for b in (1, 3)}
+    p50 = {(r["runtime"], r["batch"]): r["p50_ms"] for r in rows}
+    for s in line["summary"]:  # the summary line is the report's rows, not numbers of its own
+        eager, best = p50[("torch", s["batch"])], p50[("onnxruntime", s["batch"])]
+        assert (s["eager_ms"], s["best_ms"]) == (round(eager, 3), round(best, 3))
+        assert s["speedup"] == round(eager / best, 2)
     for r in rows:
         assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
         assert r["calls"] == 5  # --iters, even when --rounds does not divide it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,16 @@ def test_resume_refuses_another_statistic(tmp_path):
             profile_ops(TINY, runner, out, statistic="median", **FAST)
         assert profile_ops(TINY, runner, out, statistic="min", **FAST).header.statistic == "min"
     assert out.read_text() == before and Lut.load(out).header.statistic == "min"
+
+
+def test_validation_metrics_match_their_textbook_definitions():
+    from scipy.stats import spearmanr
+
+    from search.latency.validate import metrics
+
+    predicted = np.array([1.0, 2.0, 2.0, 3.5, 0.5, 2.0])  # ties, as archs with equal table sums give
+    measured = np.array([1.1, 1.9, 2.4, 3.0, 0.7, 2.4])
+    m = metrics(predicted, measured)
+    assert m["spearman"] == round(float(spearmanr(predicted, measured)[0]), 4)
+    assert m["mape"] == round(float(np.mean(np.abs(predicted - measured) / measured)), 4)
+    assert m["rmse_ms"] == round(float(np.sqrt(np.mean((predicted - measured) ** 2))), 4)

@@ -97,7 +97,11 @@ def calibrate(
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(x)).astype(np.float64)
+    """Ranks from 0, ties sharing their mean rank (Spearman's definition; archs can tie in a table's sum)."""
+    x = np.asarray(x)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return (first + (counts - 1) / 2)[inverse].astype(np.float64)
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
