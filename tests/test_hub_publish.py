@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.network import ProxylessNet
-from zoo.weights import load_pretrained, save_pretrained, sha256_file
+from zoo.weights import save_pretrained, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "proxyless-test/fmnist-tiny"
@@ -103,18 +103,32 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model.eval()(x)
 
 
+def _randomized_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BatchNorm affine parameters *and* running statistics (far from the defaults 0/1), as in
+    tests/test_zoo_weights.py: a fresh net's default buffers then give clearly different logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point() and t.dim() == 1:  # BN weight/bias/mean/var, classifier bias
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A saved tiny model (weights dir), its ONNX export, an export report and its reference logits."""
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    model = ProxylessNet(_spec()).eval()
+    model = _randomized_bn(ProxylessNet(_spec()))
     weights = save_pretrained(model, root / "fmnist_tiny", _metadata())
     _export_onnx(model, root / "model.onnx")
     (root / "report.json").write_text(json.dumps(REPORT))
-    reloaded = ProxylessNet(_spec())
-    load_pretrained(reloaded, weights)
-    return {"dir": weights, "onnx": root / "model.onnx", "report": root / "report.json", "logits": _logits(reloaded)}
+    # The reference is the ORIGINAL model's output: a loader that skipped the BN buffers (or anything else) would
+    # rebuild a net with default statistics and give other logits.
+    params_only = ProxylessNet(_spec())
+    params_only.load_state_dict(dict(model.named_parameters()), strict=False)  # default BN buffers
+    assert not torch.allclose(_logits(params_only), _logits(model), atol=1e-3)
+    return {"dir": weights, "onnx": root / "model.onnx", "report": root / "report.json", "logits": _logits(model)}
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -203,9 +217,15 @@ def test_a_retrained_version_replaces_the_old_without_force(tiny: dict, tmp_path
     """Same network, other training: dropout and the search/training metadata may differ; nothing else."""
     old = _spec().to_dict() | {"dropout": 0.2, "extra": {"train": {"epochs": 3}}}
     with HubServer() as hub:
-        hub.state.seed(REPO, {"config.json": json.dumps({"arch": old, "metadata": {}}).encode()})
+        seeded = hub.state.seed(REPO, {"config.json": json.dumps({"arch": old, "metadata": {}}).encode()})
         proc = _run(_publish_args(tiny), _client_env(hub, tmp_path))
         assert proc.returncode == 0, proc.stderr[-3000:]
+        commit = json.loads(proc.stdout.strip().splitlines()[-1])["commit"]
+        assert commit != seeded and hub.state.repos[REPO].branches["main"] == commit  # main moved to the new commit
+        published = json.loads(hub.state.file(REPO, commit, "config.json"))
+        assert published["arch"] == _spec().to_dict()  # the retrained model's arch (its name too), not the old one
+        assert published["weights_sha256"] == sha256_file(tiny["dir"] / "model.safetensors")
+        assert json.loads(hub.state.file(REPO, seeded, "config.json"))["arch"] == old  # history kept, not rewritten
 
 
 def test_describing_a_hub_model_fetches_its_config_only(tiny: dict, tmp_path: Path) -> None:
