@@ -29,9 +29,9 @@ def reward(acc: float, latency: float, target: float, tradeoff: float) -> float:
 class Reinforce:
     """The policy-gradient estimator and its baseline (which is part of a run's checkpoint)."""
 
-    samples: int = 10
-    tradeoff: float = 0.07
-    baseline_decay: float = 0.9
+    samples: int
+    tradeoff: float
+    baseline_decay: float
     baseline: float | None = None
 
     def __post_init__(self) -> None:

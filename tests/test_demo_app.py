@@ -253,7 +253,8 @@ def test_api_every_model_and_runtime_agree(served: Served) -> None:
                 assert top["label"] == label_of(path), (model, kind, path.name, top)
                 assert "ms** inference on" in timing
                 results[kind] = {c["label"]: c["confidence"] for c in top["confidences"]}
-            reference = results["torch"]
+            reference = results.pop("torch")  # every other runtime against PyTorch (not PyTorch against itself)
+            assert results, f"no runtime besides PyTorch to compare: {served.runtimes}"
             for kind, probs in results.items():
                 assert list(probs) == list(reference), f"{model}: {kind} ranks the classes differently"
                 diff = max(abs(probs[c] - reference[c]) for c in reference)
@@ -330,6 +331,26 @@ def test_plain_api_agrees_with_the_gradio_api(served: Served) -> None:
                 assert [c["label"] for c in out["top"]] == list(ui)
                 assert max(abs(c["probability"] - ui[c["label"]]) for c in out["top"]) <= 1e-6
                 assert out["inference_ms"] > 0 and out["runtime"] == kind
+
+
+def test_plain_api_defaults_to_onnx_runtime(served: Served) -> None:
+    """The README: ONNX Runtime is the demo's default runtime, for the plain API as in the UI (its first choice)."""
+    assert "onnxruntime" in served.runtimes, f"ONNX Runtime is not usable here: {served.runtimes}"
+    listed = httpx.get(f"{served.url}/api/models", timeout=10).json()
+    assert listed["runtimes"][0] == "onnxruntime", listed
+    assert sorted(listed["runtimes"]) == sorted(served.runtimes), listed  # every usable runtime, nothing else
+    model = served.models[0]
+    good = served.correct[model][0]
+    plain = _rest(served, good.read_bytes(), model=model)
+    explicit = _rest(served, good.read_bytes(), model=model, runtime="onnxruntime")
+    torch_run = _rest(served, good.read_bytes(), model=model, runtime="torch")
+    assert plain.status_code == explicit.status_code == torch_run.status_code == 200, (plain.text, explicit.text)
+    out = plain.json()
+    assert out["runtime"] == "onnxruntime", out
+    assert out["provider"] == explicit.json()["provider"] != torch_run.json()["provider"], (out, torch_run.json())
+    same = explicit.json()["top"]
+    assert [c["label"] for c in out["top"]] == [c["label"] for c in same] and out["top"][0]["label"] == label_of(good)
+    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(out["top"], same, strict=True)) <= 1e-6
 
 
 def test_plain_api_bad_inputs_get_one_line_errors_and_the_server_keeps_serving(served: Served) -> None:

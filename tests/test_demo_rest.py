@@ -54,6 +54,31 @@ def test_defaults_are_the_uis_first_model_and_runtime() -> None:
     assert client.get("/api/models").json()["default_model"] == "net_a"
 
 
+def test_the_default_runtime_is_the_predictors_first_and_onnx_runtime_comes_first(monkeypatch) -> None:
+    """The plain API follows the UI's first runtime (not a name of its own), and the demo puts ONNX Runtime
+    first whenever it works, whatever order export.runtimes reports them in (the README: ORT is the default)."""
+    import demo.app
+
+    client, predictor = _client()
+    predictor.runtime_kinds = ["torch", "onnxruntime"]
+    r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 200 and r.json()["runtime"] == "torch", r.text
+    assert predictor.calls == [("net_a", "torch")]
+    assert client.get("/api/models").json()["runtimes"] == ["torch", "onnxruntime"]
+    assert client.post("/api/classify?runtime=onnxruntime", content=PNG).json()["runtime"] == "onnxruntime"
+    assert predictor.calls[-1] == ("net_a", "onnxruntime")
+
+    status = {"tensorrt": "no CUDA", "pt2": None, "torch": None, "onnxruntime": None}
+    monkeypatch.setattr(demo.app, "available_runtimes", lambda: status)
+    usable, unavailable = demo.app.runtime_status()
+    assert usable == ["onnxruntime", "torch"] and unavailable == {"tensorrt": "no CUDA"}
+    status["onnxruntime"] = "No module named 'onnxruntime'"  # without ORT, PyTorch is the default
+    assert demo.app.runtime_status() == (
+        ["torch"],
+        {"onnxruntime": "No module named 'onnxruntime'", "tensorrt": "no CUDA"},
+    )
+
+
 def test_refusals_have_a_status_and_a_one_line_error() -> None:
     client, _ = _client()
     cases = [

@@ -1,5 +1,7 @@
 """Binary-gate estimators against the closed form, and the latency term's gradient on every alpha."""
 
+import math
+
 import pytest
 import torch
 
@@ -150,3 +152,63 @@ def test_hinge_pushes_latency_only_above_target():
         loss.backward()
         assert bool((net.alpha.grad[net.valid] != 0).all()) is pushes
         assert pushes or (loss.detach().item() == 1.0 and not net.alpha.grad.any())
+
+
+# A hand-made 2-layer latency table: layer 0 has 3 candidates, layer 1 has 2 (its last column padding, p = 0).
+TABLE = [[4.0, 2.0, 0.0], [3.0, 1.0, 0.0]]
+FIXED = 1.5
+PROBS = [[0.5, 0.3, 0.2], [0.25, 0.75, 0.0]]
+
+
+def _by_hand_expected() -> float:
+    """E[LAT] = fixed + sum_l sum_j p_lj LAT_lj, written out."""
+    return FIXED + sum(p * t for prow, trow in zip(PROBS, TABLE, strict=True) for p, t in zip(prow, trow, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("loss", "target", "kw"),
+    [
+        ("mul#log", 3.0, {}),  # E[LAT] = 5.6: above T
+        ("mul#log", 20.0, {"scale": 0.5, "beta": 0.6}),  # below T
+        ("add#linear", 5.0, {}),
+        ("add#linear", 10.0, {"lam": 0.3}),  # below T: a negative (rewarding) term
+        ("add#hinge", 5.0, {"lam": 0.4}),  # above T: as add#linear
+        ("add#hinge", 10.0, {"lam": 0.4}),  # below T: CE alone
+    ],
+)
+def test_objectives_match_the_papers_formulas(loss, target, kw):
+    """mul#log: scale * CE * (log E[LAT] / log T) ** beta (ProxylessNAS, defaults 0.2 / 0.3);
+    add#linear: CE + lambda (E[LAT] - T) / T; add#hinge: CE + lambda max(0, E[LAT] - T) / T (default lambda 0.1)."""
+    e = _by_hand_expected()
+    assert e == pytest.approx(5.6)  # 1.5 + (2 + 0.6 + 0) + (0.75 + 0.75)
+    scale, beta, lam = kw.get("scale", 0.2), kw.get("beta", 0.3), kw.get("lam", 0.1)
+    ce_value = 1.7
+    if loss == "mul#log":
+        want = scale * ce_value * (math.log(e) / math.log(target)) ** beta
+    elif loss == "add#linear":
+        want = ce_value + lam * (e - target) / target
+    else:
+        want = ce_value + lam * max(0.0, e - target) / target
+    objective = LatencyObjective(torch.tensor(TABLE), FIXED, target, loss, **kw)
+    probs = torch.tensor(PROBS, requires_grad=True)
+    ce = torch.tensor(ce_value, requires_grad=True)
+    value, lat = objective(ce, probs)
+    assert lat.item() == pytest.approx(e, rel=1e-6)
+    assert value.item() == pytest.approx(want, rel=1e-6)
+    value.backward()
+    # d loss / d p_lj = d loss / d E * LAT_lj, with d loss / d E differentiated by hand
+    if loss == "mul#log":
+        ratio = math.log(e) / math.log(target)
+        d_e = scale * ce_value * beta * ratio ** (beta - 1) / (e * math.log(target))
+        d_ce = scale * ratio**beta
+    else:
+        d_e = lam / target if (loss == "add#linear" or e > target) else 0.0
+        d_ce = 1.0
+    assert probs.grad.tolist() == [[pytest.approx(d_e * t, abs=1e-7) for t in row] for row in TABLE]
+    assert ce.grad.item() == pytest.approx(d_ce, rel=1e-6)
+
+
+def test_path_latency_is_fixed_plus_the_chosen_entries():
+    objective = LatencyObjective(torch.tensor(TABLE), FIXED, 5.0, "add#linear")
+    assert objective.path_latency([0, 1]) == pytest.approx(1.5 + 4.0 + 1.0)
+    assert objective.path_latency([2, 0]) == pytest.approx(1.5 + 0.0 + 3.0)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import shlex
 import signal
@@ -12,11 +13,14 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from search.cli import main
+from search.objective import LatencyObjective
+from search.reinforce import Reinforce, reward
 from search.run import add_parsers, config_from_args, mix_seed, run_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,3 +175,56 @@ def test_bad_runs_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["run", *TINY, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("acc", "lat", "target", "w"), [(0.8, 12.0, 10.0, 0.07), (0.5, 6.0, 10.0, 0.1), (0.9, 10.0, 10.0, 0.3)]
+)
+def test_reinforce_reward_is_acc_times_latency_ratio_to_the_w(acc, lat, target, w):
+    """ProxylessNAS-R / MnasNet: ACC * (LAT / T) ** w' with w' = -w < 0, i.e. ACC * (T / LAT) ** w here."""
+    want = acc * (lat / target) ** (-w)
+    assert reward(acc, lat, target, w) == pytest.approx(want, rel=1e-12)
+    assert (reward(acc, lat, target, w) < acc) is (lat > target)  # over target costs, under target pays
+
+
+def test_reinforce_loss_baseline_and_gradient_follow_the_formulas():
+    """b <- decay b + (1 - decay) mean R (the first step: b = mean R); loss = -mean_m (R_m - b) log p(path_m);
+    its gradient on alpha is mean_m (R_m - b) (p - onehot(path_m)) per layer, 0 on padded (invalid) columns."""
+    table, fixed, target, w, decay = [[4.0, 2.0, 0.5], [3.0, 1.0, 0.0]], 1.5, 5.0, 0.2, 0.8
+    objective = LatencyObjective(torch.tensor(table), fixed, target, "add#linear")
+    alpha = torch.nn.Parameter(torch.tensor([[0.3, -0.2, 0.1], [0.5, -0.4, 7.0]]))
+    valid = torch.tensor([[True, True, True], [True, True, False]])  # layer 1 has two candidates
+    net = SimpleNamespace(alpha=alpha, valid=valid)
+    rl = Reinforce(samples=3, tradeoff=w, baseline_decay=decay)
+
+    def by_hand(paths, accs, baseline):
+        lats = [fixed + sum(table[layer][j] for layer, j in enumerate(path)) for path in paths]
+        rewards = [a * (target / lat) ** w for a, lat in zip(accs, lats, strict=True)]
+        mean = sum(rewards) / len(rewards)
+        b = mean if baseline is None else decay * baseline + (1 - decay) * mean
+        e = [
+            [math.exp(v) if ok else 0.0 for v, ok in zip(row, oks, strict=True)]
+            for row, oks in zip(alpha.tolist(), valid.tolist(), strict=True)
+        ]
+        p = [[v / sum(row) for v in row] for row in e]
+        loss = -sum(
+            (r - b) * sum(math.log(p[layer][j]) for layer, j in enumerate(path))
+            for r, path in zip(rewards, paths, strict=True)
+        )
+        grad = [[sum((r - b) * (p[i][c] - (path[i] == c)) for r, path in zip(rewards, paths, strict=True)) / len(paths)
+                 for c in range(3)] for i in range(2)]  # fmt: skip
+        return b, loss / len(paths), grad, mean, lats
+
+    baseline = None
+    for paths, accs in [([[0, 1], [2, 0], [1, 1]], [0.5, 0.75, 0.25]), ([[1, 0], [0, 0], [2, 1]], [1.0, 0.0, 0.5])]:
+        b, want_loss, want_grad, mean, lats = by_hand(paths, accs, baseline)
+        alpha.grad = None
+        loss, stats = rl.loss(net, paths, accs, objective)
+        loss.backward()
+        assert rl.baseline == pytest.approx(b, rel=1e-12) and stats["baseline"] == pytest.approx(b, rel=1e-12)
+        assert stats["reward"] == pytest.approx(mean) and stats["lat"] == pytest.approx(sum(lats) / 3)
+        assert stats["acc"] == pytest.approx(sum(accs) / 3)
+        assert loss.item() == pytest.approx(want_loss, rel=1e-5, abs=1e-7)
+        assert alpha.grad.tolist() == [[pytest.approx(g, abs=1e-6) for g in row] for row in want_grad]
+        assert alpha.grad[1, 2] == 0
+        baseline = b

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from search.cli import main as search_main
 from search.train import TrainConfig, TrainError, train
 from zoo import create_model
+from zoo.arch import ArchSpec
 from zoo.cli import main as zoo_main
-from zoo.datasets import FMNIST_DEFAULT_DIR
+from zoo.datasets import FMNIST_DEFAULT_DIR, balanced_subset, load_arrays
 from zoo.evaluate import load_for_eval
+from zoo.network import ProxylessNet
 from zoo.weights import read_config
 
 TINY = {
@@ -61,6 +64,27 @@ def _rows(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
 
+def _by_hand(run: Path, dataset: str, limit: int | None = None) -> tuple[float, float, int]:
+    """(top1, top5, n) of a run's saved weights on the test split (or its balanced ``limit`` subset), computed
+    here: the network rebuilt from config.json, the raw tensors loaded as they are, the images normalized by hand."""
+    config = read_config(run)
+    model = ProxylessNet(ArchSpec.from_dict(config["arch"]))
+    model.load_state_dict(load_file(run / "model.safetensors"))
+    images, labels = load_arrays(dataset, "test")
+    if limit is not None:
+        idx = balanced_subset(labels, limit)
+        assert torch.bincount(labels[idx], minlength=10).tolist() == [limit // 10] * 10  # balanced, as documented
+        images, labels = images[idx], labels[idx]
+    meta = config["metadata"]
+    assert images.shape[1:] == (1, 28, 28)  # no resize to do
+    x = (images.float() / 255 - meta["mean"][0]) / meta["std"][0]
+    with torch.no_grad():
+        top5 = model.eval()(x).topk(5, dim=1).indices
+    hits1 = (top5[:, 0] == labels).sum().item()
+    hits5 = (top5 == labels[:, None]).any(1).sum().item()
+    return hits1 / len(labels), hits5 / len(labels), len(labels)
+
+
 def test_stop_mid_epoch_and_resume_gives_identical_weights(arch: Path, straight: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     stopped = train(_config(arch, out, stop_after_steps=37))  # 7 steps into the second epoch
@@ -80,6 +104,8 @@ def test_stop_mid_epoch_and_resume_gives_identical_weights(arch: Path, straight:
 def test_trained_model_learns_and_loads(straight: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = json.loads((straight / "metrics.json").read_text())
     assert metrics["top1"] > 0.5  # chance is 0.1
+    top1, top5, n = _by_hand(straight, "synthetic")
+    assert n == 500 and metrics["top1"] == pytest.approx(top1, abs=1e-9) and metrics["top5"] == pytest.approx(top5)
     config = read_config(straight)
     assert config["metadata"]["metrics"]["top1"] == metrics["top1"]
     assert config["metadata"]["input_size"] == [1, 28, 28] and len(config["metadata"]["categories"]) == 10
@@ -96,12 +122,16 @@ def test_eval_cli_json_on_a_limited_subset(straight: Path, capsys: pytest.Captur
     assert zoo_main(["eval", str(straight), "--limit", "60", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["n"] == 60 and record["dataset"] == "synthetic" and record["top1"] > 0.5
+    top1, top5, _ = _by_hand(straight, "synthetic", 60)
+    assert (record["top1"], record["top5"]) == (pytest.approx(top1, abs=1e-9), pytest.approx(top5, abs=1e-9))
     assert set(record) >= {"top1", "top5", "loss", "n", "limit", "subset_seed"}
     if not Path(FMNIST_DEFAULT_DIR).is_dir():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     assert zoo_main(["eval", str(straight), "--dataset", "fashion-mnist", "--limit", "50", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["n"] == 50 and 0.0 <= record["top1"] <= record["top5"] <= 1.0
+    top1, top5, n = _by_hand(straight, "fashion-mnist", 50)  # another dataset: a net of synthetic data, any score
+    assert record["n"] == n == 50
+    assert (record["top1"], record["top5"]) == (pytest.approx(top1, abs=1e-9), pytest.approx(top5, abs=1e-9))
 
 
 def test_bad_inputs_give_one_line_errors(arch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,6 +142,24 @@ def test_bad_inputs_give_one_line_errors(arch: Path, tmp_path: Path, capsys: pyt
     assert search_main(["train", "--arch", "uniform:fmnist:k4", "--out", str(tmp_path)]) == 2
     assert "uniform:SPACE:k<kernel>e<expand>" in capsys.readouterr().err
     assert zoo_main(["eval", str(tmp_path / "nothing"), "--limit", "5"]) == 2
+
+
+def test_time_limit_stops_checkpointed_and_resumes_to_the_same_result(
+    arch: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "limited"
+    argv = ["train", "--arch", str(arch), "--out", str(out), *ARGS]
+    assert search_main([*argv, "--time-limit", "1e-4"]) == 0  # 6 ms: past it after the first step or so
+    stopped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ckpt = out / "checkpoint.pt"
+    assert stopped["finished"] is False and 1 <= stopped["step"] < 60 and stopped["checkpoint"] == str(ckpt), stopped
+    assert ckpt.is_file() and not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+    assert torch.load(ckpt, weights_only=True)["step"] == stopped["step"]
+    assert search_main([*argv, "--resume"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["finished"] and result["n"] == 500
+    assert read_config(out)["weights_sha256"] == read_config(straight)["weights_sha256"]  # as if never stopped
+    assert _rows(out) == _rows(straight)
 
 
 def test_sigterm_stops_at_the_next_step_checkpointed(arch: Path, tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import zoo.registry as registry
 from zoo import create_model, get_model_info, list_models
@@ -91,6 +94,48 @@ def test_weights_directory_registers_as_model(tiny_dir: Path, monkeypatch: pytes
     monkeypatch.setenv(registry.EXTRA_ENV, str(tiny_dir.parent))
     with pytest.raises(WeightsError, match=rf"{registry.EXTRA_ENV}: .* holds no config\.json"):
         list_models()
+
+
+def test_several_extra_directories_separated_by_pathsep(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROXYLESS_ZOO_EXTRA=DIR1<os.pathsep>DIR2: each directory is its own model, with its own weights."""
+    blocks = tuple(map(BlockSpec.parse, ["mb3_k3_s2_c8", "mb6_k5_s1_c8_res"]))
+    spec = ArchSpec("other", blocks, stem_channels=8, feature_mix=16, in_chans=1, input_size=28, num_classes=3)
+    torch.manual_seed(1)
+    meta = TINY_META | {"dataset": "synthetic", "categories": ["a", "b", "c"], "metrics": {"top1": 0.25}}
+    other_dir = save_pretrained(ProxylessNet(spec), tiny_dir.parent / "more" / "other_syn", meta)
+    assert {"tiny_fm", "other_syn"}.isdisjoint(list_models())
+    for value in (f"{tiny_dir}{os.pathsep}{other_dir}", f"{os.pathsep}{other_dir}{os.pathsep}{tiny_dir}{os.pathsep}"):
+        monkeypatch.setenv(registry.EXTRA_ENV, value)
+        assert {"tiny_fm", "other_syn"} <= set(list_models(pretrained_only=True))
+        assert "tiny_fm" in list_models(dataset="fashion-mnist") and "tiny_fm" not in list_models(dataset="synthetic")
+        assert "other_syn" in list_models(dataset="synthetic") and "other_syn" not in list_models(
+            dataset="fashion-mnist"
+        )
+        assert get_model_info("other_syn").categories == ("a", "b", "c") and get_model_info("tiny_fm").num_classes == 5
+        for name, folder in (("tiny_fm", tiny_dir), ("other_syn", other_dir)):
+            model = create_model(name, pretrained=True)
+            assert model.info.weights.local_path == str(folder.resolve())
+            arch = json.loads((folder / "config.json").read_text())["arch"]
+            assert model.spec.to_dict() | {"name": None} == arch | {"name": None}  # its own network
+            saved = load_file(folder / "model.safetensors")
+            state = model.state_dict()
+            assert saved and set(saved) <= set(state)
+            for k, v in saved.items():  # its own weights
+                assert torch.equal(state[k], v.to(state[k].dtype)), (name, k)
+    monkeypatch.setenv(registry.EXTRA_ENV, f"{tiny_dir}{os.pathsep}{other_dir.parent}")  # the second is no model
+    with pytest.raises(WeightsError, match=rf"{registry.EXTRA_ENV}: {re.escape(str(other_dir.parent))} holds no"):
+        list_models()
+
+
+def test_extra_directories_may_not_share_or_take_a_name(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    twin = shutil.copytree(tiny_dir, tiny_dir.parent / "elsewhere" / tiny_dir.name)
+    monkeypatch.setenv(registry.EXTRA_ENV, f"{tiny_dir}{os.pathsep}{twin}")
+    with pytest.raises(WeightsError, match=r"are both named 'tiny_fm'; rename a folder"):
+        list_models()
+    builtin = shutil.copytree(tiny_dir, tiny_dir.parent / "proxyless_mobile")
+    monkeypatch.setenv(registry.EXTRA_ENV, str(builtin))
+    with pytest.raises(WeightsError, match=r"and a registered model are both named 'proxyless_mobile'"):
+        create_model("proxyless_mobile")
 
 
 def test_bundled_directories_are_scanned(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -208,8 +208,15 @@ def _extra_models() -> dict[str, ModelInfo]:
         stamp.append((str(d), config.stat().st_mtime_ns))
     key = tuple(stamp)
     if key not in _EXTRA_CACHE:
+        found: dict[str, ModelInfo] = {}
+        for d in dirs:
+            info = weights_dir_info(d)
+            if info.name in found or info.name in _BASE:  # one name, one model: no silent shadowing
+                other = found[info.name].weights.local_path if info.name in found else "a registered model"
+                raise WeightsError(f"{EXTRA_ENV}: {d} and {other} are both named {info.name!r}; rename a folder")
+            found[info.name] = info
         _EXTRA_CACHE.clear()
-        _EXTRA_CACHE[key] = {info.name: info for info in map(weights_dir_info, dirs)}
+        _EXTRA_CACHE[key] = found
     return _EXTRA_CACHE[key]
 
 
