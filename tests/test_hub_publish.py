@@ -18,6 +18,7 @@ import torch
 from hub_server import HubServer
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from test_zoo_weights import randomized
 
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.network import ProxylessNet
@@ -103,23 +104,12 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model.eval()(x)
 
 
-def _randomized_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BatchNorm affine parameters *and* running statistics (far from the defaults 0/1), as in
-    tests/test_zoo_weights.py: a fresh net's default buffers then give clearly different logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point() and t.dim() == 1:  # BN weight/bias/mean/var, classifier bias
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A saved tiny model (weights dir), its ONNX export, an export report and its reference logits."""
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    model = _randomized_bn(ProxylessNet(_spec()))
+    model = randomized(ProxylessNet(_spec()))  # random BN stats too: a loader skipping buffers shows
     weights = save_pretrained(model, root / "fmnist_tiny", _metadata())
     _export_onnx(model, root / "model.onnx")
     (root / "report.json").write_text(json.dumps(REPORT))
