@@ -111,11 +111,13 @@ def verdicts(acc: dict[str, float], lat: dict[str, dict[str, float]]) -> dict[st
     return out
 
 
-def markdown(acc: dict[str, float], lat: dict[str, dict[str, float]], result: dict[str, dict]) -> str:
+def markdown(
+    acc: dict[str, float], size: dict[str, dict[str, int]], lat: dict[str, dict[str, float]], result: dict[str, dict]
+) -> str:
     hws = list(HARDWARE)
     lines = [
-        "| net | top-1 (10k test) | " + " | ".join(f"{HARDWARE[h]} ms" for h in hws) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in hws) + " |",
+        "| net | params | MACs | top-1 (10k test) | " + " | ".join(f"{HARDWARE[h]} ms" for h in hws) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in hws) + " |",
     ]
     for name in acc:
         cells = []
@@ -124,7 +126,8 @@ def markdown(acc: dict[str, float], lat: dict[str, dict[str, float]], result: di
             if min(lat[hw], key=lat[hw].__getitem__) == name:
                 cell = f"**{cell}**"
             cells.append(cell)
-        lines.append(f"| `{name}` | {100 * acc[name]:.2f}% | " + " | ".join(cells) + " |")
+        params, macs = size[name]["params"] / 1e6, size[name]["macs"] / 1e6
+        lines.append(f"| `{name}` | {params:.3f}M | {macs:.1f}M | {100 * acc[name]:.2f}% | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Bold: the fastest net on that hardware. Specialized nets against the baseline (`{BASELINE}`):")
     lines.append("")
@@ -181,20 +184,21 @@ def into_readme(readme: Path, table: str, png: Path) -> None:
     atomic_write(readme, head + block + rest.split(END, 1)[1])
 
 
-def load(nets: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
-    """Each net's model and recorded top-1; a ValueError names one that cannot go in this table."""
-    models, acc = {}, {}
+def load(nets: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float], dict[str, dict[str, int]]]:
+    """Each net's model, recorded top-1, params and MACs; a ValueError names one that cannot go in this table."""
+    models, acc, size = {}, {}, {}
     for text in nets:
         model, info = load_for_eval(text)
         if info.dataset != "fashion-mnist" or list(info.input_size) != [1, 28, 28]:
-            size = "x".join(map(str, info.input_size))
-            raise ValueError(f"{text} is a {info.dataset} net of input {size}; the table is of Fashion-MNIST 1x28x28")
+            shape = "x".join(map(str, info.input_size))
+            raise ValueError(f"{text} is a {info.dataset} net of input {shape}; the table is of Fashion-MNIST 1x28x28")
         top1 = (info.metrics or {}).get("top1")
         if top1 is None:
             raise ValueError(f"{text} has no recorded top1 (bundle it with scripts/bundle_fmnist.py)")
         models[info.name] = model.eval()
         acc[info.name] = float(top1)
-    return models, acc
+        size[info.name] = {"params": info.params, "macs": info.macs}
+    return models, acc, size
 
 
 def main() -> int:
@@ -210,7 +214,7 @@ def main() -> int:
         print("error: no Fashion-MNIST nets with weights (zoo/pretrained/); name some", file=sys.stderr)
         return 2
     try:
-        models, acc = load(nets)
+        models, acc, size = load(nets)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -218,13 +222,13 @@ def main() -> int:
     result = verdicts(acc, lat)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table = markdown(acc, lat, result)
+    table = markdown(acc, size, lat, result)
     write_text(out.with_suffix(".md"), table)
     plot(acc, lat, out.with_suffix(".png"))
     if args.readme:
         into_readme(args.readme, table, out.with_suffix(".png"))
     print(table)
-    figures = {"top1": acc, "latency_ms": lat, "hardware": HARDWARE, "specialized": result}
+    figures = {"top1": acc, "size": size, "latency_ms": lat, "hardware": HARDWARE, "specialized": result}
     print(json.dumps({"benchmark": "specialization", **figures}))
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from zoo import get_model_info
 from zoo.registry import build_network, spec_from_dict
 from zoo.weights import save_pretrained
 
@@ -59,6 +60,10 @@ def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(figures["latency_ms"]) == set(s.HARDWARE)
     assert all(figures["latency_ms"][hw][s.BASELINE] > 0 for hw in s.HARDWARE)
+    info = get_model_info(s.BASELINE)
+    assert figures["size"][s.BASELINE] == {"params": info.params, "macs": info.macs}
+    row = f"| `{s.BASELINE}` | {info.params / 1e6:.3f}M | {info.macs / 1e6:.1f}M | {100 * info.metrics['top1']:.2f}% |"
+    assert row in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert f"`{s.BASELINE}`" in out.with_suffix(".md").read_text()
     text = readme.read_text()
