@@ -19,9 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from search.run import run_command  # noqa: E402
+from search.run import run_command, warmup_command  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.weights import save_pretrained  # noqa: E402
 
@@ -55,6 +57,27 @@ def search_record(search_run: Path) -> dict[str, Any]:
     if not isinstance(arch, dict):
         raise ValueError(f"{path}: not an arch spec (a JSON object)")
     return arch.get("extra", {}).get("search", {})
+
+
+def with_commands(search: dict[str, Any], search_run: Path) -> dict[str, Any]:
+    """The record with its ``command`` and ``warmup_command`` (runs from before they were recorded lack them)."""
+    search = dict(search)
+    if "config" in search and "command" not in search:
+        search["command"] = run_command(search["config"], search_run)
+    warm = Path(search.get("init_from") or "")
+    if "warmup_command" not in search and warm.is_file():
+        config = torch.load(warm, map_location="cpu", weights_only=True)["config"]
+        search["warmup_command"] = warmup_command(config, warm.parent)
+    return search
+
+
+def repo_relative(value: Any) -> Any:
+    """``value`` with this checkout's absolute path taken out of every string: the record is read elsewhere."""
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(v) for v in value]
+    return value.replace(f"{ROOT}/", "") if isinstance(value, str) else value
 
 
 def main() -> int:
@@ -128,9 +151,7 @@ def bundle(args: argparse.Namespace) -> int:
     metrics["latency_ms"] = {**metrics.get("latency_ms", {}), **lat}
     metrics["latency_note"] = "cpu_*_b1: p50 on this repo's CI-class CPU, 1 thread; *_pred: latency models"
     if search is not None:
-        if "config" in search and "command" not in search:  # runs from before the command was recorded
-            search["command"] = run_command(search["config"], args.search_run)
-        metrics["search"] = search
+        metrics["search"] = with_commands(search, args.search_run)
     if args.note:
         metrics["train_note"] = args.note
     meta = {
@@ -140,7 +161,7 @@ def bundle(args: argparse.Namespace) -> int:
         "std": info.std,
         "categories": info.categories,
         "source": info.source,
-        "metrics": metrics,
+        "metrics": repo_relative(metrics),
     }
     out = save_pretrained(model, args.dest, meta)
     print(

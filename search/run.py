@@ -519,6 +519,9 @@ class Search:
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
         search_info["command"] = run_command(search_info["config"], self.out)
+        if cfg.init_from and Path(cfg.init_from).is_file():  # the shared warm-up it started from, to rerun it too
+            warm = self._read(Path(cfg.init_from))["config"]
+            search_info["warmup_command"] = warmup_command(warm, Path(cfg.init_from).parent)
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
@@ -615,6 +618,16 @@ def run_argv(config: dict[str, Any]) -> list[str]:
 def run_command(config: dict[str, Any], out: str | Path) -> str:
     """The shell command that reruns the search ``config`` into ``out``."""
     return "proxyless search run " + shlex.join([*run_argv(config), "--out", str(out)])
+
+
+def warmup_command(config: dict[str, Any], out: str | Path) -> str:
+    """The ``proxyless search warmup`` command that reruns a warm-up ``config`` (its checkpoint's) into ``out``."""
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    add_parsers(subparsers)
+    options = set(vars(subparsers.choices["warmup"].parse_args(["--out", "."])))  # what `search warmup` takes
+    kept = {k: v for k, v in config.items() if k in options and k != "epochs"}
+    argv = [*run_argv(kept), "--epochs", str(config["warmup_epochs"]), "--out", str(out)]
+    return "proxyless search warmup " + shlex.join(argv)
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> SearchConfig:

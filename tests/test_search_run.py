@@ -151,6 +151,14 @@ def test_shared_warmup_then_rl_search(tmp_path, capsys):
     assert args.out == str(tmp_path / "rl")
     again = asdict(config_from_args(args))
     assert {k: again[k] for k in search["config"]} == search["config"]
+    # ... and the warm-up it started from, as the command that reruns that warm-up
+    argv = shlex.split(search["warmup_command"])
+    assert argv[:3] == ["proxyless", "search", "warmup"]
+    args = parser.parse_args(["warmup", *argv[3:]])
+    assert args.out == str(warm) and args.epochs == 1
+    again = asdict(config_from_args(args, algo=None, warmup_epochs=args.epochs, epochs=0, target=None))
+    ours = {k: v for k, v in _ckpt(warm)["config"].items() if k not in ("out", "tensorboard", "progress")}
+    assert {k: again[k] for k in ours} == ours
 
 
 def test_recorded_cpu_search_config_renders_to_a_command_that_parses_back():

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
@@ -158,3 +159,23 @@ def test_last_json_says_which_command_printed_no_json_line() -> None:
     for code, last in (("pass", "''"), ("print('done')", "'done'"), ("print(5)", "'5'")):
         with pytest.raises(SystemExit, match=f"did not end with a JSON object line \\(its last line: {last}\\)"):
             b.last_json("-c", code)
+
+
+def test_bundled_search_record_gets_both_commands_and_no_checkout_path(tmp_path: Path) -> None:
+    import torch
+
+    from search.run import SearchConfig
+
+    b = _script("bundle_fmnist")
+    warm = tmp_path / "warmup" / "checkpoint.pt"
+    warm.parent.mkdir()
+    torch.save({"config": asdict(SearchConfig(out=str(warm.parent), warmup_epochs=2, limit_train=16))}, warm)
+    config = {"space": "fmnist", "epochs": 3, "init_from": str(warm)}
+    record = b.with_commands({"config": config, "init_from": str(warm)}, tmp_path / "cpu")
+    run = f"proxyless search run --space fmnist --epochs 3 --init-from {warm} --out {tmp_path}/cpu"
+    assert record["command"] == run
+    assert record["warmup_command"].startswith("proxyless search warmup --space fmnist --dataset fashion-mnist")
+    assert "--limit-train 16 " in record["warmup_command"] and "--init-from" not in record["warmup_command"]
+    assert record["warmup_command"].endswith(f"--epochs 2 --out {warm.parent}")
+    inside = {"a": [f"{b.ROOT}/runs/x", 3, "/elsewhere/y"], "b": f"cd {b.ROOT}/runs && ls"}
+    assert b.repo_relative(inside) == {"a": ["runs/x", 3, "/elsewhere/y"], "b": "cd runs && ls"}
