@@ -2,6 +2,7 @@
 and ``zoo eval``'s pipeline agrees with a hand-written one read straight from the IDX files."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from zoo import create_model, list_models
 from zoo.datasets import balanced_subset, build_eval_dataset, fmnist_dir
 from zoo.evaluate import evaluate
 
+ROOT = Path(__file__).parents[1]
 BUNDLED = list_models(pretrained_only=True, dataset="fashion-mnist")
 
 
@@ -41,3 +43,15 @@ def test_bundled_net_keeps_its_recorded_accuracy(name: str) -> None:
     with torch.no_grad():
         hits = (model(x).argmax(1) == labels[keep]).sum().item()
     assert abs(hits / n - result["top1"]) <= 1 / n, f"{name}: by hand {hits / n:.4f}, zoo eval {result['top1']:.4f}"
+
+
+@pytest.mark.skipif(not BUNDLED, reason="no Fashion-MNIST net is bundled in zoo/pretrained yet")
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_net_loads_offline_through_torch_hub(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = torch.hub.load(str(ROOT), name, source="local", pretrained=True).eval()
+    model = create_model(name, pretrained=True).eval()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(hub(x), model(x))
+    assert hub.info.weights.sha256 == model.info.weights.sha256 and hub.info.metrics["n_test"] == 10_000
