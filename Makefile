@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint tables gpu-measure fmnist-zoo clean
+.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-zoo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,14 @@ tables: $(VENV)/.installed-dev
 # searches and trainings, GPU reports, inside about 8 minutes. Run it again to continue an interrupted run.
 gpu-measure:
 	$(PY) scripts/fmnist_pipeline.py --device cuda --gpu-tables --bench --pack --out runs/gpu
+
+# On a GPU machine: train the four committed CPU-searched Fashion-MNIST nets (no search) with the default
+# recipe (40 epochs, batch 256, bf16), side by side; resumable. Bundle the result on this CPU afterwards:
+#   python scripts/fmnist_pipeline.py --device cpu --archs-from benchmarks/results/fmnist_search_cpu \
+#     --targets cpu,mobile,gpu --bundle --out runs/gpu-fmnist
+gpu-train-fmnist:
+	$(PY) scripts/fmnist_pipeline.py --device cuda --archs-from benchmarks/results/fmnist_search_cpu \
+		--targets cpu,mobile,gpu --budget 540 --report-reserve 20 --pack --out runs/gpu-fmnist
 
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).
 fmnist-zoo: $(VENV)/.installed-dev

@@ -6,6 +6,7 @@
    Runtime table, mobile = the Pixel-1 predictor, gpu = the table measured in step 1, plus a tight and a loose
    CPU search that show the latency term working), each derived net trained from scratch with one recipe beside
    the MobileNetV2-style baseline (all k3 e6).
+   ``--archs-from DIR`` skips the warm-up and searches and trains the archs searched before (DIR/<target>/arch.json).
 3. (``--bench``) latency reports (``export bench``) of the trained nets and ``proxyless_mobile``.
 
 Jobs run as parallel processes (on a GPU these nets are far too small to fill it); every training gets a time
@@ -178,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--bundle", action="store_true", help="bundle the four trained nets into zoo/pretrained and make the table"
     )
+    ap.add_argument(
+        "--archs-from",
+        metavar="DIR",
+        help="train DIR/<target>/arch.json (e.g. benchmarks/results/fmnist_search_cpu) instead of searching",
+    )
     ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
     ap.add_argument("--train-args", default="", help="extra `search train` options (the same for every net)")
@@ -238,7 +244,10 @@ def stages(p: Pipeline) -> None:
     if not trained(baseline):
         p.start("train_mobilenetv2", *train_cmd(p, BASELINE_ARCH, baseline))
     warm = search / "warmup"
-    if not done(warm):
+    if args.archs_from:
+        take_archs(Path(args.archs_from), search, wanted)
+    searched = all((search / name / "arch.json").exists() for name in wanted)
+    if not searched and not done(warm):
         p.start(
             "warmup",
             "-m",
@@ -299,7 +308,7 @@ def stages(p: Pipeline) -> None:
         )
     if "warmup" in p.procs and p.wait("warmup"):
         (warm / ".done").touch()
-    if not done(warm):
+    if not searched and not done(warm):
         raise ValueError("the supernet warm-up did not finish; run again to resume it")
 
     # Phase 2: the searches from the shared warm-up, in parallel; each trained as soon as it is derived.
@@ -397,6 +406,18 @@ def stages(p: Pipeline) -> None:
     if args.smoke:
         bench += ["--iters", "3", "--warmup", "1", "--rounds", "1", "--batches", "1"]
     p.run("bench", *bench, deadline=args.budget + 60)
+
+
+def take_archs(source: Path, search: Path, wanted: list[str]) -> None:
+    """Copy SOURCE/<target>/arch.json into this run's search folders: those nets are trained, nothing searched."""
+    for name in wanted:
+        arch, dest = source / name / "arch.json", search / name / "arch.json"
+        if not arch.is_file():
+            raise ValueError(f"--archs-from {source}: no {name}/arch.json there")
+        if dest.exists() and dest.read_bytes() != arch.read_bytes():
+            raise ValueError(f"{dest} differs from {arch}: use another --out")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(arch, dest)
 
 
 def regain_cores(p: Pipeline, name: str, out: Path) -> None:

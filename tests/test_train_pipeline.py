@@ -179,3 +179,20 @@ def test_bundled_search_record_gets_both_commands_and_no_checkout_path(tmp_path:
     assert record["warmup_command"].endswith(f"--epochs 2 --out {warm.parent}")
     inside = {"a": [f"{b.ROOT}/runs/x", 3, "/elsewhere/y"], "b": f"cd {b.ROOT}/runs && ls"}
     assert b.repo_relative(inside) == {"a": ["runs/x", 3, "/elsewhere/y"], "b": "cd runs && ls"}
+
+
+def test_archs_from_copies_the_searched_archs_and_refuses_a_missing_or_different_one(
+    pipe: ModuleType, tmp_path: Path
+) -> None:
+    committed = ROOT / "benchmarks" / "results" / "fmnist_search_cpu"
+    search = tmp_path / "search"
+    pipe.take_archs(committed, search, ["cpu", "mobile", "gpu"])
+    for t in ("cpu", "mobile", "gpu"):
+        assert (search / t / "arch.json").read_bytes() == (committed / t / "arch.json").read_bytes()
+    pipe.take_archs(committed, search, ["cpu"])  # again: the same file is fine
+    with pytest.raises(ValueError, match=r"no cpu_tight/arch\.json there"):
+        pipe.take_archs(committed, search, ["cpu_tight"])
+    (search / "gpu" / "arch.json").write_text("{}")
+    with pytest.raises(ValueError, match="differs from"):
+        pipe.take_archs(committed, search, ["gpu"])
+    assert (search / "gpu" / "arch.json").read_text() == "{}"
