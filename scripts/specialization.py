@@ -146,7 +146,7 @@ def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(HARDWARE), figsize=(4.2 * len(HARDWARE), 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(HARDWARE), figsize=(4.2 * len(HARDWARE), 4.2), constrained_layout=True)
     markers = dict(zip(acc, "osD^vP*X", strict=False))
     for ax, (hw, title) in zip(axes, HARDWARE.items(), strict=True):
         for name in acc:
@@ -163,7 +163,8 @@ def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) ->
         ax.set_xlabel("latency (ms)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 on the 10k test set (%)")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: inside, it hid points
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
     fig.suptitle("Fashion-MNIST zoo: every net on every hardware (outlined: the net searched for it)")
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -31,6 +31,7 @@ from PIL import Image
 from test_demo_preprocess import bad_inputs, encode, noise, photo_of
 
 import zoo
+from demo.app import default_model
 from demo.examples import example_paths, label_of
 from demo.preprocess import MAX_FILE_BYTES, InputSpec, load_image, prepare
 from export.runtimes import available_runtimes
@@ -197,7 +198,7 @@ def test_browser_upload_classify_and_read_top_label(served: Served, tmp_path: Pa
 
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} (Debian package chromium) is not installed")
-    model = served.models[0]
+    model = default_model(served.models)  # the page opens on it (fmnist_proxyless_cpu once that is bundled)
     images = _one_per_class(served.correct[model])[:5]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
