@@ -205,6 +205,7 @@ class Search:
         self.stats = self._zero_stats()
         self.history: list[dict[str, Any]] = []
         self.done = False
+        self.warmup_command: str | None = None  # with --init-from: the command that reruns that warm-up
         self._load_start()
         self.probs_cpu = self.net.probs().detach().cpu()
         self.uniform_cpu = self.net.valid.float().cpu()
@@ -297,6 +298,7 @@ class Search:
             raise SearchError(f"--init-from {path}: that warm-up did not finish (resume it first)")
         state = {k: v for k, v in ckpt["model"].items() if k != "alpha"}
         self.net.load_state_dict({**state, "alpha": self.net.alpha.detach()}, strict=True)
+        self.warmup_command = warmup_command(theirs, path.parent)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         mine = {k: v for k, v in asdict(self.cfg).items() if k not in _RESUMABLE}
@@ -315,6 +317,7 @@ class Search:
         self.rl.baseline = ckpt["rl_baseline"]
         self.stats = {k: torch.tensor(v, device=self.device) for k, v in ckpt["stats"].items()}
         self.history = ckpt["history"]
+        self.warmup_command = ckpt.get("warmup_command")  # absent in checkpoints written before it was kept
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
@@ -336,6 +339,7 @@ class Search:
             "rl_baseline": self.rl.baseline,
             "stats": {k: float(v) for k, v in self.stats.items()},
             "history": self.history,
+            "warmup_command": self.warmup_command,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -519,9 +523,8 @@ class Search:
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
         search_info["command"] = run_command(search_info["config"], self.out)
-        if cfg.init_from and Path(cfg.init_from).is_file():  # the shared warm-up it started from, to rerun it too
-            warm = self._read(Path(cfg.init_from))["config"]
-            search_info["warmup_command"] = warmup_command(warm, Path(cfg.init_from).parent)
+        if self.warmup_command:  # the shared warm-up it started from, to rerun it too
+            search_info["warmup_command"] = self.warmup_command
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")

@@ -154,6 +154,7 @@ def test_shared_warmup_then_rl_search(tmp_path, capsys):
     # ... and the warm-up it started from, as the command that reruns that warm-up
     argv = shlex.split(search["warmup_command"])
     assert argv[:3] == ["proxyless", "search", "warmup"]
+    assert _ckpt(tmp_path / "rl")["warmup_command"] == search["warmup_command"]  # kept for a resumed run
     args = parser.parse_args(["warmup", *argv[3:]])
     assert args.out == str(warm) and args.epochs == 1
     again = asdict(config_from_args(args, algo=None, warmup_epochs=args.epochs, epochs=0, target=None))
