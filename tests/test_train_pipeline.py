@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -196,3 +197,16 @@ def test_archs_from_copies_the_searched_archs_and_refuses_a_missing_or_different
     with pytest.raises(ValueError, match="differs from"):
         pipe.take_archs(committed, search, ["gpu"])
     assert (search / "gpu" / "arch.json").read_text() == "{}"
+
+
+def test_every_archs_from_dir_the_makefile_names_holds_the_three_searched_archs(
+    pipe: ModuleType, tmp_path: Path
+) -> None:
+    dirs = set(re.findall(r"--archs-from (\S+)", (ROOT / "Makefile").read_text()))
+    assert dirs, "the Makefile names no --archs-from directory"
+    for d in sorted(dirs):
+        search = tmp_path / Path(d).name
+        pipe.take_archs(ROOT / d, search, ["cpu", "mobile", "gpu"])
+        for t in ("cpu", "mobile", "gpu"):
+            record = json.loads((search / t / "arch.json").read_text())["extra"]["search"]
+            assert record["target"] == t and record["predicted_latency"] <= record["target_latency"]
