@@ -55,7 +55,7 @@ gpu-train-fmnist:
 	$(PY) scripts/fmnist_pipeline.py --device cuda --archs-from benchmarks/results/fmnist_search_cpu_long \
 		--targets cpu,mobile,gpu --budget 540 --report-reserve 20 --pack --out runs/gpu-fmnist
 
-# The same four trainings on this CPU, with the same recipe in float32 (about 15 hours on 2 cores, side by side;
+# The same four trainings on this CPU, with the same recipe in float32 (12-14 hours on 2 cores, side by side;
 # resumable: run it again to continue). BUDGET (seconds) stops them checkpointed before a session ends.
 BUDGET ?= 86400
 fmnist-train-long: $(VENV)/.installed-dev
