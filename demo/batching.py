@@ -49,6 +49,11 @@ class Batcher:
         assert job.out is not None
         return job.out, job.ms, job.batch
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the run in progress: the size of the next batch(es), for monitoring load."""
+        return self._jobs.qsize()
+
     def _loop(self) -> None:
         while True:
             jobs = [self._jobs.get()]

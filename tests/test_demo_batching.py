@@ -83,7 +83,7 @@ def test_an_error_reaches_every_request_of_its_batch_and_serving_goes_on() -> No
             time.sleep(0.001)
         with ThreadPoolExecutor(len(values)) as pool:
             pending = [pool.submit(batcher, np.full((1, 3), v, np.float32)) for v in values]
-            while batcher._jobs.qsize() < len(values) and time.monotonic() < deadline:  # all 8 waiting
+            while batcher.waiting < len(values) and time.monotonic() < deadline:  # all 8 waiting
                 time.sleep(0.001)
             gate.set()
             results = {}
