@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-zoo clean
+.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-search fmnist-zoo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,15 @@ fmnist-train-long: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 \
 		--archs-from benchmarks/results/fmnist_search_cpu_long --targets cpu,mobile,gpu \
 		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" --bundle --out runs/fmnist_long
+
+# The three 12-epoch searches alone on this CPU (about 2 hours after a 3-epoch shared warm-up; resumable), each
+# under FACTOR x the baseline's predicted latency; then train their archs with the pipeline's
+# --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder.
+FACTOR ?= 1.0
+fmnist-search: $(VENV)/.installed-dev
+	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu --factor $(FACTOR) \
+		--search-only --search-limit-train 20000 --warmup-epochs 3 --search-epochs 12 --batch-size 128 \
+		--search-args "--grad-mode two --arch-every 2 --arch-lr 1e-2" --out runs/fmnist_search_$(FACTOR)
 
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).
 fmnist-zoo: $(VENV)/.installed-dev

@@ -6,7 +6,8 @@
    Runtime table, mobile = the Pixel-1 predictor, gpu = the table measured in step 1, plus a tight and a loose
    CPU search that show the latency term working), each derived net trained from scratch with one recipe beside
    the MobileNetV2-style baseline (all k3 e6).
-   ``--archs-from DIR`` skips the warm-up and searches and trains the archs searched before (DIR/<target>/arch.json).
+   ``--archs-from DIR`` skips the warm-up and searches and trains the archs searched before (DIR/<target>/arch.json);
+   ``--search-only`` stops after the searches (train their archs later with ``--archs-from``).
 3. (``--bench``) latency reports (``export bench``) of the trained nets and ``proxyless_mobile``.
 
 Jobs run as parallel processes (on a GPU these nets are far too small to fill it); every training gets a time
@@ -167,6 +168,18 @@ def train_cmd(p: Pipeline, arch: str, out: Path) -> list[str]:
     return cmd
 
 
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def factor_of(args: argparse.Namespace, name: str) -> float:
+    """The target's fraction of the baseline's latency: ``--factor`` for the trained targets, else TARGET_FACTORS."""
+    return args.factor if args.factor is not None and name in TRAINED else TARGET_FACTORS[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/fmnist")
@@ -183,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--archs-from",
         metavar="DIR",
         help="train DIR/<target>/arch.json (e.g. benchmarks/results/fmnist_search_cpu) instead of searching",
+    )
+    ap.add_argument(
+        "--factor",
+        type=positive,
+        help="target = FACTOR x the baseline's predicted latency for the cpu, mobile and gpu searches "
+        f"(default {TARGET_FACTORS['cpu']}; cpu_tight and cpu_loose keep theirs)",
+    )
+    ap.add_argument(
+        "--search-only", action="store_true", help="warm-up and searches only: train nothing (not even the baseline)"
     )
     ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
@@ -238,10 +260,12 @@ def stages(p: Pipeline) -> None:
     unknown = set(wanted) - set(TARGET_FACTORS)
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_FACTORS)}")
+    if args.search_only and args.archs_from:
+        raise ValueError("--search-only with --archs-from: nothing to search and nothing to train")
 
     # Phase 1, in parallel: baseline training, the shared supernet warm-up, the GPU latency tables.
     baseline = train / "fmnist_mobilenetv2"
-    if not trained(baseline):
+    if not trained(baseline) and not args.search_only:
         p.start("train_mobilenetv2", *train_cmd(p, BASELINE_ARCH, baseline))
     warm = search / "warmup"
     if args.archs_from:
@@ -269,6 +293,7 @@ def stages(p: Pipeline) -> None:
             *resume_flag(warm),
             *gpu_flags,
             *small,
+            threads=os.cpu_count() if args.search_only else None,  # alone then: no baseline training beside it
         )
     lut = {sp: tables / f"gpu_torch_{sp}_b8.json" for sp in ("fmnist", "imagenet")}
     prof = ["--device", args.device, "--runtime", "torch", "--batch", "8", "--no-progress"]
@@ -279,7 +304,7 @@ def stages(p: Pipeline) -> None:
     # the gpu target: this run's table, else the shipped one (measured on a real GPU, see tables/README.md)
     models = {**LATENCY_MODEL, "gpu": str(lut["fmnist"]) if args.gpu_tables else "gpu"}
 
-    # Targets: a fixed fraction of the baseline's predicted latency on each hardware (see TARGET_FACTORS).
+    # Targets: a fixed fraction of the baseline's predicted latency on each hardware (see factor_of).
     base_arch = p.out / "fmnist_mobilenetv2.arch.json"
     base_arch.write_text(get_space("fmnist").uniform(6, 3, "fmnist_mobilenetv2").to_json())
     base_ms_of: dict[str, float] = {}  # one prediction per latency model (cpu, cpu_tight, cpu_loose share one)
@@ -295,11 +320,20 @@ def stages(p: Pipeline) -> None:
             targets[name] = {
                 "model": model,
                 "baseline_ms": base_ms,
-                "factor": TARGET_FACTORS[name],
-                "target_ms": round(base_ms * TARGET_FACTORS[name], 4),
+                "factor": factor_of(args, name),
+                "target_ms": round(base_ms * factor_of(args, name), 4),
             }
     p.status["targets"] = targets
-    (p.out / "targets.json").write_text(json.dumps(targets, indent=1))
+    record = p.out / "targets.json"
+    before = json.loads(record.read_text()) if record.exists() else {}
+    moved = [
+        name
+        for name, t in targets.items()
+        if name in before and before[name]["target_ms"] != t["target_ms"] and (search / name).exists()
+    ]
+    if moved and not args.archs_from:  # a resumed search must keep its target
+        raise ValueError(f"{', '.join(moved)} searched before with other targets ({record}); use another --out")
+    record.write_text(json.dumps({**before, **targets}, indent=1))
 
     # The imagenet GPU table and both validations run while the warm-up finishes.
     if args.gpu_tables:
@@ -369,7 +403,7 @@ def stages(p: Pipeline) -> None:
         if f"search_{name}" in p.procs:
             p.wait(f"search_{name}")
         out = train / f"fmnist_proxyless_{name}"
-        if name in TRAINED and (search / name / "arch.json").exists() and not trained(out):
+        if name in TRAINED and (search / name / "arch.json").exists() and not trained(out) and not args.search_only:
             p.start(f"train_{name}", *train_cmd(p, str(search / name / "arch.json"), out))
     if args.gpu_tables:
         for sp in lut:

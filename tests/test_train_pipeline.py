@@ -210,3 +210,34 @@ def test_every_archs_from_dir_the_makefile_names_holds_the_three_searched_archs(
         for t in ("cpu", "mobile", "gpu"):
             record = json.loads((search / t / "arch.json").read_text())["extra"]["search"]
             assert record["target"] == t and record["predicted_latency"] <= record["target_latency"]
+
+
+def test_factor_sets_the_trained_targets_and_search_only_trains_nothing(pipe: ModuleType, tmp_path: Path) -> None:
+    committed = ROOT / "benchmarks" / "results" / "fmnist_search_cpu_long"
+    (tmp_path / "search" / "warmup").mkdir(parents=True)
+    (tmp_path / "search" / "warmup" / ".done").touch()
+    pipe.take_archs(committed, tmp_path / "search", ["cpu", "mobile", "gpu"])  # searched: nothing left to search
+    run = ["--out", str(tmp_path), "--device", "cpu", "--targets", "cpu,mobile,gpu", "--search-only"]
+    assert pipe.main([*run, "--factor", "1.0"]) == 0
+    targets = json.loads((tmp_path / "targets.json").read_text())
+    assert sorted(targets) == ["cpu", "gpu", "mobile"]
+    for t in targets.values():
+        assert t["factor"] == 1.0 and t["target_ms"] == pytest.approx(t["baseline_ms"], abs=1e-4)
+    assert targets["mobile"]["baseline_ms"] > targets["cpu"]["baseline_ms"] > 0  # the Pixel-1 is the slow one
+    assert not [log.name for log in (tmp_path / "logs").iterdir() if log.name.startswith(("train_", "warmup"))]
+    # the same folder with another factor: the searches there were run for the old targets
+    assert pipe.main([*run, "--factor", "0.8"]) == 1
+    error = json.loads((tmp_path / "status.json").read_text())["error"]
+    assert "cpu, mobile, gpu searched before with other targets" in error
+    assert json.loads((tmp_path / "targets.json").read_text()) == targets
+
+
+def test_factor_leaves_the_tight_and_loose_searches_and_refuses_bad_values(pipe: ModuleType, tmp_path: Path) -> None:
+    args = pipe.build_parser().parse_args(["--factor", "1.0"])
+    assert [pipe.factor_of(args, t) for t in ("cpu", "mobile", "gpu", "cpu_tight", "cpu_loose")] == [1, 1, 1, 0.5, 1.2]
+    assert pipe.factor_of(pipe.build_parser().parse_args([]), "gpu") == pipe.TARGET_FACTORS["gpu"]
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            pipe.build_parser().parse_args(["--factor", bad])
+    assert pipe.main(["--out", str(tmp_path), "--device", "cpu", "--search-only", "--archs-from", "x"]) == 1
+    assert "--search-only with --archs-from" in json.loads((tmp_path / "status.json").read_text())["error"]
