@@ -52,6 +52,7 @@ class Pipeline:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         self.log = (self.out / "pipeline.log").open("a")
         self.procs: dict[str, subprocess.Popen] = {}
+        self.trainings: dict[str, tuple[str, Path]] = {}  # job name -> (arch, run folder), to restart one
         self.status: dict[str, object] = {"device": args.device, "smoke": args.smoke}
         self.failed: list[str] = []  # jobs that exited non-zero or had to be killed: the pipeline exits 1
 
@@ -74,6 +75,10 @@ class Pipeline:
         self.procs[name] = subprocess.Popen(
             [sys.executable, *cmd], cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env
         )
+
+    def train(self, name: str, arch: str, out: Path, threads: int | None = None) -> None:
+        self.trainings[name] = (arch, out)
+        self.start(name, *train_cmd(self, arch, out), threads=threads)
 
     def wait(self, name: str, deadline: float | None = None) -> bool:
         """Whether the job exited 0; past ``deadline`` it is stopped (see ``stop``)."""
@@ -266,7 +271,7 @@ def stages(p: Pipeline) -> None:
     # Phase 1, in parallel: baseline training, the shared supernet warm-up, the GPU latency tables.
     baseline = train / "fmnist_mobilenetv2"
     if not trained(baseline) and not args.search_only:
-        p.start("train_mobilenetv2", *train_cmd(p, BASELINE_ARCH, baseline))
+        p.train("train_mobilenetv2", BASELINE_ARCH, baseline)
     warm = search / "warmup"
     if args.archs_from:
         take_archs(Path(args.archs_from), search, wanted)
@@ -404,17 +409,13 @@ def stages(p: Pipeline) -> None:
             p.wait(f"search_{name}")
         out = train / f"fmnist_proxyless_{name}"
         if name in TRAINED and (search / name / "arch.json").exists() and not trained(out) and not args.search_only:
-            p.start(f"train_{name}", *train_cmd(p, str(search / name / "arch.json"), out))
+            p.train(f"train_{name}", str(search / name / "arch.json"), out)
     if args.gpu_tables:
         for sp in lut:
             p.wait(f"validate_{sp}")
 
     # Phase 3: trainings end (their --time-limit leaves the report reserve), then the reports.
-    for name in [*(f"train_{n}" for n in TRAINED), "train_mobilenetv2"]:
-        if name in p.procs:
-            if name == "train_mobilenetv2":
-                regain_cores(p, name, baseline)
-            p.wait(name, deadline=args.budget - args.report_reserve + 30)
+    finish_trainings(p, deadline=args.budget - args.report_reserve + 30)
     if args.bundle:
         bundle(p, train, search, wanted)
     if not args.bench:
@@ -454,10 +455,28 @@ def take_archs(source: Path, search: Path, wanted: list[str]) -> None:
         shutil.copyfile(arch, dest)
 
 
-def regain_cores(p: Pipeline, name: str, out: Path) -> None:
+def finish_trainings(p: Pipeline, deadline: float, poll_s: float = 5.0) -> None:
+    """Wait for every training (stopped at ``deadline``); the last one still running is resumed on every core."""
+    left = list(p.trainings)
+    while left:
+        alive = [name for name in left if p.procs[name].poll() is None]
+        if len(alive) <= 1 or p.elapsed() >= deadline:
+            if len(alive) == 1:
+                regain_cores(p, alive[0])
+            for name in left:
+                p.wait(name, deadline=deadline)
+            return
+        for name in [n for n in left if n not in alive]:
+            p.wait(name)
+            left.remove(name)
+        time.sleep(poll_s)
+
+
+def regain_cores(p: Pipeline, name: str) -> None:
     """A training left alone on a CPU with 1-thread jobs: stop it (SIGTERM checkpoints it) and resume it on
     every core."""
     cores, proc = os.cpu_count() or 1, p.procs[name]
+    arch, out = p.trainings[name]
     if not p.args.threads or p.args.threads >= cores or proc.poll() is not None:
         return
     p.note(f"{name}: the other jobs are done; resuming it on {cores} threads")
@@ -465,7 +484,7 @@ def regain_cores(p: Pipeline, name: str, out: Path) -> None:
     proc.wait()
     if trained(out):  # it finished as it was told to stop
         return
-    p.start(name, *train_cmd(p, BASELINE_ARCH, out), threads=cores)
+    p.train(name, arch, out, threads=cores)
 
 
 def bundle(p: Pipeline, train: Path, search: Path, wanted: list[str]) -> None:

@@ -53,6 +53,29 @@ def test_a_job_past_its_deadline_gets_sigterm_and_may_checkpoint(pipe: ModuleTyp
     assert p.status["job"] == "stopped at the deadline: exit 0 after SIGTERM" and p.failed == []
 
 
+def test_the_last_training_left_running_is_resumed_on_every_core(
+    pipe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = {"quick": "import time; time.sleep(0.3)", "slow": SLEEPER.format("lambda *_: sys.exit(0)")}
+    started: list[str] = []
+
+    def fake_train_cmd(_p: object, arch: str, _out: Path) -> list[str]:  # "arch" names the fake job
+        started.append(arch)
+        again = "import os; print('threads', os.environ['OMP_NUM_THREADS'])"
+        return ["-c", first[arch] if started.count(arch) == 1 else again]
+
+    monkeypatch.setattr(pipe, "train_cmd", fake_train_cmd)
+    monkeypatch.setattr(pipe.os, "cpu_count", lambda: 4)
+    p = _pipeline(pipe, tmp_path, "--threads", "1")
+    for name in ("quick", "slow"):
+        p.train(name, name, tmp_path / name)
+    pipe.finish_trainings(p, deadline=p.elapsed() + 60, poll_s=0.05)
+    assert started == ["quick", "slow", "slow"]
+    assert p.status == {**p.status, "quick": 0, "slow": 0} and p.failed == []
+    assert "slow: the other jobs are done; resuming it on 4 threads" in (tmp_path / "pipeline.log").read_text()
+    assert (tmp_path / "logs" / "slow.log").read_text().splitlines()[-1] == "threads 4"
+
+
 def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace_and_reaps_it(pipe: ModuleType) -> None:
     stubborn = subprocess.Popen([sys.executable, "-c", SLEEPER.format("signal.SIG_IGN")], stdout=subprocess.PIPE)
     assert stubborn.stdout.readline().strip() == b"up"
