@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from search.derive import most_probable_within
 from search.latency import expected_latency
 
 LOSSES = ("mul#log", "add#linear", "add#hinge")
@@ -75,3 +76,7 @@ class LatencyObjective:
     def path_latency(self, path: Sequence[int]) -> float:
         """Predicted latency of one sampled path (a sum of table entries)."""
         return self.fixed + sum(row[i] for row, i in zip(self._rows, path, strict=True))
+
+    def most_probable_within_target(self, probs: torch.Tensor) -> list[int] | None:
+        """The most probable path of ``probs`` [L, C] whose latency is within the target (None: none is)."""
+        return most_probable_within(probs.detach().cpu().double().tolist(), self._rows, self.fixed, self.target)

@@ -3,7 +3,8 @@
 1. Warm-up: weights train on paths sampled uniformly (zero op included); alpha is not touched.
 2. Search: every batch is a weight step on one path sampled from softmax(alpha); every ``arch_every`` batches an
    alpha step on a batch of the held-out, class-balanced validation split (ProxylessNAS-G gates or REINFORCE).
-3. Derivation: argmax per layer (zero = skip the layer), written as an ArchSpec with its predicted latency.
+3. Derivation: argmax per layer (zero = skip the layer), written as an ArchSpec with its predicted latency; where
+   the argmax exceeds the target latency, the most probable path within it (search/derive.py).
 
 Reproducibility: the paths of step s come from a generator seeded by (seed, s), the data position is the loader's
 (epoch, batch), so a run resumed from its checkpoint replays exactly what an uninterrupted run does. Under
@@ -501,7 +502,17 @@ class Search:
         result: dict[str, Any] = {"out": str(self.out), "epochs": self.epoch, "steps": self.step}
         if cfg.algo is None:
             return result
-        path = self.net.argmax_path()
+        argmax = self.net.argmax_path()
+        argmax_latency = self.objective.path_latency(argmax)
+        within = (
+            self.objective.most_probable_within_target(self.net.probs())
+            if argmax_latency > cfg.target_latency
+            else None
+        )
+        path = argmax if within is None else within
+        derivation = "argmax" if argmax_latency <= cfg.target_latency else "argmax (no path fits the target)"
+        if within is not None:
+            derivation = "most probable path within the target (the argmax exceeds it)"
         name = self.out.name or "searched"
         arch = self.space.arch(self.net.blocks_of(path), name)
         breakdown = self.latency.predict_arch(arch)
@@ -513,6 +524,9 @@ class Search:
             "target_latency": cfg.target_latency,
             "predicted_latency": breakdown.total_ms,
             "expected_latency": float(self.objective.expected(self.net.probs().detach())),
+            "derivation": derivation,
+            "argmax": [op_label(b) for b in self.net.blocks_of(argmax)],
+            "argmax_latency": argmax_latency,
             "unit": self.latency.unit,
             "latency_model": self.latency.name,
             "epochs": cfg.epochs,
