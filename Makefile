@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-search fmnist-zoo clean
+.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,25 +47,34 @@ tables: $(VENV)/.installed-dev
 gpu-measure:
 	$(PY) scripts/fmnist_pipeline.py --device cuda --gpu-tables --bench --pack --out runs/gpu
 
-# On a GPU machine: train the baseline and the three committed 12-epoch CPU searches' nets (no search) with the
+# On a GPU machine: train the baseline and the three nets of the committed 1.0x CPU searches (no search) with the
 # pipeline's recipe (40 epochs, batch 256, bf16), side by side; resumable. Bundle the result on this CPU afterwards:
-#   python scripts/fmnist_pipeline.py --device cpu --archs-from benchmarks/results/fmnist_search_cpu_long \
-#     --targets cpu,mobile,gpu --bundle --out runs/gpu-fmnist
+#   python scripts/fmnist_pipeline.py --device cpu --archs-from benchmarks/results/fmnist_search_cpu_1x \
+#     --targets cpu,mobile,gpu --bundle --out runs/gpu-fmnist-1x
 gpu-train-fmnist:
-	$(PY) scripts/fmnist_pipeline.py --device cuda --archs-from benchmarks/results/fmnist_search_cpu_long \
-		--targets cpu,mobile,gpu --budget 540 --report-reserve 20 --pack --out runs/gpu-fmnist
+	$(PY) scripts/fmnist_pipeline.py --device cuda --archs-from benchmarks/results/fmnist_search_cpu_1x \
+		--targets cpu,mobile,gpu --budget 540 --report-reserve 20 --pack --out runs/gpu-fmnist-1x
 
-# The same four trainings on this CPU, with the same recipe in float32 (12-14 hours on 2 cores, side by side;
-# resumable: run it again to continue). BUDGET (seconds) stops them checkpointed before a session ends.
+# The bundled nets' trainings on this CPU: the baseline and the nets of the 0.8x searches, with the same recipe in
+# float32 (12-14 hours on 2 cores, side by side; resumable: run it again to continue). BUDGET (seconds) stops them
+# checkpointed before a session ends.
 BUDGET ?= 86400
 fmnist-train-long: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 \
 		--archs-from benchmarks/results/fmnist_search_cpu_long --targets cpu,mobile,gpu \
 		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" --bundle --out runs/fmnist_long
 
-# The three 12-epoch searches alone on this CPU (about 2 hours after a 3-epoch shared warm-up; resumable), each
-# under FACTOR x the baseline's predicted latency; then train their archs with the pipeline's
-# --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder.
+# The same recipe for the nets of the 1.0x searches (25-31M MACs against 17-23M: longer than the above). Not
+# bundled: once trained, run it again with BUNDLE=--bundle to replace the bundled nets.
+BUNDLE ?=
+fmnist-train-1x: $(VENV)/.installed-dev
+	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 \
+		--archs-from benchmarks/results/fmnist_search_cpu_1x --targets cpu,mobile,gpu \
+		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" $(BUNDLE) --out runs/fmnist_long_1x
+
+# The three 12-epoch searches alone on this CPU (a 5-minute shared warm-up, then 88 minutes with the three side by
+# side; resumable), each under FACTOR x the baseline's predicted latency; then train their archs with the
+# pipeline's --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder.
 FACTOR ?= 1.0
 fmnist-search: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu --factor $(FACTOR) \

@@ -542,7 +542,8 @@ class Search:
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
-            self.log.plot(self.history, self.out / "alpha_evolution.png", cfg.target_latency, self.latency.unit)
+            shown = None if within is None else ([op_label(b) for b in self.net.blocks_of(path)], breakdown.total_ms)
+            self.log.plot(self.history, self.out / "alpha_evolution.png", cfg.target_latency, self.latency.unit, shown)
         result.update(
             arch=[str(b) for b in arch.blocks],
             predicted_latency=breakdown.total_ms,

@@ -61,9 +61,17 @@ class SearchLog:
                     w.writerow([e["epoch"], e["phase"], i, label, f"{a:.6g}", f"{p:.6g}"])
         return buf.getvalue()
 
-    def plot(self, history: list[dict[str, Any]], path: Path, target: float | None, unit: str) -> None:
+    def plot(
+        self,
+        history: list[dict[str, Any]],
+        path: Path,
+        target: float | None,
+        unit: str,
+        derived: tuple[list[str], float] | None = None,
+    ) -> None:
         """How the chosen ops evolve: per layer and epoch the argmax op's colour, faint while it is uncertain
-        (opacity = its probability above uniform), the final choice on the right; below, E[LAT] against T."""
+        (opacity = its probability above uniform), the final choice on the right; below, E[LAT] against T.
+        ``derived`` (its ops and latency), where the derived net is not the final argmax, is shown instead."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -92,8 +100,9 @@ class SearchLog:
         top.set_yticks(range(n), [f"layer {i}" for i in range(n)], fontsize=7)
         right = top.twinx()
         right.set_ylim(n - 0.5, -0.5)
-        right.set_yticks(range(n), finals, fontsize=7)
-        top.set_title("argmax op per layer (faint = uncertain); right: final choice", fontsize=9)
+        shown = "final choice" if derived is None else "derived net (most probable within the target)"
+        right.set_yticks(range(n), finals if derived is None else derived[0], fontsize=7)
+        top.set_title(f"argmax op per layer (faint = uncertain); right: {shown}", fontsize=9)
         top.legend(
             handles=[Patch(color=palette[m], label=m) for m in names],
             fontsize=7,
@@ -104,6 +113,8 @@ class SearchLog:
         )
         bottom.plot(epochs, [e["expected_latency"] for e in history], label="E[LAT]")
         bottom.plot(epochs, [e["argmax_latency"] for e in history], label="argmax arch")
+        if derived is not None:
+            bottom.plot([epochs[-1]], [derived[1]], "o", color="C2", label="derived net")
         if target is not None:
             bottom.axhline(target, color="k", linestyle="--", linewidth=1, label="target")
         bottom.set_ylabel(unit)

@@ -71,3 +71,4 @@ def test_a_search_whose_argmax_exceeds_the_target_derives_the_most_probable_path
     assert record["argmax_latency"] > target >= record["predicted_latency"] == result["predicted_latency"]
     assert record["derivation"] == "most probable path within the target (the argmax exceeds it)"
     assert load_latency_model("flops", space).predict_arch(arch).total_ms <= target  # priced afresh
+    assert (tmp_path / "s" / "alpha_evolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # plots the derived net
