@@ -321,12 +321,12 @@ def stages(p: Pipeline) -> None:
     for name in wanted:
         model = models[name]
         if model in base_ms_of:
-            base_ms = base_ms_of[model]
+            base_ms, factor = base_ms_of[model], factor_of(args, name)
             targets[name] = {
                 "model": model,
                 "baseline_ms": base_ms,
-                "factor": factor_of(args, name),
-                "target_ms": round(base_ms * factor_of(args, name), 4),
+                "factor": factor,
+                "target_ms": round(base_ms * factor, 4),
             }
     p.status["targets"] = targets
     record = p.out / "targets.json"

@@ -484,7 +484,7 @@ class Search:
             "rl_reward": s["rl_reward"] / s["rl_n"] if s["rl_n"] else None,
             "expected_latency": float(self.objective.expected(probs)) if self.objective else None,
             "argmax_latency": self.objective.path_latency(path) if self.objective else None,
-            "argmax": [op_label(b) for b in self.net.blocks_of(path)],
+            "argmax": self._labels(path),
             "alpha": self.net.alpha.detach().cpu().tolist(),
             "probs": probs.cpu().tolist(),
         }
@@ -496,6 +496,9 @@ class Search:
         if self.epoch < self.cfg.total_epochs:  # the last epoch's checkpoint is the final one, written by run()
             self._save()
 
+    def _labels(self, path: list[int]) -> list[str]:
+        return [op_label(b) for b in self.net.blocks_of(path)]
+
     def _finish(self) -> dict[str, Any]:
         """Write the derived arch (search) or just report (warm-up); every rank returns the same summary."""
         cfg = self.cfg
@@ -504,15 +507,13 @@ class Search:
             return result
         argmax = self.net.argmax_path()
         argmax_latency = self.objective.path_latency(argmax)
-        within = (
-            self.objective.most_probable_within_target(self.net.probs())
-            if argmax_latency > cfg.target_latency
-            else None
-        )
-        path = argmax if within is None else within
-        derivation = "argmax" if argmax_latency <= cfg.target_latency else "argmax (no path fits the target)"
-        if within is not None:
-            derivation = "most probable path within the target (the argmax exceeds it)"
+        path, derivation = argmax, "argmax"
+        if argmax_latency > cfg.target_latency:
+            within = self.objective.most_probable_within_target(self.net.probs())
+            if within is None:
+                derivation = "argmax (no path fits the target)"
+            else:
+                path, derivation = within, "most probable path within the target (the argmax exceeds it)"
         name = self.out.name or "searched"
         arch = self.space.arch(self.net.blocks_of(path), name)
         breakdown = self.latency.predict_arch(arch)
@@ -525,7 +526,7 @@ class Search:
             "predicted_latency": breakdown.total_ms,
             "expected_latency": float(self.objective.expected(self.net.probs().detach())),
             "derivation": derivation,
-            "argmax": [op_label(b) for b in self.net.blocks_of(argmax)],
+            "argmax": self._labels(argmax),
             "argmax_latency": argmax_latency,
             "unit": self.latency.unit,
             "latency_model": self.latency.name,
@@ -542,7 +543,7 @@ class Search:
         arch = replace(arch, extra={"search": search_info})
         if self.main:
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
-            shown = None if within is None else ([op_label(b) for b in self.net.blocks_of(path)], breakdown.total_ms)
+            shown = None if path == argmax else (self._labels(path), breakdown.total_ms)
             self.log.plot(self.history, self.out / "alpha_evolution.png", cfg.target_latency, self.latency.unit, shown)
         result.update(
             arch=[str(b) for b in arch.blocks],
