@@ -92,6 +92,9 @@ class Pipeline:
         self.note(f"end {name}: {status}")
         if proc.returncode != 0:
             self.failed.append(name)
+        if name in self.trainings and trained(out := self.trainings[name][1]):
+            # nothing left to resume; a committed run folder (make fmnist-train-1x) keeps only live checkpoints
+            (out / "checkpoint.pt").unlink(missing_ok=True)
         return proc.returncode == 0
 
     def run(self, name: str, *cmd: str, deadline: float | None = None) -> bool:

@@ -76,6 +76,21 @@ def test_the_last_training_left_running_is_resumed_on_every_core(
     assert (tmp_path / "logs" / "slow.log").read_text().splitlines()[-1] == "threads 4"
 
 
+def test_a_finished_training_drops_its_checkpoint_an_unfinished_one_keeps_it(
+    pipe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipe, "train_cmd", lambda _p, arch, _out: ["-c", "pass"])
+    p = _pipeline(pipe, tmp_path)
+    for name in ("finished", "stopped"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(b"state")
+        p.train(name, name, tmp_path / name)
+    (tmp_path / "finished" / "metrics.json").write_text("{}")
+    assert p.wait("finished") and p.wait("stopped")
+    assert not (tmp_path / "finished" / "checkpoint.pt").exists()
+    assert (tmp_path / "stopped" / "checkpoint.pt").read_bytes() == b"state"
+
+
 def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace_and_reaps_it(pipe: ModuleType) -> None:
     stubborn = subprocess.Popen([sys.executable, "-c", SLEEPER.format("signal.SIG_IGN")], stdout=subprocess.PIPE)
     assert stubborn.stdout.readline().strip() == b"up"
