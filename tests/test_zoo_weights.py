@@ -65,6 +65,21 @@ def test_safetensors_round_trip_is_exact(mobile, mobile_dir: Path) -> None:
     assert loaded.info.weights.local_path == str(mobile_dir) and len(loaded.info.categories) == 1000
 
 
+def test_a_failed_config_write_keeps_the_old_pair(mobile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x, out = mobile
+    d = save_pretrained(model, tmp_path / "w", model.info)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+
+    def disk_full(*_: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("zoo.weights.atomic_write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_pretrained(model, d, model.info, dtype=torch.float16)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # no new weights, no temp file
+    assert torch.equal(logits(create_model("proxyless_mobile", pretrained=d), x), out)
+
+
 def test_fp16_storage_loads_into_fp32(mobile, tmp_path: Path) -> None:
     model, x, out = mobile
     d = save_pretrained(model, tmp_path / "half", model.info, dtype=torch.float16)

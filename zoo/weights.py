@@ -118,11 +118,11 @@ def save_pretrained(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[key] = t.contiguous()
-    weights = out / WEIGHTS_FILE
-    with atomic_output(weights) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-    config = {"arch": spec.to_dict(), "metadata": meta, "weights_sha256": sha256_file(weights)}
-    atomic_write(out / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
+    # Both files are written in full before either replaces its old version, so a failure leaves the old pair.
+    with atomic_output(out / WEIGHTS_FILE) as weights:
+        save_file(tensors, weights, metadata={"format": "pt"})
+        config = {"arch": spec.to_dict(), "metadata": meta, "weights_sha256": sha256_file(weights)}
+        atomic_write(out / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
     return out
 
 
