@@ -74,7 +74,7 @@ BUNDLE ?=
 TARGETS ?= cpu,mobile,gpu
 fmnist-train-1x: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 \
-		--archs-from benchmarks/results/fmnist_search_cpu_1x --targets $(TARGETS) \
+		--archs-from benchmarks/results/fmnist_search_cpu_1x --targets $(TARGETS) --factor 1.0 \
 		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" $(BUNDLE) \
 		--out benchmarks/results/fmnist_train_cpu_1x
 

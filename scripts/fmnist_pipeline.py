@@ -38,6 +38,7 @@ TARGET_FACTORS = {"cpu": 0.8, "mobile": 0.8, "gpu": 0.8, "cpu_tight": 0.5, "cpu_
 LATENCY_MODEL = {"cpu": "cpu", "mobile": "mobile", "cpu_tight": "cpu", "cpu_loose": "cpu"}
 TRAINED = ("cpu", "mobile", "gpu")  # the searches whose nets are trained and bundled
 BASELINE_ARCH = "uniform:fmnist:k3e6"  # fmnist_mobilenetv2: MobileNetV2-style, every layer k3 e6
+REGAIN_MIN_S = 300.0  # a training restarted on every core needs this much time left to gain from it
 GRACE_S = 120.0  # after SIGTERM (trainings checkpoint and stop at their next step) before SIGKILL
 # The TrainConfig fields that make a recipe (eval_every, workers ... change no weights)
 RECIPE = (
@@ -464,7 +465,7 @@ def finish_trainings(p: Pipeline, deadline: float, poll_s: float = 5.0) -> None:
     while left:
         alive = [name for name in left if p.procs[name].poll() is None]
         if len(alive) <= 1 or p.elapsed() >= deadline:
-            if len(alive) == 1:
+            if len(alive) == 1 and deadline - p.elapsed() > REGAIN_MIN_S:
                 regain_cores(p, alive[0])
             for name in left:
                 p.wait(name, deadline=deadline)

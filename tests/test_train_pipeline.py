@@ -69,7 +69,7 @@ def test_the_last_training_left_running_is_resumed_on_every_core(
     p = _pipeline(pipe, tmp_path, "--threads", "1")
     for name in ("quick", "slow"):
         p.train(name, name, tmp_path / name)
-    pipe.finish_trainings(p, deadline=p.elapsed() + 60, poll_s=0.05)
+    pipe.finish_trainings(p, deadline=p.elapsed() + 600, poll_s=0.05)
     assert started == ["quick", "slow", "slow"]
     assert p.status == {**p.status, "quick": 0, "slow": 0} and p.failed == []
     assert "slow: the other jobs are done; resuming it on 4 threads" in (tmp_path / "pipeline.log").read_text()
@@ -89,6 +89,20 @@ def test_a_finished_training_drops_its_checkpoint_an_unfinished_one_keeps_it(
     assert p.wait("finished") and p.wait("stopped")
     assert not (tmp_path / "finished" / "checkpoint.pt").exists()
     assert (tmp_path / "stopped" / "checkpoint.pt").read_bytes() == b"state"
+
+
+def test_near_the_deadline_the_last_training_is_stopped_not_restarted(
+    pipe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = {"quick": "pass", "slow": SLEEPER.format("lambda *_: sys.exit(0)")}
+    monkeypatch.setattr(pipe, "train_cmd", lambda _p, arch, _out: ["-c", jobs[arch]])
+    monkeypatch.setattr(pipe.os, "cpu_count", lambda: 4)
+    p = _pipeline(pipe, tmp_path, "--threads", "1")
+    for name in jobs:
+        p.train(name, name, tmp_path / name)
+    pipe.finish_trainings(p, deadline=p.elapsed() + 3, poll_s=0.05)
+    assert p.status["slow"] == "stopped at the deadline: exit 0 after SIGTERM"
+    assert "resuming" not in (tmp_path / "pipeline.log").read_text()
 
 
 def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace_and_reaps_it(pipe: ModuleType) -> None:
