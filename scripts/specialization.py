@@ -10,6 +10,9 @@ Hardware, and where each number comes from:
 - ``gpu``: eager PyTorch, batch 8, predicted by the table measured on a lent NVIDIA H200 (no GPU here).
 CPU numbers come from one run that interleaves all nets round by round (p50 of all calls), so the ratios hold on a
 shared, noisy machine. Accuracy is each net's recorded full-test-set top-1 (``zoo eval``, in its metadata).
+Each specialized net and the baseline are also evaluated side by side on the test set (``--limit``: a fixed
+class-balanced subset) for an exact McNemar test: is their accuracy gap larger than the luck of which images
+each gets right? The verdict stays the rule below; the p-value says how much one seed's gap means.
 
 A specialized net ``fmnist_proxyless_<hw>`` wins on its hardware when it is faster there than the MobileNetV2-style
 baseline at equal or better accuracy; ``fastest`` says whether it is also the fastest of all nets there.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -37,6 +41,7 @@ from export.runtimes import make_runtime  # noqa: E402
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
 from zoo import list_models  # noqa: E402
+from zoo.datasets import build_eval_dataset  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.files import atomic_output, atomic_write  # noqa: E402
 
@@ -94,8 +99,31 @@ def predict(archs: dict[str, object]) -> dict[str, dict[str, float]]:
     return out
 
 
-def verdicts(acc: dict[str, float], lat: dict[str, dict[str, float]]) -> dict[str, dict[str, object]]:
-    """Per hardware with a specialized net present: faster than the baseline at >= its accuracy; fastest of all."""
+def right_answers(model: torch.nn.Module, limit: int | None) -> np.ndarray:
+    """Which Fashion-MNIST test images (all, or ``limit`` of them, class-balanced) ``model`` classifies right."""
+    info = model.info
+    data = build_eval_dataset("fashion-mnist", "test", None, info.input_size[1], info.mean, info.std, limit=limit)
+    out = []
+    with torch.inference_mode():
+        for x, y in torch.utils.data.DataLoader(data, batch_size=500):
+            out.append((model(x).argmax(1) == y).numpy())
+    return np.concatenate(out)
+
+
+def mcnemar(base_right: np.ndarray, net_right: np.ndarray) -> dict[str, float | int]:
+    """Exact two-sided McNemar test of two nets judged on the same images (binomial on those only one gets right)."""
+    if base_right.shape != net_right.shape:
+        raise ValueError(f"paired answers differ in length: {base_right.shape} vs {net_right.shape}")
+    b, c = int(np.sum(base_right & ~net_right)), int(np.sum(net_right & ~base_right))
+    tail = sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c)
+    return {"baseline_only": b, "net_only": c, "images": len(base_right), "p": round(min(1.0, 2 * tail), 4)}
+
+
+def verdicts(
+    acc: dict[str, float], lat: dict[str, dict[str, float]], right: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, object]]:
+    """Per hardware with a specialized net present: faster than the baseline at >= its accuracy; fastest of all;
+    with ``right`` (each net's per-image answers), the paired test of its accuracy gap."""
     out = {}
     for hw, name in SPECIALIZED.items():
         if name not in acc or BASELINE not in acc:
@@ -108,6 +136,8 @@ def verdicts(acc: dict[str, float], lat: dict[str, dict[str, float]]) -> dict[st
             "wins": here[name] < here[BASELINE] and acc[name] >= acc[BASELINE],
             "fastest": min(here, key=here.__getitem__) == name,
         }
+        if right is not None:
+            out[hw]["paired"] = mcnemar(right[BASELINE], right[name])
     return out
 
 
@@ -135,9 +165,20 @@ def markdown(
         verdict = "wins" if v["wins"] else "does not win"
         lines.append(
             f"- {hw}: `{v['net']}` {verdict}: {v['speedup_vs_baseline']:.2f}x the baseline's speed, "
-            f"{v['accuracy_delta_points']:+.2f} points of accuracy; fastest of all: {'yes' if v['fastest'] else 'no'}"
+            f"{v['accuracy_delta_points']:+.2f} points of accuracy{paired_text(v)}; "
+            f"fastest of all: {'yes' if v['fastest'] else 'no'}"
         )
     return "\n".join(lines) + "\n"
+
+
+def paired_text(verdict: dict) -> str:
+    if "paired" not in verdict:
+        return ""
+    t = verdict["paired"]
+    return (
+        f" (McNemar p = {t['p']:.2f} on {t['images']} test images: {t['baseline_only']} right only by the "
+        f"baseline, {t['net_only']} only by this net)"
+    )
 
 
 def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) -> None:
@@ -209,18 +250,24 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the CPU timing")
     ap.add_argument("--iters", type=int, default=30, help="calls per net and runtime in a round")
     ap.add_argument("--readme", type=Path, help="also put the table and plot between this file's markers")
+    ap.add_argument("--limit", type=int, help="paired test on a class-balanced subset of N test images (default: all)")
     args = ap.parse_args()
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be >= 1, got {args.limit}", file=sys.stderr)
+        return 2
     nets = args.nets or bundled()
     if not nets:
         print("error: no Fashion-MNIST nets with weights (zoo/pretrained/); name some", file=sys.stderr)
         return 2
     try:
         models, acc, size = load(nets)
-    except (ValueError, OSError) as e:
+        paired = [n for n in (BASELINE, *SPECIALIZED.values()) if n in models] if BASELINE in models else []
+        right = {n: right_answers(models[n], args.limit) for n in paired} if len(paired) > 1 else None
+    except (ValueError, OSError) as e:  # DatasetError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     lat = {**measure_cpu(models, args.rounds, args.iters), **predict({n: m.info.arch for n, m in models.items()})}
-    result = verdicts(acc, lat)
+    result = verdicts(acc, lat, right)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(acc, size, lat, result)

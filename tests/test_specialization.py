@@ -1,4 +1,4 @@
-"""scripts/specialization.py: the verdict rule, and a short real run on the bundled baseline."""
+"""scripts/specialization.py: the verdict rule, the paired test, and short real runs on the bundled nets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from zoo import get_model_info
+from zoo import create_model, get_model_info
+from zoo.datasets import build_eval_dataset
+from zoo.evaluate import evaluate
 from zoo.registry import build_network, spec_from_dict
 from zoo.weights import save_pretrained
 
@@ -35,6 +38,26 @@ def test_a_specialized_net_wins_only_faster_at_equal_or_better_accuracy() -> Non
     assert result["cpu"]["wins"] and not result["cpu"]["fastest"] and result["cpu"]["speedup_vs_baseline"] == 1.25
     assert not result["mobile"]["wins"] and result["mobile"]["fastest"]  # fastest, but 1 point less accurate
     assert result["mobile"]["accuracy_delta_points"] == -1.0
+
+
+def test_mcnemar_weighs_only_the_images_one_net_alone_gets_right() -> None:
+    s = _script()
+    base = np.array([True] * 10 + [False] * 2 + [True] * 5 + [False] * 3)
+    net = np.array([False] * 10 + [True] * 2 + [True] * 5 + [False] * 3)
+    # 10 vs 2 discordant images: p = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12 = 158 / 4096
+    assert s.mcnemar(base, net) == {"baseline_only": 10, "net_only": 2, "images": 20, "p": 0.0386}
+    assert s.mcnemar(net, base)["p"] == 0.0386
+    assert s.mcnemar(base, base)["p"] == 1.0  # the same answers: no evidence either way
+    even = np.array([True] * 3 + [False] * 3)
+    assert s.mcnemar(even, ~even)["p"] == 1.0  # 3 vs 3: the two-sided tail sum is capped at 1
+    with pytest.raises(ValueError, match="differ in length"):
+        s.mcnemar(base, net[:5])
+    acc, lat = {s.BASELINE: 0.6, "fmnist_proxyless_cpu": 0.2}, {"cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.5}}
+    result = s.verdicts(acc, lat, {s.BASELINE: base, "fmnist_proxyless_cpu": net})
+    assert result["cpu"]["paired"]["baseline_only"] == 10
+    assert "McNemar p = 0.04 on 20 test images: 10 right only by the baseline, 2 only by this net" in s.markdown(
+        acc, {n: {"params": 1, "macs": 1} for n in acc}, {hw: lat["cpu"] for hw in s.HARDWARE}, result
+    )
 
 
 def test_readme_without_markers_is_refused_untouched(tmp_path: Path) -> None:
@@ -90,3 +113,26 @@ def test_a_net_that_does_not_fit_the_table_is_a_one_line_error(
         assert err.startswith(message) and len(err.splitlines()) == 1, err
     assert "of input 3x32x32; the table is of Fashion-MNIST 1x28x28" in err
     assert not (tmp_path / "spec.md").exists()
+
+
+def test_the_paired_test_on_real_nets_matches_their_accuracies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = _script()
+    nets = [s.BASELINE, "fmnist_proxyless_cpu"]
+    if not set(nets) <= set(s.bundled()):
+        pytest.skip("the bundled Fashion-MNIST nets are missing")
+    argv = ["specialization.py", *nets, "--out", str(tmp_path / "spec"), "--rounds", "1", "--iters", "3"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--limit", "300"])
+    assert s.main() == 0
+    paired = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["specialized"]["cpu"]["paired"]
+    assert paired["images"] == 300 and 0 < paired["p"] <= 1
+    top1 = {}
+    for name in nets:
+        info = get_model_info(name)
+        data = build_eval_dataset("fashion-mnist", "test", None, 28, info.mean, info.std, limit=300)
+        top1[name] = evaluate(create_model(name, pretrained=True), data)["top1"]
+    gap = round(300 * (top1["fmnist_proxyless_cpu"] - top1[s.BASELINE]))
+    assert paired["net_only"] - paired["baseline_only"] == gap
+    monkeypatch.setattr(sys, "argv", [*argv, "--limit", "0"])
+    assert s.main() == 2 and capsys.readouterr().err.strip() == "error: --limit must be >= 1, got 0"
