@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo clean
+.PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo \
+	fmnist-supernet gpu-fmnist-supernet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -93,6 +94,18 @@ fmnist-zoo: $(VENV)/.installed-dev
 		--search-limit-train 20000 --warmup-epochs 3 --search-epochs 3 --train-epochs 15 --batch-size 128 \
 		--budget 86400 --report-reserve 0 --search-args "--grad-mode two --arch-every 2 --arch-lr 1e-2" \
 		--train-args "--warmup-epochs 1 --eval-every 5" --bundle --out runs/fmnist
+
+# The Fashion-MNIST elastic supernet (Once-for-All style, docs/elastic.md): 25 epochs of the sandwich rule, about
+# 7 hours of one core here, run in resumable chunks of SUPERNET_MIN minutes. Its folder is committed while the run
+# lasts (checkpoint with float16 EMA/momentum, logs) so the next session continues it; removed when it ends.
+SUPERNET_MIN ?= 140
+fmnist-supernet: $(VENV)/.installed-dev
+	$(BIN)/proxyless search elastic-train --space fmnist --threads 1 --time-limit $(SUPERNET_MIN) --resume \
+		--out checkpoints/fmnist_supernet
+
+# The same training on a GPU machine (no venv needed): minutes. Not yet run on one.
+gpu-fmnist-supernet:
+	$(PY) -m search elastic-train --space fmnist --device cuda --resume --out runs/gpu-fmnist-supernet
 
 clean:
 	rm -rf $(VENV) .pytest_cache

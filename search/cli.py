@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from search.elastic.cli import add_parsers as add_elastic_parsers
 from search.latency.cli import add_parsers as add_latency_parsers
 from search.run import add_parsers as add_search_parsers
 from search.train import add_parser as add_train_parser
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_latency_parsers(subparsers)
     add_search_parsers(subparsers)
     add_train_parser(subparsers)
+    add_elastic_parsers(subparsers)
     return parser
 
 

@@ -312,3 +312,8 @@ def load_pretrained(
     head = [k for k in model.state_dict() if k.startswith(HEAD_PREFIX)] if allow_new_head else []
     skipped = assign_state_dict(model, state, str(path), optional=head)
     return LoadedWeights(path, actual, config, head_loaded=not skipped)
+
+
+def hub_file(source: str, filename: str) -> Path:
+    """One file of ``hf-hub:ORG/REPO[@REV]`` through the HF cache (one-line ``WeightsError`` on any failure)."""
+    return _hub_download(source, filename)

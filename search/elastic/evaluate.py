@@ -1,0 +1,68 @@
+"""Supernet-inherited accuracy: extract a subnet, recalibrate its BN on training images, score the val split.
+
+The validation split is held out from the training set (class-balanced, fixed seed: the same split the supernet
+training held out); the calibration images are a fixed class-balanced subset of the remaining training images,
+unaugmented, 200 a batch as in Once-for-All. The test set is never touched here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from search.data import build_train_data
+from search.elastic.space import ElasticSpace, Subnet
+from search.elastic.supernet import ElasticSupernet, recalibrate_bn
+from zoo.datasets import balanced_subset
+from zoo.evaluate import accumulate, summarize
+
+CALIB_BATCH = 200
+
+
+@dataclass
+class SubnetEvaluator:
+    """Fixed calibration batches and validation loader: every subnet is scored on the same images."""
+
+    calib: list[torch.Tensor]
+    val: object  # a search.data loader (eval mode: fixed order, no augmentation)
+    device: torch.device
+
+    @classmethod
+    def for_training(
+        cls,
+        dataset: str,
+        data_dir: str | None,
+        space: ElasticSpace,
+        val_size: int,
+        calib_images: int,
+        device: torch.device | str = "cpu",
+        limit_train: int | None = None,
+        val_limit: int | None = None,
+    ) -> SubnetEvaluator:
+        """The split of a supernet training with ``val_size`` held out; ``val_limit`` scores its first N only."""
+        data = build_train_data(
+            dataset,
+            data_dir,
+            CALIB_BATCH,
+            input_size=space.backbone.input_size,
+            device=device,
+            val_size=val_size,
+            limit_train=limit_train,
+            eval_batch_size=500,
+            channels_last=True,
+        )
+        train, val = data.train, data.val
+        keep = balanced_subset(train.labels.cpu(), min(calib_images, train.num_samples), seed=1).to(train.labels.device)
+        train.images, train.labels = train.images[keep], train.labels[keep]
+        train.train = False  # in order, unaugmented, last partial batch kept
+        calib = [x for x, _ in train]
+        if val_limit is not None:
+            val.images, val.labels = val.images[:val_limit], val.labels[:val_limit]
+        return cls(calib, val, torch.device(device))
+
+    def top1(self, supernet: ElasticSupernet, subnet: Subnet) -> float:
+        """Top-1 (fraction) on the val split of ``subnet`` with the supernet's weights, BN recalibrated."""
+        net = supernet.extract(subnet).to(memory_format=torch.channels_last)
+        recalibrate_bn(net, self.calib)
+        return float(summarize(accumulate(net, self.val, self.device))["top1"])

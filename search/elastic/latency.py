@@ -1,0 +1,40 @@
+"""A subnet's latency from any latency model of the backbone, priced once per (layer, kernel, expand).
+
+``SubnetLatency`` precomputes every layer's cost of every choice (the model's ``candidate_matrix``) so the
+evolutionary search prices tens of thousands of subnets in a blink; it equals ``model.predict_arch`` on the
+subnet's arch (tested), whose sum it is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from search.elastic.space import ElasticSpace, Subnet
+from search.latency.predict import LatencyModel, load_latency_model
+
+
+class SubnetLatency:
+    """Predicted latency of subnets of ``space`` under ``model`` (its unit: ms, or MMACs for ``flops``)."""
+
+    def __init__(self, space: ElasticSpace, model: LatencyModel) -> None:
+        self.space, self.model = space, model
+        matrix, self.fixed = model.candidate_matrix(space.backbone)
+        self.cost: list[dict[tuple[int, int], float]] = []
+        for i, layer in enumerate(space.layers()):
+            cands = space.backbone.candidates(layer)
+            self.cost.append({(b.kernel, b.expand): float(matrix[i, j]) for j, b in enumerate(cands) if not b.zero})
+
+    @classmethod
+    def load(cls, space: ElasticSpace, target: str) -> SubnetLatency:
+        """``target``: a shipped table name (cpu, cpu-torch, gpu, mobile, flops) or a LUT file of the backbone."""
+        return cls(space, load_latency_model(target, space.backbone))
+
+    @property
+    def unit(self) -> str:
+        return self.model.unit
+
+    def __call__(self, subnet: Subnet) -> float:
+        return self.fixed + sum(self.cost[i][subnet.kernels[i], subnet.expands[i]] for i in self.space.active(subnet))
+
+    def batch(self, subnets: list[Subnet]) -> torch.Tensor:
+        return torch.tensor([self(s) for s in subnets], dtype=torch.float64)

@@ -1,0 +1,494 @@
+"""Train an elastic supernet once: ``proxyless search elastic-train``.
+
+Sandwich rule with in-place distillation (Yu et al., slimmable / BigNAS): every step the largest subnet learns
+from the labels (label-smoothed CE), then the smallest and ``random_subnets`` random subnets learn from the largest
+subnet's detached soft predictions; their gradients add up and one SGD step follows. Subnet draws come from a
+generator seeded by (seed, step), so a resumed or multi-process run draws the same subnets.
+
+Checkpoints (``OUT/checkpoint.pt``, every ``checkpoint_minutes``, on SIGTERM and at a time limit) hold the
+weights in float32 and the EMA and momentum buffers in ``state_dtype`` (float16 by default: half the size of a
+checkpoint carried in git; float32 makes a resume bit-identical). Every ``eval_every`` epochs the largest, the
+baseline and the smallest subnet are extracted, BN-recalibrated and evaluated on the validation split held out
+from the training set (never the test set). At the end ``OUT/supernet.safetensors`` + ``supernet.json``.
+Under ``torchrun`` each process takes its shard of every batch and gradients are averaged over processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from search import distributed as dist
+from search.data import Augment, build_train_data
+from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.space import ElasticSpace, get_elastic_space
+from search.elastic.store import save_supernet
+from search.elastic.supernet import ElasticSupernet
+from search.run import allreduce_mean_, mix_seed
+from search.train import EMA, TrainError, _atomic_save, _param_groups, lr_factor
+from zoo.datasets import DATASETS
+from zoo.files import atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "proxyless-elastic-checkpoint/1"
+# Changing these between a run and its --resume would silently change the experiment.
+_RESUME_KEYS = (
+    "space",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "warmup_epochs",
+    "wd",
+    "momentum",
+    "label_smoothing",
+    "ema",
+    "random_subnets",
+    "seed",
+    "val_size",
+    "limit_train",
+    "pad",
+    "flip",
+    "erase",
+)
+
+
+@dataclass
+class ElasticTrainConfig:
+    """One supernet training. ``lr`` is per 256 images; ``eval_every`` counts epochs."""
+
+    out: str
+    space: str = "fmnist"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 25
+    batch_size: int = 256
+    lr: float = 0.2
+    warmup_epochs: float = 2.0
+    wd: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    ema: float = 0.9995
+    random_subnets: int = 2
+    val_size: int = 5000
+    calib_images: int = 2000
+    eval_every: int = 2
+    pad: int = 2
+    flip: bool = True
+    erase: float = 0.25
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    resume: bool = False
+    limit_train: int | None = None
+    state_dtype: str = "float16"
+    checkpoint_minutes: float = 10.0
+    stop_after_steps: int | None = None
+    time_limit_minutes: float | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise TrainError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
+            raise TrainError("epochs, batch size and eval-every must be >= 1, lr > 0")
+        if self.random_subnets < 0 or self.val_size < 1 or self.calib_images < 1:
+            raise TrainError("random-subnets must be >= 0, val-size and calib-images >= 1")
+        if not 0 <= self.ema < 1:
+            raise TrainError(f"EMA decay must be in [0, 1) (0 = off), got {self.ema}")
+        if self.state_dtype not in ("float16", "bfloat16", "float32"):
+            raise TrainError(f"--state-dtype must be float16, bfloat16 or float32, got {self.state_dtype!r}")
+        if self.threads is not None and self.threads < 1:
+            raise TrainError(f"--threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    """One step's losses: the largest subnet's label loss, the mean distillation loss of the others."""
+
+    largest: float
+    distill: float
+
+
+class ElasticTrainer:
+    """Builds data, supernet and optimizer; ``run()`` trains to the end (or a stop) and returns a summary."""
+
+    def __init__(self, config: ElasticTrainConfig) -> None:
+        config.validate()
+        self.config = c = config
+        self.space: ElasticSpace = get_elastic_space(c.space)
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.device = dist.init_distributed(c.device)
+        self.rank, self.world, self.main = dist.rank(), dist.world_size(), dist.is_main()
+        self.out = Path(c.out)
+        self.terminated = False
+        torch.manual_seed(c.seed)  # same initial weights on every rank
+        backbone = self.space.backbone
+        data = build_train_data(
+            c.dataset,
+            c.data_dir,
+            c.batch_size,
+            input_size=backbone.input_size,
+            device=self.device,
+            augment=Augment(c.pad, c.flip, c.erase),
+            seed=c.seed,
+            val_size=c.val_size,
+            limit_train=c.limit_train,
+            rank=self.rank,
+            world=self.world,
+            channels_last=True,
+        )
+        if len(data.classes) != backbone.num_classes or data.channels != backbone.in_chans:
+            raise TrainError(
+                f"space {c.space} takes {backbone.in_chans}-channel images of {backbone.num_classes} classes; "
+                f"{c.dataset} has {data.channels} channels and {len(data.classes)} classes"
+            )
+        self.data = data
+        self.evaluator = (
+            SubnetEvaluator.for_training(
+                c.dataset, c.data_dir, self.space, c.val_size, c.calib_images, self.device, c.limit_train
+            )
+            if self.main
+            else None
+        )
+        self.model = ElasticSupernet(self.space).to(self.device).to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
+        lr = c.lr * c.batch_size / 256
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
+        )
+        self.steps_per_epoch = len(data.train)
+        self.total_steps = c.epochs * self.steps_per_epoch
+        warmup = round(c.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps)
+        )
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.sums = torch.zeros(3, dtype=torch.float64)  # largest loss, distill loss, steps of this epoch
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------ one step
+
+    def subnets_of_step(self, step: int) -> list:
+        """The students of ``step``: the smallest, then the random ones (same on every rank and after a resume)."""
+        rng = random.Random(mix_seed(self.config.seed, step))
+        return [self.space.smallest(), *(self.space.sample(rng) for _ in range(self.config.random_subnets))]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
+        c = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x, self.space.largest())
+        loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+        loss.backward()
+        soft = logits.detach().softmax(1)
+        students = self.subnets_of_step(self.step)
+        distill = 0.0
+        for subnet in students:
+            kd = -(soft * self.model(x, subnet).log_softmax(1)).sum(1).mean()
+            kd.backward()
+            distill += kd.item()
+        if not torch.isfinite(loss):
+            raise TrainError(f"the largest subnet's loss is {loss.item()} at step {self.step}: lower --lr")
+        allreduce_mean_([p.grad for p in self.model.parameters() if p.grad is not None])
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update()
+        self.step += 1
+        return StepLosses(loss.item(), distill / max(1, len(students)))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self) -> dict[str, Any]:
+        low = getattr(torch, self.config.state_dtype)
+        opt = self.optimizer.state_dict()
+        opt["state"] = {
+            k: {n: (v.to(low) if v.is_floating_point() and v.ndim else v) for n, v in s.items()}
+            for k, s in opt["state"].items()
+        }
+        ema = None
+        if self.ema:
+            ema = {k: v.to(low) if v.is_floating_point() else v for k, v in self.ema.module.state_dict().items()}
+        return {
+            "format": FORMAT,
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "ema": ema,
+            "ema_updates": self.ema.updates if self.ema else 0,
+            "optimizer": opt,
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.data.train.state_dict(),
+            "step": self.step,
+            "sums": self.sums,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.main:
+            _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: one line saying which
+            first = (str(e).splitlines() or [""])[0]
+            raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
+        if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+            raise TrainError(f"{path}: not an elastic supernet checkpoint")
+        now = asdict(self.config)
+        changed = [k for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
+        if changed:
+            k = changed[0]
+            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {ck['config'].get(k)!r}")
+        self.model.load_state_dict(ck["model"])
+        if self.ema:
+            self.ema.module.load_state_dict(ck["ema"])  # load_state_dict copies into float32
+            self.ema.updates = ck["ema_updates"]
+        self.optimizer.load_state_dict(ck["optimizer"])
+        for state in self.optimizer.state.values():
+            for n, v in state.items():
+                if torch.is_tensor(v) and v.is_floating_point() and v.ndim:
+                    state[n] = v.float().to(self.device)
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.data.train.load_state_dict(ck["loader"])
+        self.step, self.history, self.sums = ck["step"], ck["history"], ck["sums"]
+        self.train_seconds = ck["train_seconds"]
+
+    # ------------------------------------------------------------ logs and evaluation
+
+    def _write_logs(self, row: dict[str, Any], tb: Any) -> None:
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write(self.out / "log.csv", buf.getvalue())
+        atomic_write(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, int | float):
+                tb.add_scalar(k, v, row["epoch"])
+        tb.flush()
+
+    def final_module(self) -> ElasticSupernet:
+        return self.ema.module if self.ema else self.model
+
+    def _end_epoch(self, epoch: int, tb: Any) -> None:
+        c = self.config
+        largest, distill, steps = self.sums.tolist()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "loss_largest": largest / max(1, steps),
+            "loss_distill": distill / max(1, steps),
+            "train_seconds": round(self.train_seconds, 1),
+        }
+        self.sums.zero_()
+        if self.main and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
+            named = {
+                "largest": self.space.largest(),
+                "baseline": self.space.baseline(),
+                "smallest": self.space.smallest(),
+            }
+            for name, subnet in named.items():
+                row[f"val_top1_{name}"] = self.evaluator.top1(self.final_module(), subnet)
+        self.history.append(row)
+        if self.main:
+            self._write_logs(row, tb)
+            shown = " | ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val")))
+            tqdm.write(f"epoch {epoch + 1}/{c.epochs}: {shown} | {self.train_seconds:.0f} s")
+        dist.barrier()
+
+    # ------------------------------------------------------------ loop
+
+    def _stop_requested(self, started: float, steps_run: int) -> bool:
+        c = self.config
+        stop = c.stop_after_steps is not None and steps_run >= c.stop_after_steps
+        over = c.time_limit_minutes is not None and time.monotonic() - started > 60 * c.time_limit_minutes
+        local = self.terminated or over
+        if self.world == 1:
+            return stop or local
+        flag = torch.tensor(float(local), device=self.device)
+        return stop or bool(dist.all_reduce_sum(flag).item() > 0)
+
+    def _train_epoch(self, epoch: int, started: float, steps_run: int) -> tuple[int, bool]:
+        c, loader = self.config, self.data.train
+        self.model.train()
+        bar = tqdm(
+            total=len(loader),
+            initial=loader.batch,
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            disable=not (self.main and c.progress),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        last_save = tick = time.monotonic()
+        for x, y in loader:
+            losses = self.train_step(x, y)
+            self.sums += torch.tensor([losses.largest, losses.distill, 1.0], dtype=torch.float64)
+            steps_run += 1
+            bar.update(1)
+            bar.set_postfix(largest=f"{losses.largest:.3f}", distill=f"{losses.distill:.3f}")
+            now = time.monotonic()
+            self.train_seconds += now - tick
+            tick = now
+            if self._stop_requested(started, steps_run):
+                bar.close()
+                return steps_run, True
+            if now - last_save > 60 * c.checkpoint_minutes:
+                self.save_checkpoint()
+                last_save = tick = time.monotonic()
+        bar.close()
+        return steps_run, False
+
+    def run(self) -> dict[str, Any]:
+        """Train (resuming if asked); returns the summary, or ``{"finished": False, ...}`` after a stop."""
+        c = self.config
+        ckpt = self.out / CHECKPOINT
+        if c.resume and ckpt.is_file():
+            self.load_checkpoint(ckpt)
+        elif ckpt.is_file():
+            raise TrainError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
+        tb = None
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(self.out / "tb"), purge_step=len(self.history) + 1)
+        dist.barrier()
+        started, steps_run = time.monotonic(), 0
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            while self.data.train.epoch < c.epochs:
+                epoch = self.data.train.epoch
+                steps_run, stopped = self._train_epoch(epoch, started, steps_run)
+                if stopped:
+                    self.save_checkpoint()
+                    return {"finished": False, "epoch": epoch, "step": self.step, "checkpoint": str(ckpt)}
+                self._end_epoch(epoch, tb)
+                self.save_checkpoint()
+            return self._finish()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if tb is not None:
+                tb.close()
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated = True
+
+    def _finish(self) -> dict[str, Any]:
+        """Write the supernet that ships (EMA weights when on) with its recipe and last validation figures."""
+        last = self.history[-1]
+        result: dict[str, Any] = {
+            "finished": True,
+            "space": self.config.space,
+            "steps": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            **{k: v for k, v in last.items() if k.startswith("val_top1")},
+        }
+        if self.main:
+            recipe = {k: v for k, v in asdict(self.config).items() if k in (*_RESUME_KEYS, "calib_images")}
+            save_supernet(self.final_module(), self.out, {"recipe": recipe, "validation": result})
+            atomic_write(self.out / "metrics.json", json.dumps(result, indent=1) + "\n")
+        return result
+
+
+def train_supernet(config: ElasticTrainConfig) -> dict[str, Any]:
+    try:
+        return ElasticTrainer(config).run()
+    finally:
+        dist.cleanup()
+
+
+# ---------------------------------------------------------------- CLI
+
+_HELP = {
+    "out": "run directory: logs, checkpoint, final supernet",
+    "space": "elastic space",
+    "dataset": "training data",
+    "data_dir": "dataset folder (Fashion-MNIST default: the Debian package's)",
+    "epochs": "epochs of the cosine schedule",
+    "batch_size": "global batch (all processes)",
+    "lr": "peak lr per 256 images",
+    "warmup_epochs": "linear lr warm-up",
+    "wd": "weight decay of conv/linear weights",
+    "momentum": "Nesterov momentum",
+    "label_smoothing": "of the largest subnet's label loss",
+    "ema": "EMA decay of the shared weights; 0 turns EMA off",
+    "random_subnets": "random subnets per step besides the largest and the smallest",
+    "val_size": "training images held out for validation (class-balanced)",
+    "calib_images": "training images that recalibrate BN before a subnet is evaluated",
+    "eval_every": "validate the largest / baseline / smallest subnets every N epochs (and the last)",
+    "pad": "random-crop padding in pixels",
+    "flip": "random horizontal flips",
+    "erase": "random-erasing probability",
+    "seed": "init, data order, augmentation and subnet draws",
+    "device": "cpu or cuda",
+    "threads": "torch CPU threads (1 leaves the other cores free)",
+    "resume": "continue OUT/checkpoint.pt",
+    "limit_train": "train on a class-balanced subset of N images",
+    "state_dtype": "dtype of the EMA and momentum in checkpoints (float32: bit-identical resume)",
+    "checkpoint_minutes": "also checkpoint mid-epoch this often",
+    "stop_after_steps": "stop (checkpointed) after N steps of this invocation",
+    "time_limit_minutes": "stop (checkpointed) after N minutes",
+    "progress": "tqdm bars",
+}
+
+
+def add_parser(subparsers: Any) -> None:
+    """``elastic-train``: every option comes from ``ElasticTrainConfig`` (its default, type and help)."""
+    p = subparsers.add_parser(
+        "elastic-train",
+        help="train an elastic (Once-for-All) supernet once: sandwich rule + in-place distillation; resumable",
+        description="Train an elastic supernet; the last line is JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields(ElasticTrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "time_limit_minutes":
+            flag = "--time-limit"
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        if f.type == "bool":
+            p.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP[f.name]
+            )
+        elif f.name == "out":
+            p.add_argument(flag, required=True, help=_HELP[f.name])
+        else:
+            p.add_argument(flag, dest=f.name, type=kind, default=f.default, help=_HELP[f.name])
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = ElasticTrainConfig(**{f.name: getattr(args, f.name) for f in fields(ElasticTrainConfig)})
+    trainer = None
+    try:
+        trainer = ElasticTrainer(config)
+        result = trainer.run()
+    finally:
+        dist.cleanup()
+    if trainer.main:
+        if not result["finished"]:
+            print(f"stopped at step {result['step']}; continue with --resume", file=sys.stderr)
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,181 @@
+"""The elastic route end to end on a tiny run: training (resume), predictor, specialize, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from search.cli import main as search_main
+from search.elastic.evolution import EvolutionConfig, SearchLimitError, evolve, random_search
+from search.elastic.latency import SubnetLatency
+from search.elastic.space import get_elastic_space
+from search.elastic.stats import bootstrap_tau, kendall_tau
+from search.elastic.store import WEIGHTS, load_supernet
+from search.elastic.train import ElasticTrainConfig, train_supernet
+from search.latency.predict import load_latency_model
+from search.train import TrainError
+from zoo.registry import weights_dir_info
+from zoo.weights import load_pretrained
+
+FMNIST = get_elastic_space("fmnist")
+TINY = {
+    "space": "fmnist",
+    "dataset": "synthetic",
+    "epochs": 1,
+    "batch_size": 32,
+    "limit_train": 256,
+    "val_size": 200,
+    "calib_images": 64,
+    "lr": 0.4,
+    "warmup_epochs": 0.2,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("elastic") / "run"
+    result = train_supernet(ElasticTrainConfig(out=str(out), state_dtype="float32", **TINY))
+    assert result["finished"] and result["steps"] == 8
+    return out
+
+
+def test_training_writes_a_loadable_supernet_and_logs(trained: Path) -> None:
+    _, config = load_supernet(trained)
+    assert config["metadata"]["recipe"]["calib_images"] == 64
+    rows = (trained / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,lr,loss_largest,loss_distill") and len(rows) == 2
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0 <= metrics["val_top1_smallest"] <= 1 and "val_top1_baseline" in metrics
+
+
+def test_resume_is_bit_identical(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    first = train_supernet(ElasticTrainConfig(out=str(out), state_dtype="float32", stop_after_steps=3, **TINY))
+    assert first == {"finished": False, "epoch": 0, "step": 3, "checkpoint": str(out / "checkpoint.pt")}
+    assert train_supernet(ElasticTrainConfig(out=str(out), state_dtype="float32", resume=True, **TINY))["finished"]
+    a, b = load_file(trained / WEIGHTS), load_file(out / WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_half_precision_checkpoint_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "half"
+    train_supernet(ElasticTrainConfig(out=str(out), stop_after_steps=2, **TINY))
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in ck["ema"].values() if v.is_floating_point())
+    assert next(iter(ck["model"].values())).dtype == torch.float32
+    with pytest.raises(TrainError, match="lr"):
+        train_supernet(ElasticTrainConfig(out=str(out), resume=True, **{**TINY, "lr": 0.1}))
+    assert train_supernet(ElasticTrainConfig(out=str(out), resume=True, **TINY))["steps"] == 8
+
+
+def test_predictor_then_specialize_end_to_end(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert search_main(["elastic-predictor", "--supernet", str(trained), "--subnets", "12", "--no-progress"]) == 0
+    fit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fit["train_subnets"] + fit["heldout_subnets"] == 12 and fit["rmse"] >= 0
+    assert len((trained / "subnet_accuracy.csv").read_text().splitlines()) == 13
+    out = tmp_path / "fmnist_spec_cpu"
+    args = ["specialize", "--supernet", str(trained), "--lut", "cpu", "--factor", "0.75", "--out", str(out)]
+    assert search_main([*args, "--population", "8", "--generations", "3", "--top", "2"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["latency"] <= record["limit"] and record["search"] == "evolution"
+    info = weights_dir_info(out)
+    supernet, _ = load_supernet(trained)
+    subnet = FMNIST.subnet_of(info.arch)
+    assert str(subnet) == record["subnet"]
+    cpu = load_latency_model("cpu", FMNIST.backbone)
+    assert cpu.predict_arch(info.arch).total_ms == pytest.approx(record["latency"], abs=1e-3)
+    baseline_ms = cpu.predict_arch(FMNIST.arch(FMNIST.baseline())).total_ms
+    assert record["limit"] == pytest.approx(0.75 * baseline_ms, abs=1e-3)
+    net = supernet.extract(subnet)
+    load_pretrained(net, out)  # the folder's weights fit the arch; the sha256 matches
+    spec = json.loads((out / "specialize.json").read_text())
+    assert spec["supernet_sha256"] and spec["command"] is not None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--target-ms", "-1"], "must be > 0"),
+        (["--target-ms", "0.01"], "below the smallest subnet"),
+        (["--factor", "1", "--population", "2"], "--population must be >= 4"),
+    ],
+)
+def test_specialize_refuses_bad_input_in_one_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    args = ["specialize", "--supernet", str(trained), "--lut", "cpu", "--out", str(tmp_path / "x"), *extra]
+    assert search_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_specialize_refuses_a_used_out_folder_and_a_missing_table(tmp_path: Path, capsys) -> None:
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "f").write_text("x")
+    assert search_main(["specialize", "--lut", "cpu", "--factor", "1", "--out", str(tmp_path / "used")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert search_main(["specialize", "--lut", "nope.json", "--factor", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "neither one of" in capsys.readouterr().err
+
+
+def test_elastic_train_refuses_bad_input(tmp_path: Path, capsys) -> None:
+    assert search_main(["elastic-train", "--out", str(tmp_path), "--state-dtype", "int8"]) == 2
+    assert "--state-dtype" in capsys.readouterr().err
+    assert search_main(["elastic-train", "--out", str(tmp_path), "--space", "nope"]) == 2
+    assert "unknown elastic space" in capsys.readouterr().err
+
+
+def test_subnet_latency_equals_the_models_prediction() -> None:
+    rng = random.Random(0)
+    for target in ("cpu", "gpu", "mobile", "flops"):
+        latency = SubnetLatency.load(FMNIST, target)
+        model = load_latency_model(target, FMNIST.backbone)
+        for s in [FMNIST.largest(), FMNIST.smallest(), *(FMNIST.sample(rng) for _ in range(5))]:
+            assert latency(s) == pytest.approx(
+                model.predict_arch(FMNIST.arch(s)).total_ms, rel=1e-6
+            )  # the model's matrix is float32
+
+
+def _toy_score(subnets: list) -> list[float]:
+    """Rewards big kernels in the first layers and depth in the last stage: a known optimum to climb to."""
+    return [sum(s.kernels[:4]) + 5 * s.depths[3] + sum(s.expands[5:]) for s in subnets]
+
+
+def test_evolution_beats_random_search_with_the_same_evaluations_and_meets_the_limit() -> None:
+    latency = SubnetLatency.load(FMNIST, "cpu")
+    limit = 0.8 * latency(FMNIST.baseline())
+    cfg = EvolutionConfig(population=20, generations=15, seed=0)
+    evo = evolve(FMNIST, _toy_score, latency, limit, cfg)
+    rand = random_search(FMNIST, _toy_score, latency, limit, evo.evaluations, seed=0)
+    assert evo.evaluations == 20 + 15 * 15
+    assert evo.best.score > rand.best.score
+    assert all(c.latency <= limit for c in evo.population + rand.population)
+    assert evo.best_per_generation == sorted(evo.best_per_generation)  # elitist: never gets worse
+    with pytest.raises(SearchLimitError, match="below the smallest"):
+        evolve(FMNIST, _toy_score, latency, 0.1 * latency(FMNIST.smallest()), cfg)
+
+
+def test_kendall_tau_matches_scipy_with_ties() -> None:
+    from scipy.stats import kendalltau
+
+    rng = random.Random(3)
+    a = [rng.randint(0, 5) for _ in range(40)]
+    b = [x + rng.randint(0, 3) for x in a]
+    assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic, abs=1e-12)
+    lo, hi = bootstrap_tau(a, b, samples=300)
+    assert lo <= kendall_tau(a, b) <= hi
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+
+
+def test_a_changed_space_definition_is_refused_at_resume(tmp_path: Path) -> None:
+    cfg = ElasticTrainConfig(out=str(tmp_path / "r"), stop_after_steps=1, **TINY)
+    train_supernet(cfg)
+    with pytest.raises(TrainError, match="exists"):
+        train_supernet(replace(cfg, stop_after_steps=None))
