@@ -1,0 +1,133 @@
+"""Does the supernet rank subnets as training them alone would? Kendall tau with a bootstrap interval.
+
+K subnets spanning the latency range (sorted by the CPU table's latency, one at each of K evenly spaced
+quantiles of 2,000 seeded draws: chosen before any accuracy is seen) are each trained alone with one short
+schedule (``proxyless search train``: same training split, the validation split held out) and scored on the
+validation split; their supernet-inherited accuracies (BN recalibrated) are scored on the same images. Resumable:
+each training lives in OUT/standalone/<subnet>/ and one counts as done once its metrics.json exists;
+``--budget-min`` stops the running one checkpointed. The acceptance of issue 24 is tau >= 0.6. The last line
+is JSON; ``OUT/ranking.png`` plots the two accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.latency import SubnetLatency
+from search.elastic.space import ElasticSpace, Subnet
+from search.elastic.stats import bootstrap_tau, kendall_tau
+from search.elastic.store import load_supernet, resolve_supernet
+from search.train import TrainConfig, train
+from zoo.files import atomic_write
+
+
+def spanning_subnets(space: ElasticSpace, latency: SubnetLatency, k: int, seed: int = 0) -> list[Subnet]:
+    rng = random.Random(seed)
+    drawn = sorted({space.sample(rng) for _ in range(2000)}, key=latency)
+    return [drawn[int((i + 0.5) / k * len(drawn))] for i in range(k)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO (default: the bundled one)")
+    p.add_argument("--out", default="runs/elastic_ranking", help="run folder (resumable)")
+    p.add_argument("--subnets", type=int, default=12, help="K subnets spanning the CPU-latency range")
+    p.add_argument("--epochs", type=int, default=4, help="stand-alone schedule: epochs (cosine, batch 256)")
+    p.add_argument("--budget-min", type=float, help="stop (checkpointed) after this many minutes of training")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--limit-train", type=int, help="stand-alone training on a class-balanced subset (smoke runs)")
+    args = p.parse_args()
+    if args.subnets < 4:
+        p.error("--subnets must be >= 4 for a rank correlation to mean anything")
+    folder = resolve_supernet(args.supernet)
+    supernet, meta = load_supernet(folder)
+    space, recipe = supernet.space, meta["metadata"]["recipe"]
+    latency = SubnetLatency.load(space, "cpu")
+    chosen = spanning_subnets(space, latency, args.subnets)
+    out = Path(args.out)
+    evaluator = SubnetEvaluator.for_training(
+        recipe["dataset"],
+        args.data_dir,
+        space,
+        recipe["val_size"],
+        recipe["calib_images"],
+        "cpu",
+        recipe.get("limit_train"),
+    )
+    started = time.monotonic()
+    base = TrainConfig(
+        arch="",
+        out="",
+        dataset=recipe["dataset"],
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        warmup_epochs=0.5,
+        ema=0.0,
+        val_size=recipe["val_size"],
+        limit_train=args.limit_train,
+        eval_every=args.epochs,
+        progress=False,
+        resume=True,
+    )
+    rows = []
+    for i, subnet in enumerate(chosen):
+        run = out / "standalone" / str(subnet)
+        arch_file = out / "archs" / f"{subnet}.json"
+        atomic_write(arch_file, space.arch(subnet, f"rank{i}").to_json())
+        if not (run / "metrics.json").is_file():
+            left = None if args.budget_min is None else args.budget_min - (time.monotonic() - started) / 60
+            if left is not None and left <= 0:
+                break
+            result = train(replace(base, arch=str(arch_file), out=str(run), time_limit_minutes=left))
+            if not result["finished"]:
+                break
+        standalone = json.loads((run / "metrics.json").read_text())["val_top1"]
+        rows.append(
+            {
+                "subnet": str(subnet),
+                "cpu_ms": round(latency(subnet), 4),
+                "standalone_val_top1": standalone,
+                "inherited_val_top1": evaluator.top1(supernet, subnet),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    summary: dict = {"subnets": len(rows), "of": len(chosen), "epochs": args.epochs, "rows": rows}
+    if len(rows) == len(chosen):
+        a = [r["standalone_val_top1"] for r in rows]
+        b = [r["inherited_val_top1"] for r in rows]
+        lo, hi = bootstrap_tau(a, b)
+        summary |= {"kendall_tau": round(kendall_tau(a, b), 4), "tau_95": [round(lo, 4), round(hi, 4)]}
+        _plot(rows, summary, out / "ranking.png")
+        atomic_write(out / "ranking.json", json.dumps(summary, indent=1) + "\n")
+    else:
+        print(f"{len(rows)} of {len(chosen)} subnets trained; run again to continue", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def _plot(rows: list[dict], summary: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([r["standalone_val_top1"] * 100 for r in rows], [r["inherited_val_top1"] * 100 for r in rows])
+    ax.set_xlabel(f"stand-alone val top-1 % ({summary['epochs']} epochs)")
+    ax.set_ylabel("supernet-inherited val top-1 %")
+    ax.set_title(
+        f"Kendall tau {summary['kendall_tau']:.2f} (95% {summary['tau_95'][0]:.2f}..{summary['tau_95'][1]:.2f})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
