@@ -54,15 +54,7 @@ def main() -> int:
     latency = SubnetLatency.load(space, "cpu")
     chosen = spanning_subnets(space, latency, args.subnets)
     out = Path(args.out)
-    evaluator = SubnetEvaluator.for_training(
-        recipe["dataset"],
-        args.data_dir,
-        space,
-        recipe["val_size"],
-        recipe["calib_images"],
-        "cpu",
-        recipe.get("limit_train"),
-    )
+    evaluator = SubnetEvaluator.for_supernet(space, recipe, args.data_dir)
     started = time.monotonic()
     base = TrainConfig(
         arch="",

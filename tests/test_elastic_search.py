@@ -179,3 +179,16 @@ def test_a_changed_space_definition_is_refused_at_resume(tmp_path: Path) -> None
     train_supernet(cfg)
     with pytest.raises(TrainError, match="exists"):
         train_supernet(replace(cfg, stop_after_steps=None))
+
+
+def test_extract_writes_the_named_subnet(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "fmnist_base_inherited"
+    assert search_main(["extract", "--supernet", str(trained), "--subnet", "baseline", "--out", str(out)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    info = weights_dir_info(out)
+    assert FMNIST.subnet_of(info.arch) == FMNIST.baseline() and record["subnet"] == str(FMNIST.baseline())
+    assert info.metrics["val_top1_inherited"] == record["val_top1_inherited"]
+    assert search_main(["extract", "--supernet", str(trained), "--subnet", "d9-k3-e3", "--out", str(out)]) == 2
+    assert "depths" in capsys.readouterr().err
+    assert search_main(["extract", "--supernet", str(trained), "--subnet", "big", "--out", str(out)]) == 2
+    assert "bad subnet 'big'" in capsys.readouterr().err

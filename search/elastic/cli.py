@@ -6,6 +6,7 @@ from typing import Any
 
 from search.elastic.measure import add_parser as add_predictor_parser
 from search.elastic.specialize import add_parser as add_specialize_parser
+from search.elastic.subnet_folder import add_parser as add_extract_parser
 from search.elastic.train import add_parser as add_train_parser
 
 
@@ -13,3 +14,4 @@ def add_parsers(subparsers: Any) -> None:
     add_train_parser(subparsers)
     add_predictor_parser(subparsers)
     add_specialize_parser(subparsers)
+    add_extract_parser(subparsers)

@@ -66,3 +66,19 @@ class SubnetEvaluator:
         net = supernet.extract(subnet).to(memory_format=torch.channels_last)
         recalibrate_bn(net, self.calib)
         return float(summarize(accumulate(net, self.val, self.device))["top1"])
+
+    @classmethod
+    def for_supernet(
+        cls, space: ElasticSpace, recipe: dict, data_dir: str | None = None, val_limit: int | None = None
+    ) -> SubnetEvaluator:
+        """The validation split and calibration images of the run that trained a supernet (its ``recipe``)."""
+        return cls.for_training(
+            recipe["dataset"],
+            data_dir,
+            space,
+            recipe["val_size"],
+            recipe["calib_images"],
+            "cpu",
+            recipe.get("limit_train"),
+            val_limit,
+        )

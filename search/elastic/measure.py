@@ -24,19 +24,10 @@ from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.predictor import fit_predictor, save_predictor
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.subnet_folder import parse_subnet
 from search.elastic.supernet import ElasticSupernet
 
 CSV = "subnet_accuracy.csv"
-
-
-def parse_subnet(space: ElasticSpace, text: str) -> Subnet:
-    """Inverse of ``str(Subnet)``: ``d2332-k37...-e63...``."""
-    try:
-        d, k, e = text.split("-")
-        genes = [tuple(int(c) for c in part[1:]) for part in (d, k, e)]
-    except ValueError:
-        raise ValueError(f"bad subnet {text!r}: expected 'd<depths>-k<kernels>-e<expands>'") from None
-    return space.subnet(*genes)
 
 
 def subnets_to_measure(space: ElasticSpace, count: int, seed: int) -> list[Subnet]:
@@ -95,17 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     supernet, meta = load_supernet(folder)
     out = Path(args.out) if args.out else folder
     out.mkdir(parents=True, exist_ok=True)
-    recipe = meta["metadata"]["recipe"]
-    evaluator = SubnetEvaluator.for_training(
-        recipe["dataset"],
-        args.data_dir,
-        supernet.space,
-        recipe["val_size"],
-        recipe["calib_images"],
-        "cpu",
-        recipe.get("limit_train"),
-        val_limit=args.val_limit,
-    )
+    evaluator = SubnetEvaluator.for_supernet(supernet.space, meta["metadata"]["recipe"], args.data_dir, args.val_limit)
     subnets = subnets_to_measure(supernet.space, args.subnets, args.seed)
     accuracy = measure(supernet, evaluator, subnets, out / CSV, args.progress)
     model, fit = fit_predictor(supernet.space, list(accuracy), list(accuracy.values()), seed=args.seed)

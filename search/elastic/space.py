@@ -136,9 +136,11 @@ class ElasticSpace:
         b, layers = self.backbone, self.layers()
         blocks = [x for x in arch.blocks if not x.zero]
         head = (arch.stem_channels, arch.stem_stride, arch.feature_mix, arch.in_chans, arch.input_size)
-        if not blocks or blocks[0] != b.first or head != (
-            b.stem_channels, b.stem_stride, b.feature_mix, b.in_chans, b.input_size
-        ):  # fmt: skip
+        if (
+            not blocks
+            or blocks[0] != b.first
+            or head != (b.stem_channels, b.stem_stride, b.feature_mix, b.in_chans, b.input_size)
+        ):
             raise ArchError(f"arch {arch.name} does not have the stem and head of elastic space {self.name}")
         n = len(layers)
         kernels, expands = [min(self.kernels)] * n, [min(self.expands)] * n

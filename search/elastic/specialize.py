@@ -27,12 +27,9 @@ from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import Subnet
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.supernet import recalibrate_bn
+from search.elastic.subnet_folder import write_subnet
 from search.latency.predict import TARGETS
-from zoo.datasets import dataset_info
 from zoo.files import atomic_write
-from zoo.network import count_macs, count_params
-from zoo.weights import save_pretrained
 
 
 class SpecializeError(ValueError):
@@ -128,21 +125,9 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
             shortlist.append(cand)
         if len(shortlist) == cfg.top:
             break
-    recipe = meta["metadata"]["recipe"]
-    evaluator = SubnetEvaluator.for_training(
-        recipe["dataset"],
-        cfg.data_dir,
-        space,
-        recipe["val_size"],
-        recipe["calib_images"],
-        "cpu",
-        recipe.get("limit_train"),
-    )
+    evaluator = SubnetEvaluator.for_supernet(space, meta["metadata"]["recipe"], cfg.data_dir)
     measured = [(evaluator.top1(supernet, c.subnet), c) for c in shortlist]
     val_top1, best = max(measured, key=lambda m: (m[0], m[1].score))
-    name = cfg.name or Path(cfg.out).name
-    net = supernet.extract(best.subnet, name)
-    recalibrate_bn(net, evaluator.calib)
     record = Specialized(
         subnet=str(best.subnet),
         latency=round(best.latency, 4),
@@ -156,39 +141,27 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         seconds=round(time.monotonic() - started, 1),
         out=cfg.out,
     )
-    info = dataset_info(recipe["dataset"])
+    specialize_record = {
+        **asdict(record),
+        "lut": cfg.lut,
+        "supernet": str(cfg.supernet or folder),
+        "supernet_sha256": meta["weights_sha256"],
+        "shortlist": [
+            {"subnet": str(c.subnet), "predicted": round(c.score, 4), "val_top1": v, "latency": round(c.latency, 4)}
+            for v, c in measured
+        ],
+        "best_per_generation": [round(v, 4) for v in result.best_per_generation],
+        "command": command,
+    }
     metrics = {
         "val_top1_inherited": val_top1,
         "predicted_top1": round(best.score, 4),
-        "source": f"supernet-inherited accuracy on {recipe['val_size']} validation images held out from training",
-        "params": count_params(net),
-        "macs": count_macs(net.spec),
         "latency_ms" if latency.unit == "ms" else "latency": {f"{cfg.lut}_pred": round(best.latency, 4)},
-        "specialize": {
-            **asdict(record),
-            "lut": cfg.lut,
-            "supernet": str(cfg.supernet or folder),
-            "supernet_sha256": meta["weights_sha256"],
-            "shortlist": [
-                {"subnet": str(c.subnet), "predicted": round(c.score, 4), "val_top1": v, "latency": round(c.latency, 4)}
-                for v, c in measured
-            ],
-            "best_per_generation": [round(v, 4) for v in result.best_per_generation],
-            "command": command,
-        },
+        "specialize": specialize_record,
     }
-    metadata = {
-        "dataset": recipe["dataset"],
-        "input_size": [space.backbone.in_chans, space.backbone.input_size, space.backbone.input_size],
-        "mean": list(info["mean"]),
-        "std": list(info["std"]),
-        "categories": list(info["classes"] or []),
-        "source": f"specialized from an elastic supernet ({record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}); "
-        "weights inherited, BN recalibrated, not fine-tuned",
-        "metrics": metrics,
-    }
-    save_pretrained(net, cfg.out, metadata)
-    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(metrics["specialize"], indent=1) + "\n")
+    how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
+    write_subnet(supernet, meta, best.subnet, evaluator, cfg.out, cfg.name or Path(cfg.out).name, metrics, how)
+    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
     return record
 
 

@@ -1,0 +1,102 @@
+"""A subnet of a trained supernet as a zoo weights folder: ``proxyless search extract`` and ``specialize``'s output.
+
+The subnet is extracted with its inherited weights, its BN recalibrated on the supernet run's calibration images,
+and saved with ``zoo.weights.save_pretrained``: ``create_model``, ``proxyless export`` and the demo load it as
+any other weights folder. Its metadata names the supernet (sha256) and the inherited validation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.space import ElasticSpace, Subnet
+from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.supernet import ElasticSupernet, recalibrate_bn
+from zoo.datasets import dataset_info
+from zoo.network import ProxylessNet, count_macs, count_params
+from zoo.weights import save_pretrained
+
+NAMED = ("largest", "smallest", "baseline")
+
+
+def parse_subnet(space: ElasticSpace, text: str) -> Subnet:
+    """``largest`` / ``smallest`` / ``baseline``, or the form ``str(Subnet)`` prints: ``d2332-k37...-e63...``."""
+    if text in NAMED:
+        return getattr(space, text)()
+    try:
+        d, k, e = text.split("-")
+        if (d[:1], k[:1], e[:1]) != ("d", "k", "e"):
+            raise ValueError
+        genes = [tuple(int(c) for c in part[1:]) for part in (d, k, e)]
+    except ValueError:
+        raise ValueError(
+            f"bad subnet {text!r}: expected {', '.join(NAMED)} or 'd<depths>-k<kernels>-e<expands>'"
+        ) from None
+    return space.subnet(*genes)
+
+
+def write_subnet(
+    supernet: ElasticSupernet,
+    supernet_config: dict[str, Any],
+    subnet: Subnet,
+    evaluator: SubnetEvaluator,
+    out: str | Path,
+    name: str,
+    metrics: dict[str, Any],
+    how: str,
+) -> ProxylessNet:
+    """Extract, recalibrate and save ``subnet``; ``metrics`` adds to the recorded ones, ``how`` to the source."""
+    space, recipe = supernet.space, supernet_config["metadata"]["recipe"]
+    net = supernet.extract(subnet, name)
+    recalibrate_bn(net, evaluator.calib)
+    info = dataset_info(recipe["dataset"])
+    recorded = {
+        "source": f"supernet-inherited accuracy on {recipe['val_size']} validation images held out from training",
+        "subnet": str(subnet),
+        "supernet_sha256": supernet_config["weights_sha256"],
+        "params": count_params(net),
+        "macs": count_macs(net.spec),
+        **metrics,
+    }
+    metadata = {
+        "dataset": recipe["dataset"],
+        "input_size": [space.backbone.in_chans, space.backbone.input_size, space.backbone.input_size],
+        "mean": list(info["mean"]),
+        "std": list(info["std"]),
+        "categories": list(info["classes"] or []),
+        "source": f"a subnet of an elastic supernet ({how}); weights inherited, BN recalibrated, not fine-tuned",
+        "metrics": recorded,
+    }
+    save_pretrained(net, out, metadata)
+    return net
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "extract",
+        help="write one subnet of a trained supernet as a zoo weights folder (inherited weights, BN recalibrated)",
+        description="The last line is JSON: the subnet and its inherited validation accuracy.",
+    )
+    p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
+    p.add_argument("--subnet", required=True, help=f"{', '.join(NAMED)} or d<depths>-k<kernels>-e<expands>")
+    p.add_argument("--out", required=True, help="weights folder to write")
+    p.add_argument("--name", help="the net's name (default: the --out folder's name)")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    folder = resolve_supernet(args.supernet)
+    supernet, config = load_supernet(folder)
+    subnet = parse_subnet(supernet.space, args.subnet)
+    evaluator = SubnetEvaluator.for_supernet(supernet.space, config["metadata"]["recipe"], args.data_dir)
+    top1 = evaluator.top1(supernet, subnet)
+    name = args.name or Path(args.out).name
+    write_subnet(supernet, config, subnet, evaluator, args.out, name, {"val_top1_inherited": top1}, f"{args.subnet}")
+    print(f"wrote {args.out}: {subnet}, inherited val top-1 {top1 * 100:.2f}%")
+    print(json.dumps({"subnet": str(subnet), "val_top1_inherited": top1, "out": args.out}))
+    return 0
