@@ -42,13 +42,13 @@ from zoo.evaluate import accumulate, summarize
 from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
 from zoo.registry import build_network, get_model_info, spec_from_dict
-from zoo.weights import save_pretrained
+from zoo.weights import load_pretrained, read_config, save_pretrained
 
 CHECKPOINT = "checkpoint.pt"
 # Changing these between a run and its --resume would silently change the experiment.
 _RESUME_KEYS = (
     "dataset", "epochs", "batch_size", "lr", "warmup_epochs", "wd", "momentum", "label_smoothing", "ema", "seed",
-    "limit_train", "val_size", "pad", "flip", "erase",
+    "limit_train", "val_size", "pad", "flip", "erase", "init", "teacher", "kd_weight",
 )  # fmt: skip
 
 
@@ -88,10 +88,13 @@ class TrainConfig:
     stop_after_steps: int | None = None
     time_limit_minutes: float | None = None
     progress: bool = True
+    init: str | None = None  # weights to start from (fine-tuning): a weights folder, .safetensors or hf-hub:
+    teacher: str | None = None  # a weights folder whose predictions the net also learns from (distillation)
+    kd_weight: float = 1.0
 
 
 def resolve_arch(text: str) -> Any:
-    """An arch spec from a JSON file, a registered zoo model name, or ``uniform:SPACE:kKeE`` (e.g. k3e6)."""
+    """An arch spec from a JSON file, a weights folder, a registered zoo model name, or ``uniform:SPACE:kKeE``."""
     if text.startswith("uniform:"):
         parts = text.split(":")
         if len(parts) != 3 or not parts[2].startswith("k") or "e" not in parts[2]:
@@ -103,6 +106,8 @@ def resolve_arch(text: str) -> Any:
             raise ArchError(f"bad arch {text!r}: kernel and expand must be integers") from None
         return get_space(parts[1]).uniform(e, k, f"{parts[1]}_k{k}e{e}")
     path = Path(text)
+    if path.is_dir():
+        return spec_from_dict(read_config(path)["arch"])
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise ArchError(f"arch file {path} not found")
@@ -175,6 +180,16 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _teacher(path: str, device: torch.device, classes: int) -> nn.Module:
+    """The frozen teacher of a distillation: a weights folder's network in eval mode."""
+    spec = resolve_arch(path)
+    if spec.num_classes != classes:
+        raise TrainError(f"teacher {path} has {spec.num_classes} classes, the data has {classes}")
+    net = build_network(spec)
+    load_pretrained(net, path)
+    return net.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
 class Trainer:
     """One run: builds data, network, optimizer; ``run()`` trains to the end (or a stop) and returns metrics."""
 
@@ -213,6 +228,9 @@ class Trainer:
         if self.spec.num_classes != len(self.data.classes):
             raise TrainError(f"arch has {self.spec.num_classes} classes, the data has {len(self.data.classes)}")
         self.model = build_network(self.spec).to(self.device)
+        if c.init:
+            load_pretrained(self.model, c.init)
+        self.teacher = _teacher(c.teacher, self.device, len(self.data.classes)) if c.teacher else None
         if c.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
@@ -360,6 +378,10 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        soft = self.teacher(x).softmax(1)
+                    loss = loss + c.kd_weight * -(soft * logits.log_softmax(1)).sum(1).mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -478,8 +500,11 @@ class Trainer:
             return result
         name = c.dataset
         what = f"EMA({c.ema}) weights" if self.ema else "weights"
+        how = f"fine-tuned from {c.init}" if c.init else "trained from scratch"
+        if c.teacher:
+            how += f" with distillation from {c.teacher} (weight {c.kd_weight})"
         source = (
-            f"trained from scratch with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
+            f"{how} with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
             f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} test split"
         )
         metrics = {"top1": test["top1"], "top5": test["top5"], "source": f"{test['n']} {name} test images"}
@@ -564,6 +589,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--stop-after-steps", type=int, help="stop (checkpointed) after N steps of this invocation")
     p.add_argument("--time-limit", dest="time_limit_minutes", type=float, help="stop (checkpointed) after N minutes")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress, help="tqdm bars")
+    p.add_argument("--init", help="start from these weights (fine-tuning): weights folder, .safetensors or hf-hub:")
+    p.add_argument("--teacher", help="weights folder of a teacher: adds CE to its soft predictions (distillation)")
+    p.add_argument("--kd-weight", type=float, default=d.kd_weight, help="weight of the teacher's term")
     p.set_defaults(func=_run)
 
 

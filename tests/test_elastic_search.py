@@ -192,3 +192,20 @@ def test_extract_writes_the_named_subnet(trained: Path, tmp_path: Path, capsys: 
     assert "depths" in capsys.readouterr().err
     assert search_main(["extract", "--supernet", str(trained), "--subnet", "big", "--out", str(out)]) == 2
     assert "bad subnet 'big'" in capsys.readouterr().err
+
+
+def test_fine_tune_starts_from_the_inherited_weights_with_a_teacher(trained: Path, tmp_path: Path) -> None:
+    for subnet, folder in (("largest", "teacher"), ("baseline", "student")):
+        assert (
+            search_main(["extract", "--supernet", str(trained), "--subnet", subnet, "--out", str(tmp_path / folder)])
+            == 0
+        )
+    student, out = tmp_path / "student", tmp_path / "tuned"
+    args = ["train", "--arch", str(student), "--init", str(student), "--teacher", str(tmp_path / "teacher"), "--out"]
+    args += [str(out), "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--limit-train", "64"]
+    assert search_main([*args, "--lr", "1e-9", "--warmup-epochs", "0", "--ema", "0", "--no-progress"]) == 0
+    before, after = load_file(student / "model.safetensors"), load_file(out / "model.safetensors")
+    convs = [k for k in before if k.endswith("conv.weight")]
+    assert convs and all(torch.allclose(before[k], after[k], atol=1e-6) for k in convs)
+    source = json.loads((out / "config.json").read_text())["metadata"]["source"]
+    assert source.startswith(f"fine-tuned from {student} with distillation from {tmp_path / 'teacher'}")
