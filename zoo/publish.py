@@ -108,16 +108,17 @@ def export_onnx(model: nn.Module, path: Path) -> None:
             ) from e
 
 
-def check_onnx(model: nn.Module, onnx_path: Path) -> str:
-    """Refuse an ONNX file that does not compute the same logits as ``model``; says what was checked."""
+def check_onnx(model: nn.Module, onnx_path: Path, label: str) -> str:
+    """Refuse an ONNX file that does not compute the same logits as ``model``; says what was checked.
+    ``label`` names the file in messages: the ``--onnx FILE`` the user gave, or the export made here."""
     try:
         import onnxruntime as ort
     except ImportError:
-        return f"{onnx_path}: not checked against the weights (onnxruntime is not installed)"
+        return f"{label}: not checked against the weights (onnxruntime is not installed)"
     try:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
-        raise PublishError(f"--onnx {onnx_path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        raise PublishError(f"{label}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
     c, h, w = model.info.input_size
     x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -127,19 +128,19 @@ def check_onnx(model: nn.Module, onnx_path: Path) -> str:
         got = session.run(None, {inp.name: x.numpy()})[0]
     except Exception as e:  # shape/dtype mismatches surface as ORT runtime errors
         raise PublishError(
-            f"--onnx {onnx_path}: does not take a 1x{c}x{h}x{w} input like {model.info.name} "
+            f"{label}: does not take a 1x{c}x{h}x{w} input like {model.info.name} "
             f"(its input {inp.name!r} is {inp.shape})"
         ) from e
     if got.shape != expected.shape:
-        raise PublishError(f"--onnx {onnx_path}: outputs {list(got.shape)}, {model.info.name} {list(expected.shape)}")
+        raise PublishError(f"{label}: outputs {list(got.shape)}, {model.info.name} {list(expected.shape)}")
     diff = float(abs(got - expected).max())
     scale = max(1.0, float(abs(expected).max()))
     if diff > ONNX_TOLERANCE * scale:
         raise PublishError(
-            f"--onnx {onnx_path}: logits differ from the weights being published by up to {diff:.3g}: "
+            f"{label}: logits differ from the weights being published by up to {diff:.3g}: "
             "it is an export of another model or of other weights"
         )
-    return f"{onnx_path}: matches the weights (max |logit diff| {diff:.2g}, ONNX Runtime)"
+    return f"{label}: matches the weights (max |logit diff| {diff:.2g}, ONNX Runtime)"
 
 
 def stage(
@@ -162,11 +163,11 @@ def stage(
         onnx = Path(onnx)
         if not onnx.is_file():
             raise PublishError(f"--onnx {onnx}: no such file")
-        print(check_onnx(model, onnx))
+        print(check_onnx(model, onnx, f"--onnx {onnx}"))
         shutil.copyfile(onnx, folder / ONNX_FILE)
     elif onnx:
         export_onnx(model, folder / ONNX_FILE)
-        print(check_onnx(model, folder / ONNX_FILE).replace(str(folder / ONNX_FILE), f"{ONNX_FILE} (exported here)"))
+        print(check_onnx(model, folder / ONNX_FILE, f"{ONNX_FILE} (exported here)"))
     save_pretrained(model, folder, model.info)
     sha = sha256_file(folder / WEIGHTS_FILE)
     card = render_card(
