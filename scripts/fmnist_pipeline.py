@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_PAGE = ROOT / "docs" / "results.md"  # the page holding the generated specialization table
 sys.path.insert(0, str(ROOT))
 from search.space import get_space  # noqa: E402
 
@@ -512,7 +513,7 @@ def bundle(p: Pipeline, train: Path, search: Path, wanted: list[str]) -> None:
             raise ValueError(f"bundling {name} failed (see logs/bundle_{name}.log)")
     nets = [str(dest / name) for name in runs]
     quick = ["--rounds", "1", "--iters", "3"] if p.args.smoke else []
-    readme = [] if p.args.smoke else ["--readme", str(ROOT / "README.md")]
+    readme = [] if p.args.smoke else ["--readme", str(RESULTS_PAGE)]
     if not p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick, *readme):
         raise ValueError("the specialization table failed (see logs/specialization.log)")
 

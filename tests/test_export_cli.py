@@ -1,21 +1,25 @@
-"""The ``proxyless export`` commands end to end on a tiny arch file: export + parity report, a deliberately
-perturbed artefact caught by ``check``, bad input refused in one line, and a small latency report."""
+"""The ``proxyless export`` commands end to end on a tiny arch file (export + parity report, bad input refused in
+one line, a small latency report) and on a trained net (a deliberately perturbed artefact caught by ``check``)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
 from export.cli import main
 from export.tensorrt_export import tensorrt_unavailable
+from zoo import create_model
 from zoo.arch import ArchSpec, BlockSpec
+from zoo.datasets import build_eval_dataset
 from zoo.weights import sha256_file
 
 TINY = ArchSpec(
@@ -72,27 +76,44 @@ def test_export_writes_checked_artefacts(exported):
     assert main(["check", str(out), "--no-progress"]) == 0
 
 
-def test_perturbed_onnx_fails_check(exported, capsys):
-    out, rc, _ = exported
-    assert rc == 0
-    path = out / "tiny.onnx"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A bundled, trained net exported to ONNX: its logits have std > 1, so a perturbed weight shows clearly
+    (on a random net, 1.5x its largest weight moved the logits by 1.02e-4 against the 1e-4 tolerance)."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    argv = ["fmnist_mobilenetv2", "--formats", "onnx", "--out", str(out), *FAST]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    return out
+
+
+def test_perturbed_onnx_fails_check(trained, capsys):
+    out = trained
+    path = out / "fmnist_mobilenetv2.onnx"
     model = onnx.load(str(path))
+    info = create_model("fmnist_mobilenetv2").info
+    data = build_eval_dataset("fashion-mnist", "test", None, 28, info.mean, info.std, limit=64)
+    x = np.stack([data[i][0].numpy() for i in range(len(data))])
+    logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert logits.std() > 1, "the check needs a net whose logits are not all near zero"
     init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the biggest weight tensor
     w = numpy_helper.to_array(init)
     init.CopyFrom(numpy_helper.from_array((w * 1.5).astype(w.dtype), init.name))
     onnx.save(model, str(path))
     capsys.readouterr()
     assert main(["check", str(out), "--no-progress"]) == 2  # not the file the report describes
-    assert "tiny.onnx: sha256 differs from the report's" in capsys.readouterr().err
+    assert "fmnist_mobilenetv2.onnx: sha256 differs from the report's" in capsys.readouterr().err
     # the report vouches for the changed file (as if exported so): the parity check itself must catch it
     report_path = out / "report.json"
     original = report_path.read_text()
     report = json.loads(original)
-    next(a for a in report["artefacts"] if a["file"] == "tiny.onnx")["sha256"] = sha256_file(path)
+    next(a for a in report["artefacts"] if a["format"] == "onnx")["sha256"] = sha256_file(path)
     report_path.write_text(json.dumps(report))
     assert main(["check", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: parity: tiny.onnx differs from eager PyTorch")
+    assert len(err) == 1 and err[0].startswith("error: parity: fmnist_mobilenetv2.onnx differs from eager PyTorch")
+    diff = float(re.search(r"max abs logit diff ([0-9.e+-]+) \(tolerance ([0-9.e+-]+)\)", err[0]).group(1))
+    assert diff > 100 * 1e-4, f"a 1.5x weight moved the logits by only {diff:.3g}: the check is marginal"
     report_path.write_text(original[: len(original) // 2])
     assert main(["check", str(out), "--no-progress"]) == 2
     assert "report.json: not a readable export report (JSONDecodeError" in capsys.readouterr().err

@@ -192,12 +192,12 @@ def test_refuses_a_repo_holding_another_model_unless_forced(tiny: dict, tmp_path
     with HubServer() as hub:
         before = hub.state.seed(REPO, {"config.json": json.dumps(other).encode()})
         env = _client_env(hub, tmp_path)
-        proc = _run(_publish_args(tiny), env)
+        proc = _run(_publish_args(tiny, "--no-onnx"), env)
         line = _error_line(proc)
         assert "already holds another model ('other_net')" in line and "--force" in line
         assert hub.state.repos[REPO].branches["main"] == before
         assert list((tmp_path / "tmp").iterdir()) == []
-        forced = _run(_publish_args(tiny, "--force"), env)
+        forced = _run(_publish_args(tiny, "--force", "--no-onnx"), env)
         assert forced.returncode == 0, forced.stderr[-3000:]
         commit = json.loads(forced.stdout.splitlines()[-1])["commit"]
         assert json.loads(hub.state.file(REPO, commit, "config.json"))["arch"]["name"] == "fmnist_tiny"
@@ -207,14 +207,16 @@ def test_a_retrained_version_replaces_the_old_without_force(tiny: dict, tmp_path
     """Same network, other training: dropout and the search/training metadata may differ; nothing else."""
     old = _spec().to_dict() | {"dropout": 0.2, "extra": {"train": {"epochs": 3}}}
     with HubServer() as hub:
-        seeded = hub.state.seed(REPO, {"config.json": json.dumps({"arch": old, "metadata": {}}).encode()})
-        proc = _run(_publish_args(tiny), _client_env(hub, tmp_path))
+        files = {"config.json": json.dumps({"arch": old, "metadata": {}}).encode(), "model.onnx": b"old weights"}
+        seeded = hub.state.seed(REPO, files)
+        proc = _run(_publish_args(tiny, "--no-onnx"), _client_env(hub, tmp_path))
         assert proc.returncode == 0, proc.stderr[-3000:]
         commit = json.loads(proc.stdout.strip().splitlines()[-1])["commit"]
         assert commit != seeded and hub.state.repos[REPO].branches["main"] == commit  # main moved to the new commit
         published = json.loads(hub.state.file(REPO, commit, "config.json"))
         assert published["arch"] == _spec().to_dict()  # the retrained model's arch (its name too), not the old one
         assert published["weights_sha256"] == sha256_file(tiny["dir"] / "model.safetensors")
+        assert hub.state.file(REPO, commit, "model.onnx") is None  # --no-onnx: the old weights' ONNX is deleted
         assert json.loads(hub.state.file(REPO, seeded, "config.json"))["arch"] == old  # history kept, not rewritten
 
 
@@ -240,7 +242,7 @@ def test_upload_failure_leaves_nothing_behind(tiny: dict, tmp_path: Path, fault:
     with HubServer() as hub:
         hub.faults["commit"] = fault  # weights already uploaded through LFS, then the commit fails
         env = _client_env(hub, tmp_path)
-        proc = _run(_publish_args(tiny), env)
+        proc = _run(_publish_args(tiny, "--no-onnx"), env)
         line = _error_line(proc)
         assert line.startswith(f"error: upload to {hub.url}/{REPO}@main failed: ")
         assert "PUT lfs_upload" in hub.state.requests and "POST commit" in hub.state.requests
@@ -295,7 +297,7 @@ def test_dry_run_writes_a_card_that_round_trips(tiny: dict, tmp_path: Path, caps
 def test_card_names_the_code_repo_for_torch_hub(tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from zoo.cli import main
 
-    args = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--revision", "v2", "--dry-run"]
+    args = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--revision", "v2", "--no-onnx", "--dry-run"]
     assert main([*args, str(tmp_path / "a"), "--code-repo", "someone/proxyless-zoo:v0.1"]) == 0
     text = (tmp_path / "a" / "README.md").read_text()
     assert f'torch.hub.load("someone/proxyless-zoo:v0.1", "hf_hub", "{REPO}@v2")' in text
@@ -314,3 +316,49 @@ def test_onnx_of_other_weights_is_refused(tiny: dict, tmp_path: Path, capsys: py
     assert main(argv) == 2
     assert "logits differ from the weights" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.onnx"]  # no DIR, no DIR.tmp-*
+
+
+def test_dry_run_exports_onnx_by_default_and_no_onnx_leaves_it_out(
+    tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The card promises an ONNX file: without --onnx FILE, publish exports one from the weights it publishes."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from zoo.cli import main
+
+    args = ["publish", str(tiny["dir"]), "--repo-id", REPO, "--dry-run"]
+    out = tmp_path / "default"
+    assert main([*args, str(out)]) == 0
+    assert "model.onnx (exported here): matches the weights" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # _logits' first 2 images, 3 more
+    (logits,) = session.run(["logits"], {"input": x.numpy()})  # a dynamic batch, the names the card's code uses
+    np.testing.assert_allclose(logits[:2], tiny["logits"].numpy(), atol=1e-4, rtol=0)
+    card = ModelCard.load(out / "README.md")
+    assert "onnx" in card.data.tags and f'hf_hub_download("{REPO}", "model.onnx")' in card.text
+
+    bare = tmp_path / "no-onnx"
+    assert main([*args, str(bare), "--no-onnx"]) == 0
+    assert sorted(p.name for p in bare.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = ModelCard.load(bare / "README.md")
+    assert "onnx" not in (card.data.tags or []) and "model.onnx" not in card.text
+    with pytest.raises(SystemExit):
+        main([*args, str(tmp_path / "both"), "--no-onnx", "--onnx", str(tiny["onnx"])])
+    assert "not allowed with argument" in capsys.readouterr().err and not (tmp_path / "both").exists()
+
+
+def test_card_names_the_metadata_latencies_in_words() -> None:
+    from zoo import create_model
+    from zoo.model_card import describe_latency_key, render_card
+
+    assert describe_latency_key("cpu_onnxruntime_b1_pred") == ("CPU", "ONNX Runtime", 1, True)
+    assert describe_latency_key("gpu_h200_torch_b8_pred") == ("NVIDIA H200", "PyTorch", 8, True)
+    assert describe_latency_key("mobile_pixel1_pred") == ("Pixel 1", "", None, True)
+    info = create_model("fmnist_proxyless_cpu").info
+    card = render_card(info, repo_id=REPO, weights_sha256="0" * 64)
+    measured = info.metrics["latency_ms"]["cpu_onnxruntime_b1"]
+    assert f"| CPU / ONNX Runtime | 1 | {measured:.3g} | measured when bundled" in card
+    latency = card[card.index("## Latency") : card.index("## How it was searched")]
+    assert not any(key in latency for key in info.metrics["latency_ms"]), "a raw metadata key in the card"

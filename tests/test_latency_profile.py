@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from search.latency.ops import build_op, is_timed, space_ops
 from search.latency.predict import TableModel
 from search.latency.profile import profile_ops
 from search.latency.runtimes import make_runner, measure
-from search.latency.validate import calibrate, validate
+from search.latency.validate import calibrate, metrics, sample_archs, signature, validate
 from search.space import SPACES, SearchSpace
 
 TINY = SearchSpace(
@@ -143,7 +144,10 @@ def test_cli_profile_validate_and_latency(tmp_path, monkeypatch, capsys):
     args = ["validate-lut", "--lut", str(out), "--archs", "3", "--budget-s", "0.01", "--rounds", "2"]
     assert cli.main([*args, "--json", "--no-progress"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["n"] == 3 and last["mape"] >= 0 and -1 <= last["spearman"] <= 1
+    details = json.loads(out.with_suffix(".validate.json").read_text())
+    recomputed = metrics(np.array(details["predicted_ms"]), np.array(details["measured_ms"]))
+    assert last["n"] == len(details["archs"]) == 3  # the printed figures are those of the recorded timings
+    assert {k: last[k] for k in recomputed} == recomputed
     assert out.with_suffix(".validate.png").exists()
 
     arch = tmp_path / "arch.json"
@@ -186,11 +190,42 @@ def test_resume_refuses_another_statistic(tmp_path):
 def test_validation_metrics_match_their_textbook_definitions():
     from scipy.stats import spearmanr
 
-    from search.latency.validate import metrics
-
     predicted = np.array([1.0, 2.0, 2.0, 3.5, 0.5, 2.0])  # ties, as archs with equal table sums give
     measured = np.array([1.1, 1.9, 2.4, 3.0, 0.7, 2.4])
     m = metrics(predicted, measured)
     assert m["spearman"] == round(float(spearmanr(predicted, measured)[0]), 4)
     assert m["mape"] == round(float(np.mean(np.abs(predicted - measured) / measured)), 4)
     assert m["rmse_ms"] == round(float(np.sqrt(np.mean((predicted - measured) ** 2))), 4)
+
+
+TABLES = Path(__file__).parents[1] / "search" / "latency" / "tables"
+# The validation figures the README and the tables' README quote: (MAPE, Spearman) of 20 random archs, seed 0.
+DOCUMENTED = {
+    "fmnist_cpu_onnxruntime_b1": (0.0298, 0.9835),
+    "fmnist_cpu_torch_b1": (0.0379, 0.8),
+    "fmnist_cuda_torch_b8": (0.0635, 0.6226),
+    "imagenet_cpu_onnxruntime_b1": (0.0177, 0.982),
+    "imagenet_cpu_torch_b1": (0.2614, 0.8241),
+    "imagenet_cuda_torch_b8": (0.0897, 0.8586),
+}
+
+
+@pytest.mark.parametrize("table", sorted(DOCUMENTED))
+def test_shipped_table_predicts_what_its_validation_recorded(table: str) -> None:
+    """A shipped table and its validation agree: the same out-of-sample archs, the same predictions from the
+    table as it is now, and the documented MAPE / Spearman recomputed from the recorded per-arch timings."""
+    lut = Lut.load(TABLES / f"{table}.json")
+    details = json.loads((TABLES / f"{table}.validate.json").read_text())
+    space = SPACES[lut.header.space]
+    calibration = lut.header.calibration or {}
+    archs = sample_archs(space, details["n"], details["seed"], exclude=set(calibration.get("archs", [])))
+    assert [signature(space, a) for a in archs] == details["archs"], "validation archs are no longer reproducible"
+    assert not set(details["archs"]) & set(calibration["archs"]) and details["n"] == 20
+    model = TableModel(lut, table)
+    assert details["overhead_ms"] == model.overhead == calibration["overhead_ms"]
+    predicted = np.array([model.predict_arch(a).total_ms for a in archs])
+    np.testing.assert_allclose(predicted, details["predicted_ms"], atol=1e-4)
+    figures = metrics(predicted, np.array(details["measured_ms"]))
+    assert (figures["mape"], figures["spearman"]) == (details["mape"], details["spearman"]) == DOCUMENTED[table]
+    if lut.header.runtime == "onnxruntime":  # the tables recommended for CPU targets
+        assert figures["mape"] < 0.05 and figures["spearman"] > 0.95

@@ -136,3 +136,16 @@ def test_the_paired_test_on_real_nets_matches_their_accuracies(
     assert paired["net_only"] - paired["baseline_only"] == gap
     monkeypatch.setattr(sys, "argv", [*argv, "--limit", "0"])
     assert s.main() == 2 and capsys.readouterr().err.strip() == "error: --limit must be >= 1, got 0"
+
+
+def test_results_page_carries_the_generated_table() -> None:
+    """docs/results.md holds the markers the bundling pipeline writes between, and what stands there is exactly
+    the table and plot of docs/specialization.{md,png} (a hand-edited or stale copy fails)."""
+    s = _script()
+    pipeline = (ROOT / "scripts" / "fmnist_pipeline.py").read_text()
+    assert 'RESULTS_PAGE = ROOT / "docs" / "results.md"' in pipeline and '"--readme", str(RESULTS_PAGE)' in pipeline
+    text = (ROOT / "docs" / "results.md").read_text()
+    table = (ROOT / "docs" / "specialization.md").read_text()
+    block = f"{s.START}\n{table}\n![every net on every hardware](specialization.png)\n{s.END}"
+    assert text.count(s.START) == 1 and block in text
+    assert s.START not in (ROOT / "README.md").read_text()

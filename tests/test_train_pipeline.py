@@ -237,7 +237,7 @@ def test_bundled_search_record_gets_both_commands_and_no_checkout_path(tmp_path:
 def test_archs_from_copies_the_searched_archs_and_refuses_a_missing_or_different_one(
     pipe: ModuleType, tmp_path: Path
 ) -> None:
-    committed = ROOT / "benchmarks" / "results" / "fmnist_search_cpu"
+    committed = ROOT / "benchmarks" / "results" / "fmnist_search_cpu_1x"
     search = tmp_path / "search"
     pipe.take_archs(committed, search, ["cpu", "mobile", "gpu"])
     for t in ("cpu", "mobile", "gpu"):

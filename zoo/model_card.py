@@ -9,6 +9,7 @@ so that ``ModelCard.load(...).data.eval_results`` gives back exactly the accurac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,47 @@ def _ms(value: Any) -> float | None:
     return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
 
 
+# Words of the metadata's latency keys, as a reader of the card names them.
+KEY_WORDS = {
+    "cpu": "CPU",
+    "gpu": "GPU",
+    "mobile": "mobile",
+    "pixel1": "Pixel 1",
+    "h200": "NVIDIA H200",
+    "onnxruntime": "ONNX Runtime",
+    "torch": "PyTorch",
+    "tflite": "TFLite",
+    "tensorrt": "TensorRT",
+}
+RUNTIMES = {"onnxruntime", "torch", "tflite", "tensorrt", "torchscript", "pt2"}
+
+
+def describe_latency_key(key: str) -> tuple[str, str, int | None, bool]:
+    """``cpu_onnxruntime_b1_pred`` -> ("CPU", "ONNX Runtime", 1, True): hardware, runtime, batch, predicted.
+    The metadata keeps compact keys; the card should not show them raw."""
+    words = key.split("_")
+    predicted = words[-1] == "pred"
+    words = words[:-1] if predicted else words
+    batch = int(words[-1][1:]) if words and re.fullmatch(r"b\d+", words[-1]) else None
+    words = words[:-1] if batch is not None else words
+    runtime = [w for w in words if w in RUNTIMES]
+    hardware = [KEY_WORDS.get(w, w) for w in words if w not in RUNTIMES]
+    if hardware[1:] and hardware[0] in ("GPU", "mobile"):  # "GPU NVIDIA H200" -> "NVIDIA H200"
+        hardware = hardware[1:]
+    return " ".join(hardware) or key, " ".join(KEY_WORDS.get(w, w) for w in runtime), batch, predicted
+
+
 def metadata_rows(metrics: Mapping[str, Any]) -> list[LatencyRow]:
-    """Latencies recorded in the model's metadata (``metrics.latency_ms``: {"<hardware>_<runtime>...": ms})."""
-    source = str(metrics.get("source", "model metadata"))
-    return [
-        LatencyRow(key, "", None, float(ms), source)
-        for key, ms in dict(metrics.get("latency_ms") or {}).items()
-        if _ms(ms) is not None
-    ]
+    """Latencies recorded in the model's metadata (``metrics.latency_ms``: {"<hardware>_<runtime>_b<N>[_pred]": ms}):
+    measured ones (p50 on the machine that recorded them) first, then the latency models' predictions."""
+    rows = []
+    for key, ms in dict(metrics.get("latency_ms") or {}).items():
+        if _ms(ms) is None:
+            continue
+        hardware, runtime, batch, predicted = describe_latency_key(key)
+        source = "predicted (latency table)" if predicted else "measured when bundled (p50; your machine differs)"
+        rows.append(LatencyRow(hardware, runtime, batch, float(ms), source))
+    return sorted(rows, key=lambda r: r.source.startswith("predicted"))
 
 
 def _unmeasured(reports: Sequence[Mapping[str, Any]]) -> list[str]:

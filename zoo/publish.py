@@ -1,22 +1,28 @@
 """``proxyless zoo publish``: put a zoo network on the Hugging Face Hub (or in a folder) with its model card.
 
 The repo folder is staged in a temporary directory (``model.safetensors`` + ``config.json`` via
-``save_pretrained``, ``model.onnx`` if given, ``README.md``) and sent in ONE commit with ``HfApi.create_commit``
+``save_pretrained``, ``model.onnx``, ``README.md``) and sent in ONE commit with ``HfApi.create_commit``
 (what ``upload_folder`` does underneath; explicit operations let the same commit delete a ``model.onnx`` left
 from an earlier version). The printed commit id and sha256 pin a registry entry: the exact ``WeightsRef(...)``
-is printed to paste. ``model.onnx`` is the file ``proxyless export`` wrote (``--onnx FILE``), the one its
-latency report measured; zoo does not export ONNX itself. It is checked against the weights with ONNX Runtime
-when that is installed. On any failure the staging folder is removed and nothing partial is left locally.
+is printed to paste. ``model.onnx`` is included by default, because the card promises one to users without
+PyTorch: the file ``proxyless export`` wrote (``--onnx FILE``, the one its latency report measured), else an
+export made here with ``torch.onnx`` (opset 18, dynamic batch; zoo does not import ``export``); ``--no-onnx``
+leaves it out. Either is checked against the weights with ONNX Runtime when that is installed. On any failure
+the staging folder is removed and nothing partial is left locally.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ from zoo.weights import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrai
 ONNX_FILE = "model.onnx"
 CARD_FILE = "README.md"
 ONNX_TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale, fp32 ORT vs torch
+ONNX_OPSET = 18  # what `proxyless export` writes too
 
 
 class PublishError(ValueError):
@@ -67,16 +74,51 @@ def load_model(name: str) -> nn.Module:
     return create_model(name, pretrained=True).eval()
 
 
-def check_onnx(model: nn.Module, onnx_path: Path) -> str:
-    """Refuse an ONNX file that does not compute the same logits as ``model``; says what was checked."""
+def export_onnx(model: nn.Module, path: Path) -> None:
+    """Write ``model`` as ONNX for a publish given no ``--onnx`` file: input ``input`` [batch, C, H, W], output
+    ``logits``, batch dynamic, weights inline; with the exporter PyTorch maintains (``dynamo``, as ``proxyless
+    export`` uses by default)."""
+    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
+        raise PublishError(
+            "exporting model.onnx needs onnx and onnxscript (pip install 'proxyless-zoo[export]'); "
+            "or pass --onnx FILE, or --no-onnx to publish without it"
+        )
+    c, h, w = model.info.input_size
+    example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))  # batch 1 would specialize
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter prints progress and deprecation notes; check_onnx reports what matters in one line.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+            )
+        except Exception as e:  # torch.export and the ONNX translation raise many exception types
+            raise PublishError(
+                f"exporting model.onnx failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+                "pass --onnx FILE from `proxyless export`, or --no-onnx"
+            ) from e
+
+
+def check_onnx(model: nn.Module, onnx_path: Path, label: str) -> str:
+    """Refuse an ONNX file that does not compute the same logits as ``model``; says what was checked.
+    ``label`` names the file in messages: the ``--onnx FILE`` the user gave, or the export made here."""
     try:
         import onnxruntime as ort
     except ImportError:
-        return f"{onnx_path}: not checked against the weights (onnxruntime is not installed)"
+        return f"{label}: not checked against the weights (onnxruntime is not installed)"
     try:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types for unreadable/invalid models
-        raise PublishError(f"--onnx {onnx_path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        raise PublishError(f"{label}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
     c, h, w = model.info.input_size
     x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -86,19 +128,19 @@ def check_onnx(model: nn.Module, onnx_path: Path) -> str:
         got = session.run(None, {inp.name: x.numpy()})[0]
     except Exception as e:  # shape/dtype mismatches surface as ORT runtime errors
         raise PublishError(
-            f"--onnx {onnx_path}: does not take a 1x{c}x{h}x{w} input like {model.info.name} "
+            f"{label}: does not take a 1x{c}x{h}x{w} input like {model.info.name} "
             f"(its input {inp.name!r} is {inp.shape})"
         ) from e
     if got.shape != expected.shape:
-        raise PublishError(f"--onnx {onnx_path}: outputs {list(got.shape)}, {model.info.name} {list(expected.shape)}")
+        raise PublishError(f"{label}: outputs {list(got.shape)}, {model.info.name} {list(expected.shape)}")
     diff = float(abs(got - expected).max())
     scale = max(1.0, float(abs(expected).max()))
     if diff > ONNX_TOLERANCE * scale:
         raise PublishError(
-            f"--onnx {onnx_path}: logits differ from the weights being published by up to {diff:.3g}: "
+            f"{label}: logits differ from the weights being published by up to {diff:.3g}: "
             "it is an export of another model or of other weights"
         )
-    return f"{onnx_path}: matches the weights (max |logit diff| {diff:.2g}, ONNX Runtime)"
+    return f"{label}: matches the weights (max |logit diff| {diff:.2g}, ONNX Runtime)"
 
 
 def stage(
@@ -108,20 +150,24 @@ def stage(
     repo_id: str,
     revision: str,
     reports: Sequence[str | Path] = (),
-    onnx: str | Path | None = None,
+    onnx: str | Path | bool = True,
     license: str = "mit",
     code_repo: str | None = None,
 ) -> list[str]:
-    """Write the repo folder (weights, config, ONNX, card) into the existing empty ``folder``; returns its files."""
+    """Write the repo folder (weights, config, ONNX, card) into the existing empty ``folder``; returns its files.
+    ``onnx``: a file ``proxyless export`` wrote, True to export one here, False for none."""
     from huggingface_hub import ModelCard
 
     loaded_reports = [read_report(p) for p in reports]
-    if onnx is not None:
+    if isinstance(onnx, str | Path):
         onnx = Path(onnx)
         if not onnx.is_file():
             raise PublishError(f"--onnx {onnx}: no such file")
-        print(check_onnx(model, onnx))
+        print(check_onnx(model, onnx, f"--onnx {onnx}"))
         shutil.copyfile(onnx, folder / ONNX_FILE)
+    elif onnx:
+        export_onnx(model, folder / ONNX_FILE)
+        print(check_onnx(model, folder / ONNX_FILE, f"{ONNX_FILE} (exported here)"))
     save_pretrained(model, folder, model.info)
     sha = sha256_file(folder / WEIGHTS_FILE)
     card = render_card(
@@ -130,7 +176,7 @@ def stage(
         revision=revision,
         weights_sha256=sha,
         reports=loaded_reports,
-        has_onnx=onnx is not None,
+        has_onnx=(folder / ONNX_FILE).is_file(),
         license=license,
         code_repo=code_repo,
     )
@@ -251,14 +297,15 @@ def publish(
     private: bool = False,
     token: str | None = None,
     reports: Sequence[str | Path] = (),
-    onnx: str | Path | None = None,
+    onnx: str | Path | bool = True,
     force: bool = False,
     dry_run: str | Path | None = None,
     license: str = "mit",
     code_repo: str | None = None,
 ) -> PublishResult:
     """Publish model ``name`` (registered name or weights directory) to ``repo_id``, or to a folder with
-    ``dry_run``. Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
+    ``dry_run``. ``onnx``: a ``proxyless export`` file, True to export one here (the default), False for none.
+    Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO")
     if re.fullmatch(r"[0-9a-f]{40}", revision) or not revision.strip():
@@ -314,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         private=args.private,
         token=args.token,
         reports=args.report,
-        onnx=args.onnx,
+        onnx=False if args.no_onnx else (args.onnx or True),
         force=args.force,
         dry_run=args.dry_run,
         license=args.license,
@@ -344,7 +391,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN, else the one saved by `hf auth login`)")
     p.add_argument("--report", action="append", default=[], metavar="FILE", help="export report JSON (repeatable)")
-    p.add_argument("--onnx", metavar="FILE", help="model.onnx written by `proxyless export` for these weights")
+    onnx = p.add_mutually_exclusive_group()
+    onnx.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="the model.onnx `proxyless export` wrote for these weights (default: export one here)",
+    )
+    onnx.add_argument("--no-onnx", action="store_true", help="publish without model.onnx")
     p.add_argument("--license", default="mit", help="license in the model card (default mit)")
     p.add_argument(
         "--code-repo",
