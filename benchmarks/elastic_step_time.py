@@ -77,8 +77,9 @@ def main() -> int:
     for d, (space, _) in settings.items():
         row = {"depths": d, "largest_macs_m": round(count_macs(space.arch(space.largest())) / 1e6, 1)}
         for k in ("sandwich", "largest"):
-            row[f"{k}_s"] = round(statistics.median(times[d, k]), 3)
-            row[f"{k}_ratio"] = round(row[f"{k}_s"] / statistics.median(times[first, k]), 3)
+            median = statistics.median(times[d, k])
+            row[f"{k}_s"] = round(median, 3)
+            row[f"{k}_ratio"] = round(median / statistics.median(times[first, k]), 3)
         rows.append(row)
         print(
             f"depths {d}: sandwich step {row['sandwich_s']} s ({row['sandwich_ratio']}x), largest alone "
