@@ -37,7 +37,7 @@ from search import distributed as dist
 from search.data import Augment, TrainData, build_train_data
 from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
-from zoo.datasets import DATASETS, dataset_info
+from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import accumulate, summarize
 from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
@@ -187,11 +187,11 @@ class Trainer:
         self.main = dist.is_main()
         self.out = Path(c.out)
         self.spec = resolve_arch(c.arch)
-        info = dataset_info(c.dataset)
-        if self.spec.in_chans != info["channels"]:
-            raise TrainError(f"arch has {self.spec.in_chans} input channels, {c.dataset} has {info['channels']}")
-        if info["classes"] is not None and self.spec.num_classes != len(info["classes"]):
-            raise TrainError(f"arch has {self.spec.num_classes} classes, {c.dataset} has {len(info['classes'])}")
+        data = get_dataset(c.dataset)
+        if self.spec.in_chans != data.channels:
+            raise TrainError(f"arch has {self.spec.in_chans} input channels, {c.dataset} has {data.channels}")
+        if data.classes is not None and self.spec.num_classes != len(data.classes):
+            raise TrainError(f"arch has {self.spec.num_classes} classes, {c.dataset} has {len(data.classes)}")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(c.seed)  # same initial weights on every rank
@@ -239,8 +239,8 @@ class Trainer:
 
     def _validate(self) -> None:
         c = self.config
-        if c.dataset not in DATASETS:
-            raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(DATASETS)}")
+        if c.dataset not in dataset_names():
+            raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(dataset_names())}")
         if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0 or c.eval_every < 1:
             raise TrainError("epochs, batch size, eval-every must be >= 1 and lr > 0")
         if not 0 <= c.ema < 1:
@@ -530,7 +530,7 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--arch", required=True, help="arch JSON file, zoo model name, or uniform:SPACE:kKeE")
-    p.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="training data")
+    p.add_argument("--dataset", default=d.dataset, choices=dataset_names(), help="training data")
     p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
     p.add_argument("--out", required=True, help="run directory: logs, checkpoint, final weights")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the cosine schedule")

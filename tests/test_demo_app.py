@@ -34,10 +34,10 @@ import zoo
 from demo.app import default_model
 from demo.examples import example_paths, label_of
 from demo.preprocess import MAX_FILE_BYTES, InputSpec, load_image, prepare
-from export.runtimes import available_runtimes
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.datasets import FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from zoo.network import ProxylessNet
+from zoo.runtimes import available_runtimes
 from zoo.weights import save_pretrained
 
 if TYPE_CHECKING:

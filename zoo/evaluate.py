@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.datasets import DATASETS, DatasetError, build_eval_dataset, dataset_info
+from zoo.datasets import DatasetError, build_eval_dataset, dataset_names, get_dataset
 
 
 def accumulate(
@@ -93,7 +93,7 @@ def add_parser(subparsers: Any) -> None:
         "trained on. The last line (with --json) is JSON; top1/top5 are fractions.",
     )
     p.add_argument("model", metavar="NAME_OR_DIR", help="registered model name, or a weights directory")
-    p.add_argument("--dataset", choices=DATASETS, help="default: the model's own dataset")
+    p.add_argument("--dataset", choices=dataset_names(), help="default: the model's own dataset")
     p.add_argument("--split", default="test", choices=("train", "test"), help="default: test (imagenet: val/)")
     p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
     p.add_argument("--limit", type=int, help="evaluate a fixed class-balanced subset of N images (for CI)")
@@ -120,9 +120,10 @@ def _run(args: argparse.Namespace) -> int:
         raise DatasetError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, info = load_for_eval(args.model)
     name = args.dataset or info.dataset
-    if name not in DATASETS:
-        raise DatasetError(f"{args.model} was trained on {name!r}; pass --dataset (one of {', '.join(DATASETS)})")
-    classes = dataset_info(name)["classes"]
+    if name not in dataset_names():
+        names = ", ".join(dataset_names())
+        raise DatasetError(f"{args.model} was trained on {name!r}; pass --dataset (one of {names})")
+    classes = get_dataset(name).classes
     if classes is not None and len(classes) != info.num_classes:
         raise DatasetError(f"{args.model} has {info.num_classes} classes, {name} has {len(classes)}")
     channels, height, width = info.input_size
