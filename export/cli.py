@@ -57,7 +57,8 @@ def _common_export(p: argparse.ArgumentParser) -> None:
         help="folder of the model's images (ImageFolder tree or loose files) for parity; default: its dataset's",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="fp32 max abs logit difference allowed (default 1e-4)")
-    p.add_argument("--fp16-atol", type=float, default=5e-2, help="the same for fp16/bf16 runtimes (default 5e-2)")
+    p.add_argument("--fp16-atol", type=float, default=5e-2, help="the same for fp16 TensorRT engines (default 5e-2)")
+    p.add_argument("--bf16-atol", type=float, default=0.5, help="the same for OpenVINO bf16 (default 0.5)")
     p.add_argument("--min-agreement", type=float, default=1.0, help="fp32 top-1 agreement required (default 1.0)")
     p.add_argument("--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo", help="default dynamo")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset, >= 17 (default {OPSET})")
@@ -132,6 +133,7 @@ def _export_options(args: argparse.Namespace, formats: tuple[str, ...]) -> Expor
         batch_max=args.batch_max,
         atol=args.atol,
         fp16_atol=args.fp16_atol,
+        bf16_atol=args.bf16_atol,
         min_agreement=args.min_agreement,
         parity_images=args.parity_images,
         onnx_exporter=args.onnx_exporter,

@@ -18,6 +18,7 @@ from torch import nn
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_FP16_ATOL = 5e-2
+DEFAULT_BF16_ATOL = 0.5
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export.files import ExportError, ParityError, file_bytes, write_json
-from export.parity import DEFAULT_ATOL, DEFAULT_FP16_ATOL, Parity, accuracy, compare, eager_logits, run_batched
+from export.parity import DEFAULT_ATOL, DEFAULT_BF16_ATOL, DEFAULT_FP16_ATOL, Parity, accuracy, compare, eager_logits, run_batched
 from export.source import Source, load_source
 from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
 from zoo.runtimes.base import OPSET
@@ -39,7 +39,8 @@ class ExportOptions:
     formats: tuple[str, ...] = ("torchscript", "onnx", "pt2", "openvino", "tensorrt")
     batch_max: int = 64
     atol: float = DEFAULT_ATOL
-    fp16_atol: float = DEFAULT_FP16_ATOL  # fp16 and bf16 runtimes
+    fp16_atol: float = DEFAULT_FP16_ATOL
+    bf16_atol: float = DEFAULT_BF16_ATOL  # bf16 keeps 8 significant bits: a few tenths on logits of size 10
     min_agreement: float = 1.0
     parity_images: int = 256
     parity_data: Path | None = None
@@ -118,7 +119,7 @@ def tolerance(precision: str, opts: ExportOptions) -> tuple[float | None, float 
     if precision == "int8":
         return None, None
     if precision in ("fp16", "bf16"):
-        return opts.fp16_atol, REDUCED_MIN_AGREEMENT
+        return opts.fp16_atol if precision == "fp16" else opts.bf16_atol, REDUCED_MIN_AGREEMENT
     return opts.atol, opts.min_agreement
 
 

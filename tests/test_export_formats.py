@@ -223,3 +223,31 @@ def test_the_artefact_cache_tells_apart_nets_with_the_same_state_dict(tmp_path: 
         torch.testing.assert_close(torch.from_numpy(run(x)), model(torch.from_numpy(x)), rtol=1e-4, atol=1e-4)
         outputs.append(run(x))
     assert len(list(tmp_path.glob("model-*.pt"))) == 2 and not np.allclose(*outputs)
+
+
+OPENVINO_REASON = available_runtimes()["openvino"]
+BF16_REASON = available_runtimes()["openvino-bf16"]
+
+
+@pytest.mark.skipif(OPENVINO_REASON is not None, reason=f"OpenVINO cannot run here: {OPENVINO_REASON}")
+def test_openvino_ir_round_trip_fp32_and_bf16(case, onnx_file):
+    """One IR file, two runtimes: fp32 within the fp32 tolerance, bf16 (where the CPU has it) within the reduced
+    precision one, on a fitted net whose logits spread over several units."""
+    from export.pipeline import ExportOptions, tolerance
+    from zoo.runtimes.openvino import save_ir
+
+    path = case["dir"] / "m.xml"
+    info = save_ir(onnx_file, path)
+    assert path.with_suffix(".bin").is_file() and info["weights"] == "fp32"
+    assert_parity(path, "openvino", case)
+    if BF16_REASON is not None:
+        assert "bf16" in BF16_REASON
+        return
+    session = load_session("openvino-bf16", path)
+    assert "bf16" in session.provider
+    atol, agreement = tolerance("bf16", ExportOptions())
+    p = compare(path.name, session, case["images"].x, case["reference"], atol=None, batch=16)
+    fp32 = compare(path.name, load_session("openvino", path), case["images"].x, case["reference"], batch=16)
+    assert 10 * fp32.max_abs < p.max_abs <= atol  # really ran in bf16 (not silently fp32), within its tolerance
+    assert p.top1_agreement >= agreement
+    print(f"openvino bf16: max abs logit diff {p.max_abs:.3g} (tolerance {atol}), top-1 agreement {p.top1_agreement}")

@@ -247,10 +247,14 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def dataset_for_shape(input_shape: tuple[int, int, int]) -> str:
-    """A network that records no dataset: the first registered one of its (C, H, W), else ``imagenet``."""
+    """A network that records no dataset: the first registered one of its (C, H, W), else the first of its
+    channel count (a 1x8x8 test net normalizes as Fashion-MNIST)."""
     c, h, w = (int(v) for v in input_shape)
-    match = (d.name for d in _DATASETS.values() if (d.channels, d.size, d.size) == (c, h, w))
-    return next(match, "imagenet")
+    same = [d.name for d in _DATASETS.values() if (d.channels, d.size, d.size) == (c, h, w)]
+    channels = [d.name for d in _DATASETS.values() if d.channels == c]
+    if not same + channels:
+        raise DatasetError(f"no registered dataset has {c}-channel images; register one (zoo.datasets)")
+    return (same + channels)[0]
 
 
 def load_arrays(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Arrays:

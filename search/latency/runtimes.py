@@ -124,6 +124,11 @@ class Runner:
     def version(self) -> str:
         return self.spec.version()
 
+    @property
+    def artefact_dir(self) -> Path:
+        """Where the artefacts timed so far are (removed when the runner exits)."""
+        return Path(self._workdir.name)
+
     def build_notes(self) -> dict[str, Any]:
         """How each timed artefact was made (a table's header records it; resuming requires the same)."""
         if self.spec.format is None:
@@ -136,9 +141,8 @@ class Runner:
     def session(self, module: nn.Module, shape: tuple[int, ...]) -> Any:
         """``module`` built and loaded by the registry; int8 is calibrated on the timing input's distribution."""
         x = self.example(shape).numpy()
-        folder = Path(self._workdir.name)
         return make_session(
-            self.runtime, module.eval(), shape, folder, self.device_kind, self.threads, options=self.options,
+            self.runtime, module.eval(), shape, self.artefact_dir, self.device_kind, self.threads, options=self.options,
             calibration=lambda: x,
         )
 
@@ -146,6 +150,8 @@ class Runner:
         session = self.session(module, shape)
         x = self.example(shape)
         if self.device_kind == "cuda":
+            if not hasattr(session, "run_tensor"):
+                raise LatencyError(f"{self.runtime} cannot be timed on the GPU alone here; use torch or tensorrt")
             xd = x.to("cuda")
             return _cuda_event_timed(lambda: session.run_tensor(xd))
         xn = x.numpy()

@@ -73,7 +73,7 @@ class OpenVINOSession:
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        got = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # what the plugin runs: bf16 / f32
         self.name, self.path, self.device = name, Path(path), "cpu"
         self.provider = f"OpenVINO {openvino_version()} CPU ({got})"
         self.note = ""
