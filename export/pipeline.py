@@ -20,7 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from export.files import ExportError, ParityError, file_bytes, write_json
-from export.parity import DEFAULT_ATOL, DEFAULT_BF16_ATOL, DEFAULT_FP16_ATOL, Parity, accuracy, compare, eager_logits, run_batched
+from export.parity import (
+    DEFAULT_ATOL,
+    DEFAULT_BF16_ATOL,
+    DEFAULT_FP16_ATOL,
+    Parity,
+    accuracy,
+    compare,
+    eager_logits,
+    run_batched,
+)
 from export.source import Source, load_source
 from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
 from zoo.runtimes.base import OPSET
