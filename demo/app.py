@@ -226,10 +226,10 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
     with gr.Blocks(title="proxyless-zoo demo", analytics_enabled=False) as app:
         gr.Markdown(
             "# proxyless-zoo: hardware-specialized classifiers\n"
-            "Upload a photo (or paste one, or use the webcam) of a piece of clothing, or click a Fashion-MNIST "
-            "example. Fashion-MNIST images are light objects on black, so a photo is converted to grayscale, "
-            "inverted if its border is bright, trimmed to the object, padded to a square and resized to the "
-            "model's input; *What the model sees* shows the result."
+            "Upload a photo (or paste one, or use the webcam), or click an example. The photo is prepared as the "
+            "model's dataset expects (for datasets of light objects on black, such as clothing images: "
+            "grayscale, inverted if its border is bright, trimmed to the object, padded to a square and resized); "
+            "*What the model sees* shows the result."
         )
         with gr.Row():
             with gr.Column():
