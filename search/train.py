@@ -19,7 +19,6 @@ import copy
 import csv
 import io
 import json
-import math
 import signal
 import sys
 import threading
@@ -35,10 +34,11 @@ from tqdm import tqdm
 
 from search import distributed as dist
 from search.data import Augment, TrainData, build_train_data
+from search.schedule import cosine
 from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
-from zoo.evaluate import accumulate, summarize
+from zoo.evaluate import EvalResult, accumulate, summarize
 from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
 from zoo.registry import build_network, get_model_info, spec_from_dict
@@ -124,8 +124,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cosine((step - warmup_steps) / max(1, total_steps - warmup_steps))
 
 
 class EMA:
@@ -324,7 +323,7 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
 
-    def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> dict[str, float | int]:
+    def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> EvalResult:
         """Accuracy over the whole split: each rank evaluates its shard, the sums are added."""
         dtype = self.autocast if autocast else None
         return summarize(dist.all_reduce_sum(accumulate(module, loader, self.device, dtype)))
@@ -406,10 +405,10 @@ class Trainer:
             splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None else {})
             for split, loader in splits.items():
                 m = self.evaluate(self.model, loader)
-                row |= {f"{split}_top1": m["top1"], f"{split}_top5": m["top5"], f"{split}_loss": m["loss"]}
+                row |= {f"{split}_top1": m.top1, f"{split}_top5": m.top5, f"{split}_loss": m.loss}
                 if self.ema:
                     m = self.evaluate(self.ema.module, loader)
-                    row |= {f"ema_{split}_top1": m["top1"], f"ema_{split}_loss": m["loss"]}
+                    row |= {f"ema_{split}_top1": m.top1, f"ema_{split}_loss": m.loss}
         self.history.append(row)
         self._write_logs(row, tb)
         if self.main:
@@ -471,9 +470,9 @@ class Trainer:
         c = self.config
         final = self.ema.module if self.ema else self.model
         test = self.evaluate(final, self.data.test, autocast=False)
-        result: dict[str, Any] = {"finished": True, **test}
+        result: dict[str, Any] = {"finished": True, **test.to_dict()}
         if self.data.val is not None:
-            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False)["top1"]
+            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False).top1
         if not self.main:
             return result
         name = c.dataset
@@ -482,7 +481,7 @@ class Trainer:
             f"trained from scratch with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
             f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} test split"
         )
-        metrics = {"top1": test["top1"], "top5": test["top5"], "source": f"{test['n']} {name} test images"}
+        metrics = {"top1": test.top1, "top5": test.top5, "source": f"{test.n} {name} test images"}
         metadata = {
             "dataset": name,
             "input_size": [self.spec.in_chans, self.spec.input_size, self.spec.input_size],

@@ -251,3 +251,13 @@ def test_openvino_ir_round_trip_fp32_and_bf16(case, onnx_file):
     assert 10 * fp32.max_abs < p.max_abs <= atol  # really ran in bf16 (not silently fp32), within its tolerance
     assert p.top1_agreement >= agreement
     print(f"openvino bf16: max abs logit diff {p.max_abs:.3g} (tolerance {atol}), top-1 agreement {p.top1_agreement}")
+
+
+def test_make_session_calibrates_int8_on_the_nets_own_dataset(case, tmp_path):
+    """Without calibration images given, int8 is calibrated on the dataset the net's metadata (or, lacking it, its
+    input shape) names: a working quantized classifier, not one calibrated on noise."""
+    fast = BuildOptions(onnx_exporter="torchscript")
+    run = make_session("onnxruntime-int8", case["model"], SHAPE, tmp_path, options=fast)
+    images = case["images"]
+    p = compare("int8", run, images.x, case["reference"], atol=None, batch=16)
+    assert p.top1_agreement >= 0.5 and len(list(tmp_path.glob("*.int8.onnx"))) == 1

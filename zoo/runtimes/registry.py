@@ -127,7 +127,7 @@ def _default_calibration(model: nn.Module, shape: tuple[int, int, int]) -> Calla
     """Real images of the network's own dataset (its ``info``; else guessed from the input shape)."""
 
     def images() -> np.ndarray:
-        from zoo.datasets import Preprocessing, sample_images
+        from zoo.samples import Preprocessing, sample_images
 
         return sample_images(Preprocessing.of(model, shape), "calibration", CALIB_IMAGES).x
 
