@@ -142,7 +142,13 @@ class Runner:
         """``module`` built and loaded by the registry; int8 is calibrated on the timing input's distribution."""
         x = self.example(shape).numpy()
         return make_session(
-            self.runtime, module.eval(), shape, self.artefact_dir, self.device_kind, self.threads, options=self.options,
+            self.runtime,
+            module.eval(),
+            shape,
+            self.artefact_dir,
+            self.device_kind,
+            self.threads,
+            options=self.options,
             calibration=lambda: x,
         )
 
@@ -200,4 +206,3 @@ def _cuda_event_timed(run: Callable[[], object]) -> Timed:
 
 def make_runner(runtime: str, device_kind: str, threads: int, batch: int, clock: str = "auto") -> Runner:
     return Runner(runtime, device_kind, threads, batch, clock)
-

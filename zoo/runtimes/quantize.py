@@ -57,4 +57,3 @@ def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray, batch: int
         "calibration": "MinMax",
         "calibration_images": len(calib),
     }
-
