@@ -23,7 +23,10 @@ from tqdm import tqdm
 
 from export.files import ExportError, file_bytes
 from export.source import Source
+from zoo.options import option
 from zoo.runtimes import BuildOptions, Session, available_runtimes, make_session, runtime_names
+from zoo.runtimes.base import DEVICES
+from zoo.runtimes.onnx import EXPORTERS
 from zoo.runtimes.sessions import TorchSession
 
 REPORT_FORMAT = "proxyless-bench/1"
@@ -31,14 +34,19 @@ REPORT_FORMAT = "proxyless-bench/1"
 
 @dataclass
 class BenchOptions:
-    runtimes: tuple[str, ...] = ("torch", "torchscript", "onnxruntime", "openvino")
-    batches: tuple[int, ...] = (1, 8, 32)
-    device: str = "cpu"
-    threads: int = 1
-    warmup: int = 10
-    iters: int = 60
-    rounds: int = 6
-    onnx_exporter: str = "dynamo"
+    """What ``export bench`` measures and how; every field is one of its options."""
+
+    runtimes: tuple[str, ...] = option(
+        ("torch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "tensorrt"),
+        "comma-separated runtimes of the registry (`proxyless export runtimes` lists them)",
+    )
+    batches: tuple[int, ...] = option((1, 8, 32), "comma-separated batch sizes")
+    device: str = option("cpu", "device", choices=DEVICES)
+    threads: int = option(1, "threads for every runtime (1: stable on a shared machine)")
+    warmup: int = option(10, "untimed calls per runtime and batch")
+    iters: int = option(60, "timed calls per runtime and batch")
+    rounds: int = option(6, "interleaved rounds the calls are split into")
+    onnx_exporter: str = option("dynamo", "ONNX exporter", choices=EXPORTERS)
 
     def __post_init__(self) -> None:
         known = runtime_names()

@@ -31,8 +31,11 @@ from export.parity import (
     run_batched,
 )
 from export.source import Source, load_source
+from zoo.options import option
 from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
 from zoo.runtimes.base import OPSET
+from zoo.runtimes.onnx import EXPORTERS
+from zoo.runtimes.pt2 import MODES as PT2_MODES
 from zoo.samples import ImageSet, sample_images
 from zoo.weights import sha256_file
 
@@ -45,24 +48,31 @@ SLIM_ATOL = 1e-6
 
 @dataclass
 class ExportOptions:
+    """How ``proxyless export`` makes, checks and times artefacts; the fields with help are its options."""
+
     formats: tuple[str, ...] = ("torchscript", "onnx", "pt2", "openvino", "tensorrt")
-    batch_max: int = 64
-    atol: float = DEFAULT_ATOL
-    fp16_atol: float = DEFAULT_FP16_ATOL
-    bf16_atol: float = DEFAULT_BF16_ATOL  # bf16 keeps 8 significant bits: a few tenths on logits of size 10
-    min_agreement: float = 1.0
-    parity_images: int = 256
-    parity_data: Path | None = None
-    onnx_exporter: str = "dynamo"
-    opset: int = OPSET
-    slim: bool = True
-    pt2_mode: str = "aoti"
-    fp16: bool = True
-    calib_images: int = 512
-    calibration_data: Path | None = None
-    eval_images: int | None = 1000  # None: the whole test split
-    latency_calls: int = 30  # batch-1 calls per runtime for the report's latency (0: none)
+    batch_max: int = option(64, "largest batch the artefacts accept")
+    atol: float = option(DEFAULT_ATOL, "fp32 max abs logit difference allowed")
+    fp16_atol: float = option(DEFAULT_FP16_ATOL, "the same for fp16 TensorRT engines")
+    bf16_atol: float = option(DEFAULT_BF16_ATOL, "the same for OpenVINO bf16 (8 significant bits)")
+    min_agreement: float = option(1.0, "fp32 top-1 agreement required")
+    parity_images: int = option(256, "real test images for parity")
+    parity_data: Path | None = option(None, "folder of the model's images (ImageFolder tree or files) for parity")
+    onnx_exporter: str = option("dynamo", "ONNX exporter", choices=EXPORTERS)
+    opset: int = option(OPSET, "ONNX opset, >= 17")
+    slim: bool = option(True, "try onnxslim on the ONNX file (kept only if its outputs are the same)")
+    pt2_mode: str = option("aoti", "AOTInductor package, or torch.export.save (fast to make)", choices=PT2_MODES)
+    fp16: bool = option(True, "build TensorRT engines in fp16")
+    calib_images: int = option(512, "int8 calibration images")
+    calibration_data: Path | None = option(None, "folder of the model's images for int8 calibration")
+    eval_images: int | None = option(1000, "test images for int8 accuracy (--full-test: all)")
+    latency_calls: int = option(30, "batch-1 calls per runtime timed for the report (0: none)")
     log: Callable[[str], None] = field(default=print, repr=False)
+
+    def __post_init__(self) -> None:
+        counts = (self.batch_max, self.parity_images, self.calib_images, self.eval_images or 1)
+        if min(counts) < 1 or self.latency_calls < 0:
+            raise ExportError("batch-max, parity-images, calib-images and eval-images must be >= 1")
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(self.batch_max, self.onnx_exporter, self.opset, self.pt2_mode, self.fp16)
