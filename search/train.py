@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
 from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
+from zoo.options import add_options, from_args, option
 from zoo.registry import build_network, get_model_info, spec_from_dict
 from zoo.weights import save_pretrained
 
@@ -58,36 +59,37 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """One training run. ``lr`` is per 256 images (scaled linearly with ``batch_size``); ``ema`` 0 = off."""
+    """One training run, and the options of ``proxyless search train`` (zoo.options). ``lr`` is per 256 images
+    (scaled linearly with ``batch_size``); ``ema`` 0 = off."""
 
-    arch: str
-    out: str
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 0.2
-    warmup_epochs: float = 3.0
-    wd: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.1
-    ema: float = 0.9995
-    amp: str | None = None
-    device: str = "cpu"
-    seed: int = 0
-    resume: bool = False
-    workers: int = 4
-    limit_train: int | None = None
-    val_size: int = 0
-    pad: int = 2
-    flip: bool = True
-    erase: float = 0.25
-    channels_last: bool = True
-    eval_every: int = 1
-    checkpoint_minutes: float = 10.0
-    stop_after_steps: int | None = None
-    time_limit_minutes: float | None = None
-    progress: bool = True
+    arch: str = option(MISSING, "arch JSON file, zoo model name, or uniform:SPACE:kKeE")
+    out: str = option(MISSING, "run directory: logs, checkpoint, final weights")
+    dataset: str = option("fashion-mnist", "training data: a dataset of the registry (zoo.datasets)")
+    data_dir: str | None = option(None, "dataset folder (Fashion-MNIST default: the Debian package's)")
+    epochs: int = option(60, "epochs of the cosine schedule")
+    batch_size: int = option(256, "global batch (all processes)")
+    lr: float = option(0.2, "peak lr per 256 images (scaled by batch/256)")
+    warmup_epochs: float = option(3.0, "linear lr warm-up")
+    wd: float = option(5e-4, "weight decay of conv/linear weights")
+    momentum: float = option(0.9, "Nesterov momentum")
+    label_smoothing: float = option(0.1, "of the training loss")
+    ema: float = option(0.9995, "EMA decay; 0 turns EMA off", const=0.9995)
+    amp: str | None = option(None, "autocast on CUDA", choices=("bf16", "fp16"), const="bf16")
+    device: str = option("cpu", "cpu or cuda")
+    seed: int = option(0, "init, data order and augmentation")
+    resume: bool = option(False, "continue OUT/checkpoint.pt")
+    workers: int = option(4, "loader processes (ImageFolder data only)")
+    limit_train: int | None = option(None, "train on a class-balanced subset of N images")
+    val_size: int = option(0, "hold out N training images as a val split")
+    pad: int = option(2, "random-crop padding in pixels (0 = no crop)")
+    flip: bool = option(True, "random horizontal flips")
+    erase: float = option(0.25, "random-erasing probability")
+    channels_last: bool = option(True, "NHWC memory format (depthwise convs ~10x faster on CPU; cuDNN's usual)")
+    eval_every: int = option(1, "test every N epochs (and the last)")
+    checkpoint_minutes: float = option(10.0, "also checkpoint mid-epoch this often")
+    stop_after_steps: int | None = option(None, "stop (checkpointed) after N steps of this invocation")
+    time_limit_minutes: float | None = option(None, "stop (checkpointed) after N minutes", flag="--time-limit")
+    progress: bool = option(True, "tqdm bars")
 
 
 def resolve_arch(text: str) -> Any:
@@ -520,54 +522,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def add_parser(subparsers: Any) -> None:
-    d = TrainConfig(arch="", out="")
     p = subparsers.add_parser(
         "train",
         help="train a network from scratch (SGD, cosine, label smoothing, EMA; resumable; DDP under torchrun)",
         description="Train a network from scratch; the defaults are the Fashion-MNIST recipe. Resumable "
         "(--resume), DDP under torchrun. The last line is JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--arch", required=True, help="arch JSON file, zoo model name, or uniform:SPACE:kKeE")
-    p.add_argument("--dataset", default=d.dataset, choices=dataset_names(), help="training data")
-    p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
-    p.add_argument("--out", required=True, help="run directory: logs, checkpoint, final weights")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the cosine schedule")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak lr per 256 images (scaled by batch/256)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear lr warm-up")
-    p.add_argument("--wd", type=float, default=d.wd, help="weight decay of conv/linear weights")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="Nesterov momentum")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss")
-    p.add_argument("--ema", type=float, nargs="?", const=d.ema, default=d.ema, help="EMA decay; 0 turns EMA off")
-    p.add_argument("--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), help="autocast on CUDA")
-    p.add_argument("--device", default=d.device, help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and augmentation")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
-    p.add_argument("--workers", type=int, default=d.workers, help="loader processes (ImageFolder data only)")
-    p.add_argument("--limit-train", type=int, help="train on a class-balanced subset of N images")
-    p.add_argument("--val-size", type=int, default=d.val_size, help="hold out N training images as a val split")
-    p.add_argument("--pad", type=int, default=d.pad, help="random-crop padding in pixels (0 = no crop)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip, help="random horizontal flips")
-    p.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=d.channels_last,
-        help="NHWC memory format (depthwise convs ~10x faster on CPU; the usual choice for cuDNN)",
-    )
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (and the last)")
-    p.add_argument(
-        "--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="also checkpoint mid-epoch this often"
-    )
-    p.add_argument("--stop-after-steps", type=int, help="stop (checkpointed) after N steps of this invocation")
-    p.add_argument("--time-limit", dest="time_limit_minutes", type=float, help="stop (checkpointed) after N minutes")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress, help="tqdm bars")
+    add_options(p, TrainConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    config = from_args(TrainConfig, args)
     try:
         trainer = Trainer(config)
         result = trainer.run()

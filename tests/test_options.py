@@ -51,3 +51,17 @@ def test_export_and_bench_options_are_their_dataclasses_fields():
         for f in dataclasses.fields(cls):
             if f.name not in skip:
                 assert getattr(args, f.name) == f.default, (cls.__name__, f.name)
+
+
+def test_train_options_are_train_config():
+    """`proxyless search train` is TrainConfig: defaults, required fields, a renamed flag and a bare --amp."""
+    from search.train import TrainConfig, add_parser
+
+    p = argparse.ArgumentParser()
+    add_parser(p.add_subparsers())
+    args = p.parse_args(["train", "--arch", "a.json", "--out", "run"])
+    assert from_args(TrainConfig, args) == TrainConfig(arch="a.json", out="run")
+    args = p.parse_args(["train", "--arch", "a", "--out", "o", "--amp", "--time-limit", "5", "--no-flip"])
+    assert from_args(TrainConfig, args) == TrainConfig("a", "o", amp="bf16", time_limit_minutes=5.0, flip=False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["train", "--out", "o"])  # --arch is required

@@ -18,9 +18,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, *, choices: Sequence[str] | None = None, flag: str | None = None) -> Any:
-    """A dataclass field that is also a command-line option."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[str] | None = None,
+    flag: str | None = None,
+    const: Any = None,
+) -> Any:
+    """A dataclass field that is also a command-line option: ``default`` ``dataclasses.MISSING`` makes it
+    required; ``const`` lets the flag stand alone (``--amp`` = ``--amp bf16``); ``flag`` renames it."""
+    meta = {"help": help, "choices": choices, "flag": flag, "const": const}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _csv(item: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
@@ -49,8 +58,14 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         meta, hint = f.metadata, _base(hints[f.name])
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        text = meta["help"] if f.default is None else f"{meta['help']} (default {shown})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text}
+        text = meta["help"] if f.default in (None, dataclasses.MISSING) else f"{meta['help']} (default {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": text}
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        if meta.get("const") is not None:
+            kwargs.update(nargs="?", const=meta["const"])
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
