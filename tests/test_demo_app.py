@@ -48,7 +48,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 TINY = "fmnist_demo_tiny"
 STARTUP_S = 150
 # Largest difference in a top-5 probability allowed against PyTorch: fp32 ONNX Runtime agrees to rounding;
-# TensorRT engines are built in fp16 (export.tensorrt_export), hence the looser bound (not run here: no GPU).
+# TensorRT engines are built in fp16 (zoo.runtimes.tensorrt), hence the looser bound (not run here: no GPU).
 # Largest probability difference from PyTorch each runtime may show, by its precision in the runtime registry.
 PARITY = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}
 
