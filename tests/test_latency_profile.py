@@ -84,9 +84,15 @@ def test_resume_refuses_a_table_measured_differently(tmp_path):
         profile_ops(TINY, runner, out, **FAST)
 
 
-def test_onnxruntime_runner_times_an_op():
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "onnxruntime-int8"])
+def test_registry_runners_time_an_op(runtime):
+    """Any runtime of the registry profiles (OpenVINO, a runtime added through the registry alone, included)."""
+    from zoo.runtimes import unavailable
+
+    if unavailable(runtime):
+        pytest.skip(f"{runtime}: {unavailable(runtime)}")
     key = space_ops(TINY)[2]
-    with make_runner("onnxruntime", "cpu", 1, 1) as runner:
+    with make_runner(runtime, "cpu", 1, 1) as runner:
         stats = measure(runner.prepare(build_op(key), key.input), budget_s=0.01, warmup_s=0.0)
     assert stats.count >= 10 and 0 < stats.median_ms < 50
 
