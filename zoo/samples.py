@@ -3,8 +3,8 @@
 The network's own dataset (from the dataset registry) where its data is on this machine: test split for parity
 and accuracy, train split for calibration. A folder given instead (``--parity-data DIR``,
 ``--calibration-data DIR``: an ImageFolder tree or loose image files) goes through the dataset's eval transform.
-Without either, the first registered dataset whose data is here stands in, resized to the input and converted
-to its channels: real images, not the network's distribution, and no labels (the description says so).
+Without either, the first registered in-memory dataset whose data is here stands in, resized to the input and
+converted to its channels: not the network's distribution, and no labels (the description says so).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _dataset_images(prep: Preprocessing, name: str, split: str, n: int | None) -
     what = f"{name} {split} split, {len(labels)} images"
     if name == prep.dataset:
         return ImageSet(x, labels.numpy(), what)
-    what += f" resized to {h}x{w}, {c} channel(s) (real images, but not the network's dataset {prep.dataset})"
+    what += f" resized to {h}x{w}, {c} channel(s): a stand-in, not the network's dataset {prep.dataset}"
     return ImageSet(x, None, what)
 
 

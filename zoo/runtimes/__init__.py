@@ -2,7 +2,7 @@
 OpenVINO fp32/bf16): one registry below ``search``, ``export`` and ``demo``, which all use it."""
 
 from zoo.runtimes.base import ExportError, Session
-from zoo.runtimes.formats import Artefacts, BuildOptions, get_format
+from zoo.runtimes.formats import Artefacts, BuildOptions
 from zoo.runtimes.registry import (
     RuntimeSpec,
     available_runtimes,
@@ -13,7 +13,6 @@ from zoo.runtimes.registry import (
     runtime_names,
     runtimes_of_format,
     unavailable,
-    weights_fingerprint,
 )
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "RuntimeSpec",
     "Session",
     "available_runtimes",
-    "get_format",
     "get_runtime",
     "load_session",
     "make_session",
@@ -31,5 +29,4 @@ __all__ = [
     "runtime_names",
     "runtimes_of_format",
     "unavailable",
-    "weights_fingerprint",
 ]

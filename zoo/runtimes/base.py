@@ -8,7 +8,7 @@ already on the device in, a tensor on the device out), so the GPU can be timed w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ class ExportError(ValueError):
     """Bad input to an export, or a step that cannot be done here; the message is one line."""
 
 
-@runtime_checkable
 class Session(Protocol):
     name: str
     device: str
