@@ -32,11 +32,12 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# Regenerate the shipped CPU latency tables (this machine, batch 1, 1 thread), their validations and the Pixel-1
+# Regenerate the shipped CPU latency tables (this machine, batch 1, 1 thread; built by the runtime registry as
+# `proxyless export` ships them), their validations and the Pixel-1
 # table + predictor (~30 min on 2 cores). GPU tables: `make gpu-measure` on a GPU machine.
 T := search/latency/tables
 tables: $(VENV)/.installed-dev
-	for s in fmnist imagenet; do for rt in onnxruntime torch; do \
+	for s in fmnist imagenet; do for rt in onnxruntime openvino torch; do \
 	  rm -f $(T)/$${s}_cpu_$${rt}_b1.json; \
 	  $(BIN)/proxyless search profile --space $$s --device cpu --runtime $$rt --batch 1 --threads 1 \
 	    --out $(T)/$${s}_cpu_$${rt}_b1.json || exit 1; \

@@ -26,13 +26,19 @@ from demo.batching import Batcher
 from demo.examples import EXAMPLES_DIR, example_paths, label_of
 from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
 from demo.rest import api_router
-from export.files import ExportError
-from export.runtimes import Runtime, available_runtimes, make_runtime
 from zoo import create_model, list_models
+from zoo.runtimes import (
+    BuildOptions,
+    ExportError,
+    Session,
+    available_runtimes,
+    get_runtime,
+    make_session,
+)
 
-# The first available is the default: ONNX Runtime runs these small nets several times faster than eager PyTorch
-# on CPU (batch 1: ~2 vs ~9 ms for the Fashion-MNIST nets here).
-RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch", "tensorrt": "TensorRT"}
+# Every runtime of the registry is offered where it runs; the first available is the default: ONNX Runtime runs
+# these small nets several times faster than eager PyTorch on CPU (batch 1: ~2 vs ~9 ms for the 28x28 nets here).
+DEFAULT_RUNTIME = "onnxruntime"
 PREFERRED_MODEL = "fmnist_proxyless_cpu"  # the net searched for the hardware the demo usually runs on
 TOP_K = 5
 # Small images (a 28x28 example) shown enlarged with their pixels visible, not blurred.
@@ -78,7 +84,7 @@ class Predictor:
         self.model_names, self.runtime_kinds, self.cache_dir = list(model_names), list(runtime_kinds), cache_dir
         self.onnx_exporter, self.threads, self.max_batch = onnx_exporter, threads, max_batch
         self._models: dict[str, nn.Module] = {}
-        self._runtimes: dict[tuple[str, str], tuple[Runtime, Batcher]] = {}
+        self._runtimes: dict[tuple[str, str], tuple[Session, Batcher]] = {}
         self._load_lock = threading.Lock()
 
     def model(self, name: str) -> nn.Module:
@@ -92,29 +98,29 @@ class Predictor:
     def info(self, name: str) -> Any:
         return self.model(name).info
 
-    def runtime(self, name: str, kind: str) -> tuple[Runtime, Batcher]:
+    def runtime(self, name: str, kind: str) -> tuple[Session, Batcher]:
         """The runtime of a model, exported on first use; exports are cached in ``cache_dir`` across restarts
-        (``make_runtime`` keys its files by a fingerprint of the weights)."""
+        (``make_session`` keys its files by a fingerprint of the weights)."""
         if kind not in self.runtime_kinds:
             raise InputError(f"runtime {kind!r} is not available here; choose one of {', '.join(self.runtime_kinds)}")
         model = self.model(name)
         with self._load_lock:
             if (name, kind) not in self._runtimes:
-                device = "cuda" if kind == "tensorrt" else "cpu"  # TensorRT runs on the GPU only
+                device = get_runtime(kind).device_for("cpu")  # TensorRT runs on the GPU only
                 shape, workdir = model.info.input_size, self.cache_dir / name
-                runtime = make_runtime(
-                    kind, model, shape, workdir, device, self.threads, onnx_exporter=self.onnx_exporter
-                )
-                max_batch = 1 if kind == "tensorrt" else self.max_batch
+                options = BuildOptions(onnx_exporter=self.onnx_exporter)
+                runtime = make_session(kind, model, shape, workdir, device, self.threads, options=options)
+                max_batch = 1 if device == "cuda" else self.max_batch
                 self._runtimes[name, kind] = (runtime, Batcher(runtime, max_batch, f"{name}-{kind}"))
             return self._runtimes[name, kind]
 
     def warm(self) -> None:
-        """Build every (model, runtime) pair and run it once, so no user waits for an export."""
+        """Build every (model, runtime) pair and run it once, so no user waits for an export; runtimes that take
+        minutes to build (AOTInductor, TensorRT) are built on first use instead."""
         for name in self.model_names:
             info = self.info(name)
             dummy = np.zeros((1, *info.input_size), np.float32)
-            for kind in self.runtime_kinds:
+            for kind in (k for k in self.runtime_kinds if not get_runtime(k).slow_build):
                 runtime, batcher = self.runtime(name, kind)
                 batcher(dummy)
                 if batcher.max_batch > 1:  # a full batch too: the first run of a new shape is slow
@@ -170,12 +176,16 @@ def card_markdown(info: Any) -> str:
     return " · ".join(facts)
 
 
+def runtime_label(kind: str) -> str:
+    return get_runtime(kind).label
+
+
 def runtime_status() -> tuple[list[str], dict[str, str]]:
-    """The demo's runtimes that work here, and the reasons the others do not."""
+    """The registry's runtimes that work here (the default first), and the reasons the others do not."""
     status = available_runtimes()
-    usable = [k for k in RUNTIME_LABELS if k in status and status[k] is None]
-    missing = {k: (status[k] or "") if k in status else "not provided by export.runtimes" for k in RUNTIME_LABELS}
-    return usable, {k: why for k, why in missing.items() if k not in usable}
+    order = sorted(status, key=lambda k: k != DEFAULT_RUNTIME)  # registry order, the default first
+    usable = [k for k in order if status[k] is None]
+    return usable, {k: why for k, why in status.items() if why is not None}
 
 
 def default_model(names: Sequence[str]) -> str:
@@ -190,7 +200,7 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
         # guards and clear messages, is the only one to open it.
         if not image or not image.get("path"):
             raise gr.Error("No image: upload one, paste one or click an example first.", print_exception=False)
-        label = RUNTIME_LABELS.get(runtime, runtime)
+        label = runtime_label(runtime) if runtime in predictor.runtime_kinds else runtime
         try:
             r = predictor.classify(image["path"], model, runtime)
         except InputError as e:
@@ -216,10 +226,10 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
     with gr.Blocks(title="proxyless-zoo demo", analytics_enabled=False) as app:
         gr.Markdown(
             "# proxyless-zoo: hardware-specialized classifiers\n"
-            "Upload a photo (or paste one, or use the webcam) of a piece of clothing, or click a Fashion-MNIST "
-            "example. Fashion-MNIST images are light objects on black, so a photo is converted to grayscale, "
-            "inverted if its border is bright, trimmed to the object, padded to a square and resized to the "
-            "model's input; *What the model sees* shows the result."
+            "Upload a photo (or paste one, or use the webcam), or click an example. The photo is prepared as the "
+            "model's dataset expects (for datasets of light objects on black, such as clothing images: "
+            "grayscale, inverted if its border is bright, trimmed to the object, padded to a square and resized); "
+            "*What the model sees* shows the result."
         )
         with gr.Row():
             with gr.Column():
@@ -231,10 +241,10 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
                     elem_id="image",
                 )
                 model = gr.Dropdown(names, value=default_model(names), label="Model", elem_id="model")
-                choices = [(RUNTIME_LABELS[k], k) for k in predictor.runtime_kinds]
+                choices = [(runtime_label(k), k) for k in predictor.runtime_kinds]
                 runtime = gr.Radio(choices, value=choices[0][1], label="Runtime", elem_id="runtime")
                 if unavailable:
-                    lines = [f"- {RUNTIME_LABELS[k]}: {why}" for k, why in unavailable.items()]
+                    lines = [f"- {runtime_label(k)}: {why}" for k, why in unavailable.items()]
                     gr.Markdown("Unavailable runtimes:\n" + "\n".join(lines), elem_id="unavailable")
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():

@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter (default dynamo)"
     )
-    p.add_argument("--write-examples", metavar="DIR", help="write the Fashion-MNIST example PNGs to DIR and exit")
+    p.add_argument(
+        "--write-examples",
+        metavar="DIR",
+        help="write example PNGs of the default model's dataset to DIR and exit",
+    )
     return p
 
 
@@ -58,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in SERVER_ENV.items():
         os.environ.setdefault(key, value)
     if args.write_examples:
+        from demo.app import PREFERRED_MODEL
         from demo.examples import write_examples
+        from zoo.registry import get_model_info
 
-        print(f"wrote {len(write_examples(args.write_examples))} examples to {args.write_examples}")
+        written = write_examples(args.write_examples, get_model_info(PREFERRED_MODEL).dataset)
+        print(f"wrote {len(written)} examples to {args.write_examples}")
         return 0
     from demo.app import DEFAULT_CACHE_DIR, launch  # imports Gradio: after the environment above is set
 

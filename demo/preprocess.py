@@ -6,19 +6,20 @@ Two steps, so each can be tested alone:
 decoding (decompression-bomb guard: at most ``MAX_PIXELS``); files that are not images, truncated or
 corrupt, or smaller than ``MIN_SIDE`` pixels raise ``InputError`` with one line saying what is wrong.
 Animated images (GIF/APNG/WebP) use their **first frame** (the notes say so). Transparency is flattened
-onto black, the background Fashion-MNIST images have; CMYK/YCbCr/LAB/HSV are converted to RGB;
+onto black (the background of dark-background datasets); CMYK/YCbCr/LAB/HSV are converted to RGB;
 16-bit and float images are stretched to 8 bits; EXIF orientation is applied.
 
 ``prepare(image, spec)`` follows the model's metadata (channels, size, mean/std):
 
-- An image already in the model's own format (e.g. a 28x28 grayscale Fashion-MNIST test image) is only
+- An image already in the model's own format (e.g. a 28x28 grayscale test image of a 28x28 dataset) is only
   normalized: the dataset pipeline exactly.
-- For datasets of light objects on a dark background (Fashion-MNIST, MNIST), a photo is converted to
+- For datasets of light objects on a dark background (``DatasetSpec.dark_background`` in the dataset
+  registry), a photo is converted to
   grayscale, **inverted when its border is bright** (a sneaker on a white table becomes a light sneaker on
   black), its background level (the border's median) is taken as black and the contrast stretched, it is
   trimmed to the object's bounding box, padded to a square with black and resized with an antialiasing
-  (Lanczos) filter: as Fashion-MNIST's own images were made (trimmed, longest side resized to 28, centred).
-- For other (ImageNet-style RGB) models: resize the shorter side to size / 0.875 and center-crop.
+  (Lanczos) filter: as such datasets' own images were made (trimmed, longest side resized, centred).
+- For other models: the dataset registry's eval transform (shorter side to size / 0.875, center crop).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from zoo.datasets import CROP_FRACTION, dataset_names, eval_geometry, get_dataset
+
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them
 MIN_SIDE = 8  # a 1x1 or 3x3 "image" carries nothing to classify
 MAX_FILE_BYTES = 10 * 1024 * 1024  # the server's upload limit (gradio max_file_size) is the same
-DARK_BACKGROUND_DATASETS = frozenset({"fashionmnist", "mnist"})
-CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, center crop
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
@@ -56,10 +57,11 @@ class InputSpec:
 
     @classmethod
     def from_info(cls, info: object) -> InputSpec:
+        """``dark_background`` from the dataset registry (False for a dataset it does not know)."""
         c, h, w = (int(v) for v in info.input_size)
-        dataset = "".join(ch for ch in str(info.dataset).lower() if ch.isalnum())
         mean, std = _per_channel(info.mean, c, "mean"), _per_channel(info.std, c, "std")
-        return cls(c, h, w, mean, std, dataset in DARK_BACKGROUND_DATASETS)
+        dark = str(info.dataset) in dataset_names() and get_dataset(str(info.dataset)).dark_background
+        return cls(c, h, w, mean, std, dark)
 
 
 def _per_channel(values: float | Sequence[float], channels: int, what: str) -> tuple[float, ...]:
@@ -126,7 +128,7 @@ def _check_size(w: int, h: int) -> None:
 
 
 def _to_8bit(im: Image.Image, notes: list[str]) -> Image.Image:
-    """L or RGB, 8 bits per channel; alpha flattened onto black (the Fashion-MNIST background)."""
+    """L or RGB, 8 bits per channel; alpha flattened onto black (the dark-background datasets' background)."""
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in _ALPHA_MODES:
@@ -175,7 +177,8 @@ def _border(a: np.ndarray) -> np.ndarray:
 
 
 def _dark_background(im: Image.Image, spec: InputSpec, notes: list[str]) -> Image.Image:
-    """Make a photo look like a Fashion-MNIST image: light object on black, trimmed to it, longest side filling."""
+    """Make a photo look like a dark-background dataset's image: light object on black, trimmed to it, longest
+    side filling."""
     a = np.asarray(im, dtype=np.float32)
     if _border(a).mean() > 127.5:
         a = 255.0 - a
@@ -212,11 +215,12 @@ def _object_box(lum: np.ndarray, level: float = 0.1 * 255, share: float = 0.01) 
 
 
 def _resize_center_crop(im: Image.Image, spec: InputSpec, notes: list[str]) -> Image.Image:
-    """The ImageNet evaluation transform (as zoo.datasets.imagefolder_eval): shorter side to size / 0.875."""
+    """The dataset registry's eval geometry (the one training and evaluation use): shorter side to size / 0.875,
+    center crop."""
+    if spec.width != spec.height:
+        raise ValueError(f"model metadata: non-square input {spec.width}x{spec.height}; the demo handles squares")
     w, h = im.size
-    short = round(max(spec.width, spec.height) / CROP_FRACTION)
-    rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    resized = im.resize((rw, rh), Image.Resampling.BILINEAR)
-    left, top = (rw - spec.width) // 2, (rh - spec.height) // 2
+    short = round(spec.height / CROP_FRACTION)
+    rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)  # as torchvision's Resize
     notes.append(f"resized to {rw}x{rh}, center-cropped to {spec.width}x{spec.height}")
-    return resized.crop((left, top, left + spec.width, top + spec.height))
+    return eval_geometry(spec.height)(im)

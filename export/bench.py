@@ -22,27 +22,37 @@ import torch
 from tqdm import tqdm
 
 from export.files import ExportError, file_bytes
-from export.runtimes import DEFAULT_BATCH_MAX, KINDS, Runtime, TorchRuntime, available_runtimes, make_runtime
 from export.source import Source
+from zoo.options import option
+from zoo.runtimes import BuildOptions, Session, available_runtimes, make_session, runtime_names
+from zoo.runtimes.base import DEVICES
+from zoo.runtimes.onnx import EXPORTERS
+from zoo.runtimes.sessions import TorchSession
 
 REPORT_FORMAT = "proxyless-bench/1"
 
 
 @dataclass
 class BenchOptions:
-    runtimes: tuple[str, ...] = ("torch", "torchscript", "onnxruntime")
-    batches: tuple[int, ...] = (1, 8, 32)
-    device: str = "cpu"
-    threads: int = 1
-    warmup: int = 10
-    iters: int = 60
-    rounds: int = 6
-    onnx_exporter: str = "dynamo"
+    """What ``export bench`` measures and how; every field is one of its options."""
+
+    runtimes: tuple[str, ...] = option(
+        ("torch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "tensorrt"),
+        "comma-separated runtimes of the registry (`proxyless export runtimes` lists them)",
+    )
+    batches: tuple[int, ...] = option((1, 8, 32), "comma-separated batch sizes")
+    device: str = option("cpu", "device", choices=DEVICES)
+    threads: int = option(1, "threads for every runtime (1: stable on a shared machine)")
+    warmup: int = option(10, "untimed calls per runtime and batch")
+    iters: int = option(60, "timed calls per runtime and batch")
+    rounds: int = option(6, "interleaved rounds the calls are split into")
+    onnx_exporter: str = option("dynamo", "ONNX exporter", choices=EXPORTERS)
 
     def __post_init__(self) -> None:
-        bad = [k for k in self.runtimes if k not in KINDS]
+        known = runtime_names()
+        bad = [k for k in self.runtimes if k not in known]
         if bad or not self.runtimes:
-            raise ExportError(f"unknown runtime(s) {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
+            raise ExportError(f"unknown runtime(s) {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
         if not self.batches or min(self.batches) < 1:
             raise ExportError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if self.threads < 1 or self.warmup < 0 or self.rounds < 1 or self.iters < self.rounds:
@@ -78,9 +88,9 @@ def _reset_rss_peak() -> bool:
 class _Meter:
     """Peak memory of a run of calls: RSS high-water delta on the CPU, PyTorch's allocator on CUDA."""
 
-    def __init__(self, runtime: Runtime, device: str) -> None:
+    def __init__(self, runtime: Session, device: str) -> None:
         self.cuda = device == "cuda" and runtime.device == "cuda"
-        self.measurable = isinstance(runtime, TorchRuntime) if self.cuda else True
+        self.measurable = isinstance(runtime, TorchSession) if self.cuda else True
         self.peak_mb: float | None = None
         self.kind = ("cuda" if self.cuda else "rss") if self.measurable else None
 
@@ -105,7 +115,30 @@ class _Meter:
             self.peak_mb = mb if self.peak_mb is None else max(self.peak_mb, mb)
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
+@dataclass(frozen=True)
+class LatencyRecord:
+    """One (model, runtime, batch) measurement; ``asdict`` is its one JSON form (the report's ``results`` rows)."""
+
+    model: str
+    runtime: str
+    provider: str
+    device: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    calls: int
+    throughput_ips: float
+    file_bytes: int | None
+    peak_mem_mb: float | None
+    peak_mem_kind: str | None
+    gpu_p50_ms: float | None
+    note: str
+
+
+def _stats(ms: list[float]) -> dict[str, Any]:
     a = np.asarray(ms)
     return {
         "p50_ms": float(np.percentile(a, 50)),
@@ -117,7 +150,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _gpu_ms(runtime: TorchRuntime, x: np.ndarray, n: int) -> float:
+def _gpu_ms(runtime: TorchSession, x: np.ndarray, n: int) -> float:
     """Median GPU time of ``runtime`` on a GPU-resident input, from CUDA events."""
     xd = torch.from_numpy(x).cuda()
     times = []
@@ -137,32 +170,25 @@ def _model_bytes(source: Source) -> int:
 
 def build_runtimes(
     source: Source, opts: BenchOptions, workdir: Path, log: Any = print
-) -> tuple[dict[str, Runtime], dict[str, str]]:
-    """The runtimes of ``opts`` that work here (exported into ``workdir``, reused when present), and the reasons
+) -> tuple[dict[str, Session], dict[str, str]]:
+    """The runtimes of ``opts`` that work here (built into ``workdir``, reused when present), and the reasons
     for those that do not."""
     status = available_runtimes(opts.device)
-    runtimes, unavailable = {}, {}
+    build = BuildOptions(batch_max=max(BuildOptions().batch_max, *opts.batches), onnx_exporter=opts.onnx_exporter)
+    runtimes, missing = {}, {}
     for kind in opts.runtimes:
         if status[kind]:
-            unavailable[kind] = status[kind]
+            missing[kind] = status[kind]
             log(f"{kind}: skipped: {status[kind]}")
             continue
-        runtimes[kind] = make_runtime(
-            kind,
-            source.model,
-            source.input_shape,
-            workdir,
-            opts.device,
-            opts.threads,
-            batch_max=max(DEFAULT_BATCH_MAX, *opts.batches),
-            onnx_exporter=opts.onnx_exporter,
-        )
-    return runtimes, unavailable
+        shape, device = source.input_shape, opts.device
+        runtimes[kind] = make_session(kind, source.model, shape, workdir, device, opts.threads, options=build)
+    return runtimes, missing
 
 
 def measure(
-    source: Source, runtimes: dict[str, Runtime], opts: BenchOptions, progress: bool = True
-) -> list[dict[str, Any]]:
+    source: Source, runtimes: dict[str, Session], opts: BenchOptions, progress: bool = True
+) -> list[LatencyRecord]:
     """One result row per (runtime, batch)."""
     torch.set_num_threads(opts.threads)
     names = list(runtimes)
@@ -187,18 +213,22 @@ def measure(
                         times[name].append((time.perf_counter() - t0) * 1e3)
                 bar.update()
         for name in names:
-            rt = runtimes[name]
-            stats = _stats(times[name])
-            row = {"model": source.name, "runtime": name, "provider": rt.provider, "device": rt.device, "batch": batch}
-            row.update(stats)
-            row["throughput_ips"] = batch * 1e3 / stats["mean_ms"]
-            row["file_bytes"] = _model_bytes(source) if name == "torch" else file_bytes(getattr(rt, "path", None))
-            row["peak_mem_mb"] = meters[name].peak_mb
-            row["peak_mem_kind"] = meters[name].kind if meters[name].peak_mb is not None else None
-            row["gpu_p50_ms"] = (
-                _gpu_ms(rt, x, per_round) if rt.device == "cuda" and isinstance(rt, TorchRuntime) else None
+            rt, meter, stats = runtimes[name], meters[name], _stats(times[name])
+            on_gpu = rt.device == "cuda" and isinstance(rt, TorchSession)
+            row = LatencyRecord(
+                model=source.name,
+                runtime=name,
+                provider=rt.provider,
+                device=rt.device,
+                batch=batch,
+                **stats,
+                throughput_ips=batch * 1e3 / stats["mean_ms"],
+                file_bytes=_model_bytes(source) if name == "torch" else file_bytes(rt.path),
+                peak_mem_mb=meter.peak_mb,
+                peak_mem_kind=meter.kind if meter.peak_mb is not None else None,
+                gpu_p50_ms=_gpu_ms(rt, x, per_round) if on_gpu else None,
+                note=rt.note,
             )
-            row["note"] = getattr(rt, "note", "")
             rows.append(row)
     bar.close()
     return rows
@@ -237,7 +267,7 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(opts.threads)
-    rows: list[dict[str, Any]] = []
+    rows: list[LatencyRecord] = []
     models, unavailable = [], {}
     for source in sources:
         t0 = time.perf_counter()
@@ -252,8 +282,8 @@ def run_bench(
         "env": environment(),
         "models": models,
         "unavailable": unavailable,
-        "results": rows,
-        "summary": summarize(rows),
+        "results": [asdict(r) for r in rows],
+        "summary": summarize([asdict(r) for r in rows]),
     }
     write_json(out / "report.json", report)
     write_text(out / "report.md", bench_markdown(report))

@@ -1,14 +1,15 @@
 """``proxyless export`` (= ``python -m export``).
 
-  proxyless export SOURCE --formats torchscript,onnx,pt2,tensorrt,int8 --out DIR   write + check artefacts
+  proxyless export SOURCE --formats torchscript,onnx,pt2,openvino,tensorrt,int8 --out DIR   write, check, time
   proxyless export quantize SOURCE --out DIR                                      ONNX + int8 and its accuracy
   proxyless export check DIR                                                      re-run an export's parity checks
   proxyless export bench NAME... --runtimes ... --batches 1,8,32 --out DIR        latency report
   proxyless export runtimes                                                       which runtimes work here
 
 SOURCE is a zoo model name, an arch JSON file (random weights) or a weights directory (model.safetensors +
-config.json). Every command ends with one line of JSON; errors are one line ``error: ...`` (exit 2 for bad input,
-1 for a parity mismatch).
+config.json). The export report carries, for every runtime of the registry that loads an artefact, its parity
+with eager PyTorch and its batch-1 latency. Every command ends with one line of JSON; errors are one line
+``error: ...`` (exit 2 for bad input, 1 for a parity mismatch).
 """
 
 from __future__ import annotations
@@ -19,52 +20,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from export.bench import BenchOptions
 from export.files import ParityError
+from export.pipeline import FORMATS, ExportOptions, check_dir, parse_formats, run_export
+from zoo.options import add_options, from_args
 
 SUBCOMMANDS = ("run", "quantize", "check", "bench", "runtimes")
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _common_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="zoo model name, arch JSON file (random weights) or weights directory")
     p.add_argument("--out", required=True, type=Path, help="directory for the artefacts and report.json")
     p.add_argument("--random-weights", action="store_true", help="a zoo name with random (seed 0) weights")
-    p.add_argument("--batch-max", type=_positive, default=64, help="largest batch the artefacts accept (default 64)")
-    p.add_argument("--parity-images", type=_positive, default=256, help="real test images for parity (default 256)")
-    p.add_argument("--atol", type=float, default=1e-4, help="fp32 max abs logit difference allowed (default 1e-4)")
-    p.add_argument("--fp16-atol", type=float, default=5e-2, help="the same for fp16 TensorRT engines (default 5e-2)")
-    p.add_argument("--min-agreement", type=float, default=1.0, help="fp32 top-1 agreement required (default 1.0)")
-    p.add_argument("--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo", help="default dynamo")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
-    p.add_argument("--no-slim", action="store_true", help="do not try onnxslim on the ONNX file")
-    p.add_argument(
-        "--pt2-mode",
-        choices=("aoti", "program"),
-        default="aoti",
-        help="AOTInductor package (default) or torch.export.save of the ExportedProgram (fast to make)",
-    )
-    p.add_argument("--no-fp16", action="store_true", help="build the TensorRT engine in fp32")
-    p.add_argument("--calib-images", type=_positive, default=512, help="int8 calibration images (default 512)")
-    p.add_argument("--calib-dir", type=Path, help="folder of the model's own images for int8 calibration")
-    eval_group = p.add_mutually_exclusive_group()
-    eval_group.add_argument("--eval-images", type=_positive, default=1000, help="test images for int8 accuracy")
-    eval_group.add_argument("--full-test", action="store_true", help="int8 accuracy on the whole test split")
+    add_options(p, ExportOptions)
+    p.add_argument("--full-test", action="store_true", help="int8 accuracy on the whole test split")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -77,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_export(run)
     run.add_argument(
         "--formats",
-        default="torchscript,onnx,pt2,tensorrt",
-        help="comma-separated: torchscript,onnx,pt2,tensorrt,int8 (default: all but int8)",
+        default=",".join(ExportOptions.formats),
+        help=f"comma-separated: {','.join(FORMATS)} (default: all but int8)",
     )
     quant = sub.add_parser("quantize", help="ONNX + ORT int8 static quantization, with its accuracy change")
     _common_export(quant)
@@ -87,20 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-progress", action="store_true")
     bench = sub.add_parser("bench", help="latency report of zoo models across runtimes")
     bench.add_argument("models", nargs="+", help="zoo model names, arch JSON files or weights directories")
-    bench.add_argument(
-        "--runtimes",
-        default="torch,torchscript,onnxruntime,onnxruntime-int8,tensorrt",
-        help="comma-separated from torch,torchscript,onnxruntime,onnxruntime-int8,tensorrt,pt2",
-    )
-    bench.add_argument("--batches", type=_csv_ints, default=(1, 8, 32), help="default 1,8,32")
-    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    bench.add_argument(
-        "--threads", type=_positive, default=1, help="threads for every runtime (default 1: stable on a shared machine)"
-    )
-    bench.add_argument("--warmup", type=int, default=10, help="untimed calls per runtime and batch (default 10)")
-    bench.add_argument("--iters", type=_positive, default=60, help="timed calls per runtime and batch (default 60)")
-    bench.add_argument("--rounds", type=_positive, default=6, help="interleaved rounds the calls are split into")
-    bench.add_argument("--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo")
+    add_options(bench, BenchOptions)
     bench.add_argument("--random-weights", action="store_true", help="zoo names with random (seed 0) weights")
     bench.add_argument("--out", required=True, type=Path)
     bench.add_argument("--no-progress", action="store_true")
@@ -109,41 +65,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _export_options(args: argparse.Namespace, formats: tuple[str, ...]) -> Any:
-    from export.pipeline import ExportOptions
-
-    return ExportOptions(
-        formats=formats,
-        batch_max=args.batch_max,
-        atol=args.atol,
-        fp16_atol=args.fp16_atol,
-        min_agreement=args.min_agreement,
-        parity_images=args.parity_images,
-        onnx_exporter=args.onnx_exporter,
-        opset=args.opset,
-        slim=not args.no_slim,
-        pt2_mode=args.pt2_mode,
-        fp16=not args.no_fp16,
-        calib_images=args.calib_images,
-        calib_dir=args.calib_dir,
-        eval_images=None if args.full_test else args.eval_images,
-    )
+def _export_options(args: argparse.Namespace, formats: tuple[str, ...]) -> ExportOptions:
+    return from_args(ExportOptions, args, formats=formats, eval_images=None if args.full_test else args.eval_images)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The one JSON line: each artefact's file, parity and (int8) accuracy change."""
-    out: dict[str, Any] = {"model": report["model"]["name"], "skipped": report["skipped"]}
+    """The one JSON line: per artefact, each runtime's parity and batch-1 latency (and int8's accuracy change)."""
+    out: dict[str, Any] = {"model": report["model"]["name"], "eager_p50_ms": report["eager_p50_ms"]}
+    out["skipped"] = report["skipped"]
     for a in report["artefacts"]:
-        p = a["parity"]
-        item = {"file": a["file"], "max_abs": p["max_abs"], "top1_agreement": p["top1_agreement"], "ok": p["ok"]}
-        if isinstance(a.get("accuracy"), dict):
-            item.update({k: a["accuracy"][k] for k in ("fp32", "int8", "change")})
+        item: dict[str, Any] = {"file": a["file"], "ok": all(c["parity"]["ok"] for c in a["checks"])}
+        for c in a["checks"]:
+            p = c["parity"]
+            item[c["runtime"]] = {
+                "max_abs": p["max_abs"],
+                "top1_agreement": p["top1_agreement"],
+                "ok": p["ok"],
+                "p50_ms": c["p50_ms"],
+                "vs_eager": c["vs_eager"],
+            }
+        accuracy = a["build"].get("accuracy")
+        if isinstance(accuracy, dict):
+            item.update({k: accuracy[k] for k in ("fp32", "int8", "change")})
         out[a["format"]] = item
     return out
 
 
 def _cmd_export(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
-    from export.pipeline import run_export
     from export.source import load_source
 
     source = load_source(args.source, args.random_weights)
@@ -154,19 +102,10 @@ def _cmd_export(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from export.bench import BenchOptions, run_bench
+    from export.bench import run_bench
     from export.source import load_source
 
-    opts = BenchOptions(
-        runtimes=tuple(r.strip() for r in args.runtimes.split(",") if r.strip()),
-        batches=args.batches,
-        device=args.device,
-        threads=args.threads,
-        warmup=args.warmup,
-        iters=args.iters,
-        rounds=args.rounds,
-        onnx_exporter=args.onnx_exporter,
-    )
+    opts = from_args(BenchOptions, args)
     sources = [load_source(m, args.random_weights) for m in args.models]
     report = run_bench(sources, opts, args.out, progress=not args.no_progress)
     print(f"wrote report.json, report.md and latency.png to {args.out}")
@@ -200,19 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "runtimes":
-            from export.runtimes import available_runtimes
+            from zoo.runtimes import available_runtimes
 
             print(json.dumps(available_runtimes(args.device)))
             return 0
         if args.command == "check":
-            from export.pipeline import check_dir
-
             print(json.dumps(check_dir(args.dir, progress=not args.no_progress)))
             return 0
         if args.command == "bench":
             return _cmd_bench(args)
-        from export.pipeline import parse_formats
-
         formats = parse_formats(args.formats) if args.command == "run" else ("onnx", "int8")
         return _cmd_export(args, formats)
     except ParityError as e:

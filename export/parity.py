@@ -18,6 +18,7 @@ from torch import nn
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_FP16_ATOL = 5e-2
+DEFAULT_BF16_ATOL = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,11 @@ def compare(
     return Parity(
         name, len(x), max_abs, float(diff.mean()), agreement, atol, min_agreement if atol is not None else None
     )
+
+
+def accuracy(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, labels: np.ndarray, batch: int = 64) -> float:
+    """Top-1 accuracy (fraction) of ``run`` on ``x``."""
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((run(x[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
+    return correct / len(x)

@@ -1,11 +1,14 @@
-"""The export command's work: write each requested artefact, run it on real images against eager PyTorch, and
-record everything in ``report.json`` beside the artefacts. ``check_dir`` repeats the parity checks later.
+"""The export command's work: write each requested artefact, run it on every runtime of the registry that loads
+it (on real images, against eager PyTorch: parity; then all of them interleaved at batch 1: latency), and record
+both in ``report.json`` beside the artefacts. ``check_dir`` repeats the parity checks later.
 
-Artefacts: ``NAME.pt`` (TorchScript), ``NAME.onnx``, ``NAME.pt2``, ``NAME.engine`` (TensorRT), ``NAME.int8.onnx``.
+Artefacts are named after the network: ``NAME.pt`` (TorchScript), ``NAME.onnx``, ``NAME.pt2``, ``NAME.xml`` +
+``NAME.bin`` (OpenVINO IR), ``NAME.engine`` (TensorRT), ``NAME.int8.onnx``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -17,125 +20,200 @@ import numpy as np
 from tqdm import tqdm
 
 from export.files import ExportError, ParityError, file_bytes, write_json
-from export.images import ImageSet, fmnist_images, folder_images
-from export.onnx_export import OPSET
-from export.parity import DEFAULT_ATOL, DEFAULT_FP16_ATOL, Parity, compare, eager_logits, run_batched
-from export.runtimes import available_runtimes, load_runtime
-from export.source import FMNIST, Source, load_source
+from export.parity import (
+    DEFAULT_ATOL,
+    DEFAULT_BF16_ATOL,
+    DEFAULT_FP16_ATOL,
+    Parity,
+    accuracy,
+    compare,
+    eager_logits,
+    run_batched,
+)
+from export.source import Source, load_source
+from zoo.options import option
+from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
+from zoo.runtimes.base import OPSET
+from zoo.runtimes.onnx import EXPORTERS
+from zoo.runtimes.pt2 import MODES as PT2_MODES
+from zoo.samples import ImageSet, sample_images
 from zoo.weights import sha256_file
 
-REPORT_FORMAT = "proxyless-export/1"
-FORMATS = ("torchscript", "onnx", "pt2", "tensorrt", "int8")  # also the order they are made in
-SUFFIX = {"torchscript": ".pt", "onnx": ".onnx", "pt2": ".pt2", "tensorrt": ".engine", "int8": ".int8.onnx"}
-RUNTIME = {"torchscript": "torchscript", "onnx": "onnxruntime", "pt2": "pt2", "tensorrt": "tensorrt"}
-RUNTIME["int8"] = "onnxruntime-int8"
-FP16_MIN_AGREEMENT = 0.99
+REPORT_FORMAT = "proxyless-export/2"
+FORMATS = ("torchscript", "onnx", "pt2", "openvino", "tensorrt", "int8")  # also the order they are made in
+FROM_ONNX = frozenset({"openvino", "tensorrt", "int8"})
+REDUCED_MIN_AGREEMENT = 0.99  # fp16 / bf16 runtimes: top-1 agreement required
 SLIM_ATOL = 1e-6
 
 
 @dataclass
 class ExportOptions:
-    formats: tuple[str, ...] = ("torchscript", "onnx", "pt2", "tensorrt")
-    batch_max: int = 64
-    atol: float = DEFAULT_ATOL
-    fp16_atol: float = DEFAULT_FP16_ATOL
-    min_agreement: float = 1.0
-    parity_images: int = 256
-    onnx_exporter: str = "dynamo"
-    opset: int = OPSET
-    slim: bool = True
-    pt2_mode: str = "aoti"
-    fp16: bool = True
-    calib_images: int = 512
-    calib_dir: Path | None = None
-    eval_images: int | None = 1000  # None: the whole test split
+    """How ``proxyless export`` makes, checks and times artefacts; the fields with help are its options."""
+
+    formats: tuple[str, ...] = ("torchscript", "onnx", "pt2", "openvino", "tensorrt")
+    batch_max: int = option(64, "largest batch the artefacts accept")
+    atol: float = option(DEFAULT_ATOL, "fp32 max abs logit difference allowed")
+    fp16_atol: float = option(DEFAULT_FP16_ATOL, "the same for fp16 TensorRT engines")
+    bf16_atol: float = option(DEFAULT_BF16_ATOL, "the same for OpenVINO bf16 (8 significant bits)")
+    min_agreement: float = option(1.0, "fp32 top-1 agreement required")
+    parity_images: int = option(256, "real test images for parity")
+    parity_data: Path | None = option(None, "folder of the model's images (ImageFolder tree or files) for parity")
+    onnx_exporter: str = option("dynamo", "ONNX exporter", choices=EXPORTERS)
+    opset: int = option(OPSET, "ONNX opset, >= 17")
+    slim: bool = option(True, "try onnxslim on the ONNX file (kept only if its outputs are the same)")
+    pt2_mode: str = option("aoti", "AOTInductor package, or torch.export.save (fast to make)", choices=PT2_MODES)
+    fp16: bool = option(True, "build TensorRT engines in fp16")
+    calib_images: int = option(512, "int8 calibration images")
+    calibration_data: Path | None = option(None, "folder of the model's images for int8 calibration")
+    eval_images: int | None = option(1000, "test images for int8 accuracy (--full-test: all)")
+    latency_calls: int = option(30, "batch-1 calls per runtime timed for the report (0: none)")
     log: Callable[[str], None] = field(default=print, repr=False)
+
+    def __post_init__(self) -> None:
+        counts = (self.batch_max, self.parity_images, self.calib_images, self.eval_images or 1)
+        if min(counts) < 1 or self.latency_calls < 0:
+            raise ExportError("batch-max, parity-images, calib-images and eval-images must be >= 1")
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(self.batch_max, self.onnx_exporter, self.opset, self.pt2_mode, self.fp16)
 
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("log")
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> ExportOptions:
+        d = dict(settings)
+        for key in ("parity_data", "calibration_data"):
+            d[key] = Path(d[key]) if d.get(key) else None
+        d["formats"] = tuple(d["formats"])
+        return cls(**d)
+
+
+@dataclass
+class Check:
+    """One runtime's run of an artefact: parity with eager PyTorch, and its batch-1 latency."""
+
+    runtime: str
+    provider: str
+    precision: str
+    parity: Parity
+    p50_ms: float | None = None
+    vs_eager: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "parity": self.parity.to_dict()}
+
+
+@dataclass
+class Artefact:
+    """A written file, what its builder says about it (exporter, opset, precision, ...) and its checks."""
+
+    format: str
+    file: str
+    bytes: int | None
+    sha256: str
+    export_seconds: float
+    build: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checks": [c.to_dict() for c in self.checks]}
+
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    """Comma-separated formats, in making order; tensorrt and int8 are built from the ONNX file, so they add it."""
+    """Comma-separated formats, in making order; those built from the ONNX file add it."""
     asked = {f.strip() for f in text.split(",") if f.strip()}
     unknown = sorted(asked - set(FORMATS))
     if unknown or not asked:
         raise ExportError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
-    if asked & {"tensorrt", "int8"}:
+    if asked & FROM_ONNX:
         asked.add("onnx")
     return tuple(f for f in FORMATS if f in asked)
 
 
-def _parity_for(fmt: str, opts: ExportOptions, precision: str = "fp32") -> tuple[float | None, float | None]:
-    if fmt == "int8":
+def tolerance(precision: str, opts: ExportOptions) -> tuple[float | None, float | None]:
+    """(max abs logit difference, top-1 agreement) a runtime of ``precision`` is held to; int8: reported only."""
+    if precision == "int8":
         return None, None
-    if precision == "fp16":
-        return opts.fp16_atol, FP16_MIN_AGREEMENT
+    if precision in ("fp16", "bf16"):
+        return opts.fp16_atol if precision == "fp16" else opts.bf16_atol, REDUCED_MIN_AGREEMENT
     return opts.atol, opts.min_agreement
 
 
 class _Exporter:
-    """One export run: the source, its real images and eager logits, and the report being filled in."""
+    """One export run: the source, its real images and eager logits, the artefacts and the sessions checked."""
 
     def __init__(self, source: Source, out: Path, opts: ExportOptions) -> None:
         self.source, self.out, self.opts = source, Path(out), opts
-        self.images = fmnist_images(source, opts.parity_images, "test")
+        self.images = sample_images(source.preprocessing, "parity", opts.parity_images, opts.parity_data)
         self.reference = eager_logits(source.model, self.images.x)
-        self.artefacts: list[dict[str, Any]] = []
+        self.files = Artefacts(
+            source.model, source.input_shape, self.out, source.name, opts.build_options(), calibration=self._calib_x
+        )
+        self.artefacts: list[Artefact] = []
+        self.sessions: dict[str, Session] = {}
         self.skipped: dict[str, str] = {}
+        self._calib: ImageSet | None = None
 
-    def path(self, fmt: str) -> Path:
-        return self.out / f"{self.source.name}{SUFFIX[fmt]}"
+    def calibration(self) -> ImageSet:
+        if self._calib is None:
+            prep, o = self.source.preprocessing, self.opts
+            self._calib = sample_images(prep, "calibration", o.calib_images, o.calibration_data)
+        return self._calib
 
-    def check(self, fmt: str, path: Path, precision: str = "fp32") -> Parity:
-        atol, agree = _parity_for(fmt, self.opts, precision)
-        runtime = load_runtime(RUNTIME[fmt], path, "cuda" if fmt == "tensorrt" else "cpu")
-        return compare(path.name, runtime, self.images.x, self.reference, atol, agree, min(self.opts.batch_max, 64))
+    def _calib_x(self) -> np.ndarray:
+        return self.calibration().x
 
-    def unavailable(self, fmt: str) -> str | None:
-        """Why the runtime that checks ``fmt`` cannot run here (None if it can): the format is skipped, with that
-        line in the report, and the other formats are still made."""
-        if fmt == "pt2" and self.opts.pt2_mode != "aoti":  # a saved ExportedProgram needs no compiler
+    def runtime_unavailable(self, spec: RuntimeSpec) -> str | None:
+        if spec.name == "pt2" and self.opts.pt2_mode != "aoti":  # a saved ExportedProgram needs no compiler
             return None
-        return available_runtimes()[RUNTIME[fmt]]  # tensorrt's own reason covers a missing GPU
+        return unavailable(spec.name)
+
+    def runnable(self, fmt: str) -> list[RuntimeSpec]:
+        """The runtimes that load ``fmt`` and run here; the others are logged and listed under ``skipped``."""
+        usable = []
+        for spec in runtimes_of_format(fmt):
+            reason = self.runtime_unavailable(spec)
+            if reason:
+                self.skipped[spec.name] = reason
+                self.opts.log(f"{spec.name}: skipped: {reason}")
+            else:
+                usable.append(spec)
+        return usable
+
+    def check(self, spec: RuntimeSpec, path: Path, precision: str) -> Check:
+        atol, agree = tolerance(precision, self.opts)
+        session = load_session(spec.name, path, spec.device_for("cpu"), threads=1)  # 1 thread: the latency's
+        self.sessions[spec.name] = session
+        batch = min(self.opts.batch_max, 64)
+        parity = compare(path.name, session, self.images.x, self.reference, atol, agree, batch)
+        return Check(spec.name, session.provider, precision, parity)
 
     def make(self, fmt: str) -> None:
-        reason = self.unavailable(fmt)
-        if reason:
-            self.skipped[fmt] = reason
-            self.opts.log(f"{fmt}: skipped: {reason}")
+        specs = self.runnable(fmt)
+        if not specs:  # no runtime here can check it: not made (the reasons are logged)
             return
         t0 = time.perf_counter()
-        path = self.path(fmt)
-        extra = getattr(self, f"_make_{fmt}")(path)
+        path = self.files.get(fmt)
+        extra = self.files.built[fmt]
+        if fmt == "onnx" and self.opts.slim:
+            extra["onnxslim"] = self._slim(path)
+        if fmt == "int8":
+            extra["calibration_images"] = self.calibration().description
         seconds = time.perf_counter() - t0
-        parity = self.check(fmt, path, extra.get("precision", "fp32"))
-        entry = {"format": fmt, "file": path.name, "bytes": file_bytes(path), "sha256": sha256_file(path)}
-        entry["export_seconds"] = round(seconds, 2)
-        entry.update(extra)
-        entry["parity"] = parity.to_dict()
+        entry = Artefact(fmt, path.name, file_bytes(path), sha256_file(path), round(seconds, 2), extra)
+        for spec in specs:
+            entry.checks.append(self.check(spec, path, extra.get("precision", spec.precision)))
+        if fmt == "int8":
+            extra["accuracy"] = self._int8_accuracy(path)
         self.artefacts.append(entry)
 
-    def _make_torchscript(self, path: Path) -> dict[str, Any]:
-        from export.torchscript import export_torchscript
-
-        export_torchscript(self.source.model, self.source.input_shape, path)
-        return {"note": "traced; TorchScript is deprecated by PyTorch, the .pt2 file is the modern path"}
-
-    def _make_onnx(self, path: Path) -> dict[str, Any]:
-        from export.onnx_export import export_onnx, slim_onnx
-
-        o = self.opts
-        export_onnx(self.source.model, self.source.input_shape, path, o.batch_max, o.opset, o.onnx_exporter)
-        extra: dict[str, Any] = {"exporter": o.onnx_exporter, "opset": o.opset, "dynamic_batch": [1, o.batch_max]}
-        if o.slim:
-            extra["onnxslim"] = self._slim(path, slim_onnx)
-        return extra
-
-    def _slim(self, path: Path, slim_onnx: Callable[[Path, Path], tuple[int, int]]) -> dict[str, Any]:
+    def _slim(self, path: Path) -> dict[str, Any]:
         """Keep the onnxslim copy only if ONNX Runtime gives the same logits (within 1e-6) and the same top-1."""
+        from zoo.runtimes.onnx import slim_onnx
+
         try:
             import onnxslim  # noqa: F401
         except ImportError:
@@ -144,8 +222,8 @@ class _Exporter:
         try:
             before, after = slim_onnx(path, slim_path)
             x = self.images.x
-            a = run_batched(load_runtime("onnxruntime", path), x, 64)
-            b = run_batched(load_runtime("onnxruntime", slim_path), x, 64)
+            a = run_batched(load_session("onnxruntime", path), x, 64)
+            b = run_batched(load_session("onnxruntime", slim_path), x, 64)
             diff = float(np.abs(a - b).max())
             if diff <= SLIM_ATOL and (a.argmax(1) == b.argmax(1)).all():
                 os.replace(slim_path, path)
@@ -154,42 +232,32 @@ class _Exporter:
         finally:
             slim_path.unlink(missing_ok=True)
 
-    def _make_pt2(self, path: Path) -> dict[str, Any]:
-        from export.pt2 import export_pt2
-
-        export_pt2(self.source.model, self.source.input_shape, path, self.opts.batch_max, self.opts.pt2_mode)
-        what = {
-            "aoti": "torch.export + AOTInductor package (torch._inductor.aoti_compile_and_package), CPU",
-            "program": "torch.export.save of the ExportedProgram (run by PyTorch when loaded)",
-        }
-        return {"mode": self.opts.pt2_mode, "note": what[self.opts.pt2_mode]}
-
-    def _make_tensorrt(self, path: Path) -> dict[str, Any]:
-        from export.tensorrt_export import build_engine
-
-        return build_engine(self.path("onnx"), path, self.source.input_shape, self.opts.batch_max, self.opts.fp16)
-
-    def calibration(self) -> ImageSet:
-        if self.opts.calib_dir is not None:
-            return folder_images(self.source, self.opts.calib_dir, self.opts.calib_images)
-        return fmnist_images(self.source, self.opts.calib_images, "train")
-
-    def _make_int8(self, path: Path) -> dict[str, Any]:
-        from export.quantize import accuracy, quantize_int8
-
-        calib = self.calibration()
-        extra = quantize_int8(self.path("onnx"), path, calib.x)
-        extra["calibration_images"] = calib.description
-        if self.source.dataset != FMNIST:
-            extra["accuracy"] = f"not measured: no labelled {self.source.dataset} test set on this machine"
-            return extra
-        test = fmnist_images(self.source, self.opts.eval_images, "test")
+    def _int8_accuracy(self, path: Path) -> dict[str, Any] | str:
+        test = sample_images(self.source.preprocessing, "evaluation", self.opts.eval_images, self.opts.parity_data)
+        if test.labels is None:
+            return f"not measured: no labelled {self.source.dataset} test images here ({test.description})"
         fp32 = accuracy(lambda x: eager_logits(self.source.model, x), test.x, test.labels)
-        int8 = accuracy(load_runtime("onnxruntime-int8", path), test.x, test.labels)
-        extra["accuracy"] = {"images": test.description, "fp32": fp32, "int8": int8, "change": int8 - fp32}
-        return extra
+        int8 = accuracy(load_session("onnxruntime-int8", path), test.x, test.labels)
+        return {"images": test.description, "fp32": fp32, "int8": int8, "change": int8 - fp32}
 
-    def report(self) -> dict[str, Any]:
+    def time_runtimes(self) -> float | None:
+        """Batch-1 p50 of eager PyTorch and of every checked runtime, interleaved in one measurement; eager's p50."""
+        if self.opts.latency_calls < 1 or not self.sessions:
+            return None
+        from export.bench import BenchOptions, measure
+        from zoo.runtimes import make_session
+
+        calls = self.opts.latency_calls
+        sessions = {"torch": make_session("torch", self.source.model, self.source.input_shape, self.out)}
+        sessions.update(self.sessions)
+        opts = BenchOptions(runtimes=tuple(sessions), batches=(1,), warmup=3, iters=calls, rounds=min(3, calls))
+        p50 = {row.runtime: row.p50_ms for row in measure(self.source, sessions, opts, progress=False)}
+        for check in (c for a in self.artefacts for c in a.checks):
+            check.p50_ms = p50[check.runtime]
+            check.vs_eager = round(p50["torch"] / check.p50_ms, 2)
+        return p50["torch"]
+
+    def report(self, eager_p50_ms: float | None) -> dict[str, Any]:
         from export.report import environment
 
         return {
@@ -197,34 +265,34 @@ class _Exporter:
             "model": self.source.describe(),
             "settings": self.opts.settings(),
             "parity_images": self.images.description,
-            "artefacts": self.artefacts,
+            "latency": f"batch 1, p50 of {self.opts.latency_calls} calls per runtime, interleaved, 1 thread",
+            "eager_p50_ms": eager_p50_ms,
+            "artefacts": [a.to_dict() for a in self.artefacts],
             "skipped": self.skipped,
             "env": environment(),
         }
 
 
-def _failures(artefacts: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for a in artefacts:
-        p = a["parity"]
-        if not p["ok"]:
-            out.append(Parity(**{k: v for k, v in p.items() if k != "ok"}).failure())
-    return out
+def _failures(checks: list[Parity]) -> list[str]:
+    return [p.failure() or "" for p in checks if not p.ok]
+
+
+def _raise_failures(failures: list[str]) -> None:
+    if failures:
+        raise ParityError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
 
 
 def run_export(source: Source, out: Path, opts: ExportOptions, progress: bool = True) -> dict[str, Any]:
-    """Make every format of ``opts``, check each, write ``out/report.json``; raise ParityError on a mismatch
-    (after the report is written, so it can be read)."""
+    """Make every format of ``opts``, check and time each, write ``out/report.json``; raise ParityError on a
+    mismatch (after the report is written, so it can be read)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ex = _Exporter(source, out, opts)
     for fmt in tqdm(opts.formats, desc=f"export {source.name}", unit="format", disable=not progress):
         ex.make(fmt)
-    report = ex.report()
+    report = ex.report(ex.time_runtimes())
     write_json(out / "report.json", report)
-    failures = _failures(report["artefacts"])
-    if failures:
-        raise ParityError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
+    _raise_failures(_failures([c.parity for a in ex.artefacts for c in a.checks]))
     return report
 
 
@@ -234,8 +302,6 @@ def check_dir(out: Path, progress: bool = True) -> dict[str, Any]:
 
     Each artefact must still match the sha256 its report recorded. That catches corruption and swapped files,
     not tampering: loading TorchScript and ``.pt2`` files runs their code, so check only directories you trust."""
-    import json
-
     report_path = Path(out) / "report.json"
     if not report_path.is_file():
         raise ExportError(f"{report_path}: not found (not an export directory?)")
@@ -246,30 +312,26 @@ def check_dir(out: Path, progress: bool = True) -> dict[str, Any]:
         model, artefacts = report["model"], report["artefacts"]
         # A name whose weights were random is rebuilt from the same seed; files and directories say what they hold.
         random_name = model["weights"].startswith("random") and not Path(model["source"]).exists()
-        settings = dict(report["settings"])
-        settings["calib_dir"] = Path(settings["calib_dir"]) if settings.get("calib_dir") else None
-        settings["formats"] = tuple(settings["formats"])
-        opts = ExportOptions(**settings)
-        files = [(a["format"], a["file"], a.get("precision", "fp32"), a["sha256"]) for a in artefacts]
+        opts = ExportOptions.from_settings(report["settings"])
+        runs = [(a["file"], a["sha256"], c["runtime"], c["precision"]) for a in artefacts for c in a["checks"]]
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
         raise ExportError(f"{report_path}: not a readable export report ({type(e).__name__}: {e})") from e
-    for _, name, _, sha in files:
+    for name, sha in {(name, sha) for name, sha, _, _ in runs}:
         path = Path(out) / name
         if Path(name).name != name or not path.is_file():
             raise ExportError(f"{report_path}: artefact {name!r} is not a file in {out}")
         if sha256_file(path) != sha:
             raise ExportError(f"{path}: sha256 differs from the report's (corrupt, or another export's file)")
-    source = load_source(model["source"], random_weights=random_name)
-    ex = _Exporter(source, Path(out), opts)
-    results = []
-    for fmt, name, precision, _ in tqdm(files, desc=f"check {source.name}", unit="file", disable=not progress):
-        reason = ex.unavailable(fmt)
+    from zoo.runtimes import get_runtime
+
+    ex = _Exporter(load_source(model["source"], random_weights=random_name), Path(out), opts)
+    checks: list[tuple[str, Check]] = []
+    for name, _, runtime, precision in tqdm(runs, desc=f"check {ex.source.name}", unit="run", disable=not progress):
+        spec = get_runtime(runtime)
+        reason = ex.runtime_unavailable(spec)
         if reason:
-            opts.log(f"{fmt}: not checked: {reason}")
+            opts.log(f"{runtime}: not checked: {reason}")
             continue
-        parity = ex.check(fmt, Path(out) / name, precision)
-        results.append({"format": fmt, "file": name, "parity": parity.to_dict()})
-    failures = _failures(results)
-    if failures:
-        raise ParityError(failures[0])
-    return {"checked": results}
+        checks.append((name, ex.check(spec, Path(out) / name, precision)))
+    _raise_failures(_failures([c.parity for _, c in checks]))
+    return {"checked": [{"file": name, **c.to_dict()} for name, c in checks]}

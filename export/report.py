@@ -12,7 +12,7 @@ import torch
 
 from export.files import atomic_output
 
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "tensorrt", "numpy")
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "tensorrt", "numpy")
 
 
 def cpu_model() -> str:

@@ -1,7 +1,8 @@
 """What to export: a zoo model name, an arch JSON file (random weights) or a weights directory.
 
 Each resolves to the eval-mode network plus the facts the exporters need: input shape, normalization and the
-dataset it was trained on (which decides the real images used for parity checks and int8 calibration).
+dataset it was trained on (which decides the real images used for parity checks and int8 calibration). It is
+named after the network (its arch name), not after the file or folder it came from.
 Random weights are drawn from a fixed seed, so a later ``proxyless export check`` rebuilds the same network.
 """
 
@@ -16,9 +17,10 @@ import torch
 from torch import nn
 
 from export.files import ExportError
+from zoo.datasets import dataset_for_shape, get_dataset
+from zoo.samples import Preprocessing
 
 RANDOM_SEED = 0
-FMNIST = "fashion-mnist"
 
 
 @dataclass
@@ -34,6 +36,11 @@ class Source:
     std: tuple[float, ...]
     weights: str
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        classes = getattr(getattr(self.model, "info", None), "categories", None)
+        return Preprocessing(self.dataset, self.input_shape, self.mean, self.std, classes)
+
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.text,
@@ -46,16 +53,9 @@ class Source:
         }
 
 
-def guess_dataset(input_shape: tuple[int, int, int]) -> str:
-    """An arch file records no dataset: 1x28x28 is Fashion-MNIST, 3x32x32 CIFAR-10, anything else ImageNet."""
-    return {(1, 28, 28): FMNIST, (3, 32, 32): "cifar10"}.get(tuple(input_shape), "imagenet")
-
-
 def _normalization(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    from zoo.datasets import dataset_info
-
-    info = dataset_info(dataset)
-    return tuple(info["mean"]), tuple(info["std"])
+    spec = get_dataset(dataset)
+    return spec.mean, spec.std
 
 
 def _random_network(spec: Any) -> nn.Module:
@@ -78,7 +78,7 @@ def _from_arch_file(path: Path) -> Source:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: not a JSON arch file ({e})") from None
     shape = (int(spec.in_chans), int(spec.input_size), int(spec.input_size))
-    dataset = guess_dataset(shape)
+    dataset = dataset_for_shape(shape)
     mean, std = _normalization(dataset)
     model = _random_network(spec).eval()
     return Source(str(path.resolve()), spec.name, model, shape, dataset, mean, std, f"random (seed {RANDOM_SEED})")
@@ -92,7 +92,9 @@ def _from_weights_dir(path: Path) -> Source:
     model = build_network(info.arch)
     load_pretrained(model, path)
     model.info = info
-    return _from_info(str(path.resolve()), model, info, f"{path} (sha256 {info.weights.sha256[:12]})")
+    source = _from_info(str(path.resolve()), model, info, f"{path} (sha256 {info.weights.sha256[:12]})")
+    source.name = getattr(info.arch, "name", info.name)  # the net, not its folder ("train", "best", ...)
+    return source
 
 
 def _from_name(name: str, random_weights: bool) -> Source:
@@ -113,7 +115,7 @@ def source_from_model(model: nn.Module, input_shape: tuple[int, int, int]) -> So
     info = getattr(model, "info", None)
     if info is not None:
         return _from_info("<model>", model, info, "as given")
-    dataset = guess_dataset(input_shape)
+    dataset = dataset_for_shape(input_shape)
     mean, std = _normalization(dataset)
     return Source("<model>", type(model).__name__, model.eval(), input_shape, dataset, mean, std, "as given")
 

@@ -37,13 +37,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from export.files import write_text  # noqa: E402
-from export.runtimes import make_runtime  # noqa: E402
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
 from zoo import list_models  # noqa: E402
 from zoo.datasets import build_eval_dataset  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.files import atomic_output, atomic_write  # noqa: E402
+from zoo.runtimes import make_session  # noqa: E402
 
 BASELINE = "fmnist_mobilenetv2"
 MEASURED = {"cpu": "onnxruntime", "cpu-torch": "torch"}
@@ -69,7 +69,7 @@ def measure_cpu(models: dict[str, torch.nn.Module], rounds: int, iters: int) -> 
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
-            (hw, name): make_runtime(kind, model, (1, 28, 28), Path(tmp) / name, "cpu", 1, onnx_exporter="torchscript")
+            (hw, name): make_session(kind, model, (1, 28, 28), Path(tmp) / name, "cpu", 1)
             for name, model in models.items()
             for hw, kind in MEASURED.items()
         }

@@ -13,7 +13,6 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +20,12 @@ import torch.nn.functional as F
 from zoo.datasets import (
     DatasetError,
     balanced_subset,
-    dataset_info,
-    imagefolder_eval,
-    imagenet_split_dir,
-    load_arrays,
+    eval_transform,
+    get_dataset,
+    imagefolder,
     preprocess,
     split_train_val,
+    train_transform,
 )
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -231,26 +230,10 @@ class FolderLoader:
         workers: int = 4,
         channels_last: bool = False,
     ) -> None:
-        from torchvision import datasets, transforms
-
         if train and batch_size % world:
             raise DatasetError(f"batch size {batch_size} is not divisible by the {world} processes")
-        if not Path(root).is_dir():
-            raise DatasetError(f"ImageFolder directory {root} not found")
-        if train:
-            gray = [transforms.Grayscale(1)] if len(mean) == 1 else [transforms.Lambda(lambda im: im.convert("RGB"))]
-            tf = transforms.Compose(
-                [
-                    *gray,
-                    transforms.RandomResizedCrop(input_size),
-                    transforms.RandomHorizontalFlip(),
-                    transforms.ToTensor(),
-                    transforms.Normalize(mean, std),
-                ]
-            )
-            self.dataset = datasets.ImageFolder(str(root), transform=tf)
-        else:
-            self.dataset = imagefolder_eval(root, input_size, mean, std)
+        transform = (train_transform if train else eval_transform)(input_size, mean, std)
+        self.dataset = imagefolder(root, transform)
         self.batch_size, self.train, self.seed, self.rank, self.world = batch_size, train, seed, rank, world
         self.workers, self.channels_last = workers, channels_last
         self.device = torch.device(device)
@@ -327,19 +310,18 @@ def build_train_data(
     5,000 images the architecture search fits its alphas on; ``limit_train`` then keeps a class-balanced
     subset of what remains, for quick runs.
     """
-    info = dataset_info(name)
-    mean, std = tuple(info["mean"]), tuple(info["std"])
+    spec = get_dataset(name)
+    mean, std = spec.mean, spec.std
     shard = {"device": device, "rank": rank, "world": world, "channels_last": channels_last}
-    if name == "imagenet":
+    if spec.folder is not None:
         if val_size or limit_train:
-            raise DatasetError("--val-size / --limit-train are supported for in-memory datasets only, not imagenet")
-        root = imagenet_split_dir(data_dir, "train")
+            raise DatasetError(f"--val-size / --limit-train are supported for in-memory datasets only, not {name}")
         common = {"input_size": input_size, "mean": mean, "std": std, "workers": workers, **shard}
-        train = FolderLoader(root, batch_size, train=True, seed=seed, **common)
-        test = FolderLoader(imagenet_split_dir(data_dir, "test"), eval_batch_size, train=False, **common)
+        train = FolderLoader(spec.folder("train", data_dir), batch_size, train=True, seed=seed, **common)
+        test = FolderLoader(spec.folder("test", data_dir), eval_batch_size, train=False, **common)
         return TrainData(train, None, test, list(train.dataset.classes), mean, std, len(mean))
 
-    images, labels = load_arrays(name, "train", data_dir)
+    images, labels = spec.arrays("train", data_dir)
     val = None
     common = {"mean": mean, "std": std, "input_size": input_size, **shard}
     if val_size:
@@ -350,6 +332,6 @@ def build_train_data(
         keep = balanced_subset(labels, min(limit_train, len(labels)), split_seed)
         images, labels = images[keep], labels[keep]
     train = TensorLoader(images, labels, batch_size, train=True, augment=augment, seed=seed, **common)
-    test_images, test_labels = load_arrays(name, "test", data_dir)
+    test_images, test_labels = spec.arrays("test", data_dir)
     test = TensorLoader(test_images, test_labels, eval_batch_size, train=False, **common)
-    return TrainData(train, val, test, list(info["classes"]), mean, std, images.shape[1])
+    return TrainData(train, val, test, list(spec.classes or ()), mean, std, images.shape[1])

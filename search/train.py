@@ -19,12 +19,11 @@ import copy
 import csv
 import io
 import json
-import math
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,14 @@ from tqdm import tqdm
 
 from search import distributed as dist
 from search.data import Augment, TrainData, build_train_data
+from search.schedule import cosine
 from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
-from zoo.datasets import DATASETS, dataset_info
-from zoo.evaluate import accumulate, summarize
+from zoo.datasets import dataset_names, get_dataset
+from zoo.evaluate import EvalResult, accumulate, summarize
 from zoo.files import atomic_output, atomic_write
 from zoo.network import count_macs, count_params
+from zoo.options import add_options, from_args, option
 from zoo.registry import build_network, get_model_info, spec_from_dict
 from zoo.weights import load_pretrained, read_config, save_pretrained
 
@@ -58,39 +59,40 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """One training run. ``lr`` is per 256 images (scaled linearly with ``batch_size``); ``ema`` 0 = off."""
+    """One training run, and the options of ``proxyless search train`` (zoo.options). ``lr`` is per 256 images
+    (scaled linearly with ``batch_size``); ``ema`` 0 = off."""
 
-    arch: str
-    out: str
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 0.2
-    warmup_epochs: float = 3.0
-    wd: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.1
-    ema: float = 0.9995
-    amp: str | None = None
-    device: str = "cpu"
-    seed: int = 0
-    resume: bool = False
-    workers: int = 4
-    limit_train: int | None = None
-    val_size: int = 0
-    pad: int = 2
-    flip: bool = True
-    erase: float = 0.25
-    channels_last: bool = True
-    eval_every: int = 1
-    checkpoint_minutes: float = 10.0
-    stop_after_steps: int | None = None
-    time_limit_minutes: float | None = None
-    progress: bool = True
-    init: str | None = None  # weights to start from (fine-tuning): a weights folder, .safetensors or hf-hub:
-    teacher: str | None = None  # a weights folder whose predictions the net also learns from (distillation)
-    kd_weight: float = 1.0
+    arch: str = option(MISSING, "arch JSON file, weights folder, zoo model name, or uniform:SPACE:kKeE")
+    out: str = option(MISSING, "run directory: logs, checkpoint, final weights")
+    dataset: str = option("fashion-mnist", "training data: a dataset of the registry (zoo.datasets)")
+    data_dir: str | None = option(None, "dataset folder (Fashion-MNIST default: the Debian package's)")
+    epochs: int = option(60, "epochs of the cosine schedule")
+    batch_size: int = option(256, "global batch (all processes)")
+    lr: float = option(0.2, "peak lr per 256 images (scaled by batch/256)")
+    warmup_epochs: float = option(3.0, "linear lr warm-up")
+    wd: float = option(5e-4, "weight decay of conv/linear weights")
+    momentum: float = option(0.9, "Nesterov momentum")
+    label_smoothing: float = option(0.1, "of the training loss")
+    ema: float = option(0.9995, "EMA decay; 0 turns EMA off", const=0.9995)
+    amp: str | None = option(None, "autocast on CUDA", choices=("bf16", "fp16"), const="bf16")
+    device: str = option("cpu", "cpu or cuda")
+    seed: int = option(0, "init, data order and augmentation")
+    resume: bool = option(False, "continue OUT/checkpoint.pt")
+    workers: int = option(4, "loader processes (ImageFolder data only)")
+    limit_train: int | None = option(None, "train on a class-balanced subset of N images")
+    val_size: int = option(0, "hold out N training images as a val split")
+    pad: int = option(2, "random-crop padding in pixels (0 = no crop)")
+    flip: bool = option(True, "random horizontal flips")
+    erase: float = option(0.25, "random-erasing probability")
+    channels_last: bool = option(True, "NHWC memory format (depthwise convs ~10x faster on CPU; cuDNN's usual)")
+    eval_every: int = option(1, "test every N epochs (and the last)")
+    checkpoint_minutes: float = option(10.0, "also checkpoint mid-epoch this often")
+    stop_after_steps: int | None = option(None, "stop (checkpointed) after N steps of this invocation")
+    time_limit_minutes: float | None = option(None, "stop (checkpointed) after N minutes", flag="--time-limit")
+    progress: bool = option(True, "tqdm bars")
+    init: str | None = option(None, "start from these weights (fine-tuning): weights folder, .safetensors or hf-hub:")
+    teacher: str | None = option(None, "weights folder of a teacher: adds CE to its soft predictions (distillation)")
+    kd_weight: float = option(1.0, "weight of the teacher's term")
 
 
 def resolve_arch(text: str) -> Any:
@@ -129,8 +131,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cosine((step - warmup_steps) / max(1, total_steps - warmup_steps))
 
 
 class EMA:
@@ -202,11 +203,11 @@ class Trainer:
         self.main = dist.is_main()
         self.out = Path(c.out)
         self.spec = resolve_arch(c.arch)
-        info = dataset_info(c.dataset)
-        if self.spec.in_chans != info["channels"]:
-            raise TrainError(f"arch has {self.spec.in_chans} input channels, {c.dataset} has {info['channels']}")
-        if info["classes"] is not None and self.spec.num_classes != len(info["classes"]):
-            raise TrainError(f"arch has {self.spec.num_classes} classes, {c.dataset} has {len(info['classes'])}")
+        data = get_dataset(c.dataset)
+        if self.spec.in_chans != data.channels:
+            raise TrainError(f"arch has {self.spec.in_chans} input channels, {c.dataset} has {data.channels}")
+        if data.classes is not None and self.spec.num_classes != len(data.classes):
+            raise TrainError(f"arch has {self.spec.num_classes} classes, {c.dataset} has {len(data.classes)}")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(c.seed)  # same initial weights on every rank
@@ -257,8 +258,8 @@ class Trainer:
 
     def _validate(self) -> None:
         c = self.config
-        if c.dataset not in DATASETS:
-            raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(DATASETS)}")
+        if c.dataset not in dataset_names():
+            raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(dataset_names())}")
         if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0 or c.eval_every < 1:
             raise TrainError("epochs, batch size, eval-every must be >= 1 and lr > 0")
         if not 0 <= c.ema < 1:
@@ -342,7 +343,7 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
 
-    def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> dict[str, float | int]:
+    def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> EvalResult:
         """Accuracy over the whole split: each rank evaluates its shard, the sums are added."""
         dtype = self.autocast if autocast else None
         return summarize(dist.all_reduce_sum(accumulate(module, loader, self.device, dtype)))
@@ -428,10 +429,10 @@ class Trainer:
             splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None else {})
             for split, loader in splits.items():
                 m = self.evaluate(self.model, loader)
-                row |= {f"{split}_top1": m["top1"], f"{split}_top5": m["top5"], f"{split}_loss": m["loss"]}
+                row |= {f"{split}_top1": m.top1, f"{split}_top5": m.top5, f"{split}_loss": m.loss}
                 if self.ema:
                     m = self.evaluate(self.ema.module, loader)
-                    row |= {f"ema_{split}_top1": m["top1"], f"ema_{split}_loss": m["loss"]}
+                    row |= {f"ema_{split}_top1": m.top1, f"ema_{split}_loss": m.loss}
         self.history.append(row)
         self._write_logs(row, tb)
         if self.main:
@@ -493,9 +494,9 @@ class Trainer:
         c = self.config
         final = self.ema.module if self.ema else self.model
         test = self.evaluate(final, self.data.test, autocast=False)
-        result: dict[str, Any] = {"finished": True, **test}
+        result: dict[str, Any] = {"finished": True, **test.to_dict()}
         if self.data.val is not None:
-            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False)["top1"]
+            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False).top1
         if not self.main:
             return result
         name = c.dataset
@@ -507,7 +508,7 @@ class Trainer:
             f"{how} with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
             f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} test split"
         )
-        metrics = {"top1": test["top1"], "top5": test["top5"], "source": f"{test['n']} {name} test images"}
+        metrics = {"top1": test.top1, "top5": test.top5, "source": f"{test.n} {name} test images"}
         metadata = {
             "dataset": name,
             "input_size": [self.spec.in_chans, self.spec.input_size, self.spec.input_size],
@@ -546,57 +547,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def add_parser(subparsers: Any) -> None:
-    d = TrainConfig(arch="", out="")
     p = subparsers.add_parser(
         "train",
         help="train a network from scratch (SGD, cosine, label smoothing, EMA; resumable; DDP under torchrun)",
         description="Train a network from scratch; the defaults are the Fashion-MNIST recipe. Resumable "
         "(--resume), DDP under torchrun. The last line is JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--arch", required=True, help="arch JSON file, zoo model name, or uniform:SPACE:kKeE")
-    p.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="training data")
-    p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
-    p.add_argument("--out", required=True, help="run directory: logs, checkpoint, final weights")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the cosine schedule")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak lr per 256 images (scaled by batch/256)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear lr warm-up")
-    p.add_argument("--wd", type=float, default=d.wd, help="weight decay of conv/linear weights")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="Nesterov momentum")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss")
-    p.add_argument("--ema", type=float, nargs="?", const=d.ema, default=d.ema, help="EMA decay; 0 turns EMA off")
-    p.add_argument("--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), help="autocast on CUDA")
-    p.add_argument("--device", default=d.device, help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and augmentation")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
-    p.add_argument("--workers", type=int, default=d.workers, help="loader processes (ImageFolder data only)")
-    p.add_argument("--limit-train", type=int, help="train on a class-balanced subset of N images")
-    p.add_argument("--val-size", type=int, default=d.val_size, help="hold out N training images as a val split")
-    p.add_argument("--pad", type=int, default=d.pad, help="random-crop padding in pixels (0 = no crop)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip, help="random horizontal flips")
-    p.add_argument("--erase", type=float, default=d.erase, help="random-erasing probability")
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=d.channels_last,
-        help="NHWC memory format (depthwise convs ~10x faster on CPU; the usual choice for cuDNN)",
-    )
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (and the last)")
-    p.add_argument(
-        "--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="also checkpoint mid-epoch this often"
-    )
-    p.add_argument("--stop-after-steps", type=int, help="stop (checkpointed) after N steps of this invocation")
-    p.add_argument("--time-limit", dest="time_limit_minutes", type=float, help="stop (checkpointed) after N minutes")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress, help="tqdm bars")
-    p.add_argument("--init", help="start from these weights (fine-tuning): weights folder, .safetensors or hf-hub:")
-    p.add_argument("--teacher", help="weights folder of a teacher: adds CE to its soft predictions (distillation)")
-    p.add_argument("--kd-weight", type=float, default=d.kd_weight, help="weight of the teacher's term")
+    add_options(p, TrainConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    config = from_args(TrainConfig, args)
     try:
         trainer = Trainer(config)
         result = trainer.run()

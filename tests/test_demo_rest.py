@@ -56,7 +56,8 @@ def test_defaults_are_the_uis_first_model_and_runtime() -> None:
 
 def test_the_default_runtime_is_the_predictors_first_and_onnx_runtime_comes_first(monkeypatch) -> None:
     """The plain API follows the UI's first runtime (not a name of its own), and the demo puts ONNX Runtime
-    first whenever it works, whatever order export.runtimes reports them in (the README: ORT is the default)."""
+    first whenever it works, whatever order the runtime registry lists them in (the README: ORT is the default);
+    every runtime that works here is offered (pt2 included)."""
     import demo.app
 
     client, predictor = _client()
@@ -71,10 +72,10 @@ def test_the_default_runtime_is_the_predictors_first_and_onnx_runtime_comes_firs
     status = {"tensorrt": "no CUDA", "pt2": None, "torch": None, "onnxruntime": None}
     monkeypatch.setattr(demo.app, "available_runtimes", lambda: status)
     usable, unavailable = demo.app.runtime_status()
-    assert usable == ["onnxruntime", "torch"] and unavailable == {"tensorrt": "no CUDA"}
-    status["onnxruntime"] = "No module named 'onnxruntime'"  # without ORT, PyTorch is the default
+    assert usable == ["onnxruntime", "pt2", "torch"] and unavailable == {"tensorrt": "no CUDA"}
+    status["onnxruntime"] = "No module named 'onnxruntime'"  # without ORT, the registry's next one is the default
     assert demo.app.runtime_status() == (
-        ["torch"],
+        ["pt2", "torch"],
         {"onnxruntime": "No module named 'onnxruntime'", "tensorrt": "no CUDA"},
     )
 

@@ -126,8 +126,11 @@ def test_specialize_refuses_a_used_out_folder_and_a_missing_table(tmp_path: Path
 
 
 def test_elastic_train_refuses_bad_input(tmp_path: Path, capsys) -> None:
-    assert search_main(["elastic-train", "--out", str(tmp_path), "--state-dtype", "int8"]) == 2
-    assert "--state-dtype" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's refusal: usage line, then the error
+        search_main(["elastic-train", "--out", str(tmp_path), "--state-dtype", "int8"])
+    assert stop.value.code == 2 and "--state-dtype: invalid choice: 'int8'" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="random-subnets"):
+        ElasticTrainConfig(out=str(tmp_path), random_subnets=-1).validate()
     assert search_main(["elastic-train", "--out", str(tmp_path), "--space", "nope"]) == 2
     assert "unknown elastic space" in capsys.readouterr().err
 

@@ -16,10 +16,10 @@ import pytest
 from onnx import numpy_helper
 
 from export.cli import main
-from export.tensorrt_export import tensorrt_unavailable
 from zoo import create_model
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.datasets import build_eval_dataset
+from zoo.runtimes.tensorrt import tensorrt_unavailable
 from zoo.weights import sha256_file
 
 TINY = ArchSpec(
@@ -47,6 +47,7 @@ def exported(tmp_path_factory):
     arch.write_text(TINY.to_json())
     out = root / "out"
     argv = [str(arch), "--formats", "torchscript,onnx,pt2,tensorrt,int8", "--out", str(out), *FAST]
+    argv += ["--latency-calls", "6"]
     argv += ["--calib-images", "64", "--eval-images", "200"]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -64,16 +65,33 @@ def test_export_writes_checked_artefacts(exported):
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["weights"].startswith("random")
     by_format = {a["format"]: a for a in report["artefacts"]}
-    assert by_format["onnx"]["parity"]["max_abs"] <= 1e-4
+    onnx_check = by_format["onnx"]["checks"][0]
+    assert onnx_check["runtime"] == "onnxruntime" and onnx_check["parity"]["max_abs"] <= 1e-4
     assert all(a["sha256"] == sha256_file(out / a["file"]) for a in report["artefacts"])
-    assert by_format["onnx"]["parity"]["top1_agreement"] == 1.0
-    assert by_format["int8"]["parity"]["atol"] is None
-    assert set(by_format["int8"]["accuracy"]) >= {"fp32", "int8", "change"}
+    assert onnx_check["parity"]["top1_agreement"] == 1.0
+    assert by_format["int8"]["checks"][0]["parity"]["atol"] is None
+    assert set(by_format["int8"]["build"]["accuracy"]) >= {"fp32", "int8", "change"}
     reason = tensorrt_unavailable()
     if reason:  # one line, and the rest exported anyway
         assert stdout.count("tensorrt: skipped") == 1
         assert report["skipped"]["tensorrt"] == reason
     assert main(["check", str(out), "--no-progress"]) == 0
+
+
+def test_one_report_carries_parity_and_latency_of_every_runtime(exported):
+    """issue 29: the export report has both, per runtime, and the eager baseline they are compared with."""
+    out, _, stdout = exported
+    report, summary = json.loads((out / "report.json").read_text()), last_json(stdout)
+    checks = [c for a in report["artefacts"] for c in a["checks"]]
+    assert {c["runtime"] for c in checks} >= {"torchscript", "onnxruntime", "pt2", "onnxruntime-int8"}
+    eager = report["eager_p50_ms"]
+    assert eager > 0 and summary["eager_p50_ms"] == eager
+    for c in checks:
+        assert c["p50_ms"] > 0 and c["vs_eager"] == round(eager / c["p50_ms"], 2)
+        assert (
+            summary[next(a["format"] for a in report["artefacts"] if c in a["checks"])][c["runtime"]]["p50_ms"]
+            == c["p50_ms"]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +138,7 @@ def test_perturbed_onnx_fails_check(trained, capsys):
 
 
 def test_a_format_whose_runtime_is_missing_is_skipped_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("export.runtimes.shutil.which", lambda name: None)  # no C++ compiler for AOTInductor
+    monkeypatch.setattr("zoo.runtimes.registry.shutil.which", lambda name: None)  # no C++ compiler for AOTInductor
     arch = tmp_path / "tiny.json"
     arch.write_text(TINY.to_json())
     argv = [str(arch), "--formats", "torchscript,pt2", "--out", str(tmp_path / "o"), *FAST, "--pt2-mode", "aoti"]
@@ -128,6 +146,7 @@ def test_a_format_whose_runtime_is_missing_is_skipped_in_one_line(tmp_path, caps
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert [a["format"] for a in report["artefacts"]] == ["torchscript"]
     assert report["skipped"] == {"pt2": "AOTInductor needs a C++ compiler (c++/g++/clang++) on PATH"}
+    assert report["eager_p50_ms"] > 0
     assert capsys.readouterr().out.count("pt2: skipped: AOTInductor needs a C++ compiler") == 1
 
 

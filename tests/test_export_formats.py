@@ -15,17 +15,17 @@ import pytest
 import torch
 
 from export.files import ExportError
-from export.images import fmnist_images
-from export.onnx_export import check_onnx, export_onnx, slim_onnx
-from export.parity import compare, eager_logits
-from export.pt2 import export_pt2, pt2_mode
-from export.quantize import accuracy, quantize_int8
-from export.runtimes import available_runtimes, load_runtime, make_runtime
+from export.parity import accuracy, compare, eager_logits
 from export.source import source_from_model
-from export.tensorrt_export import tensorrt_unavailable
-from export.torchscript import export_torchscript
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.network import ProxylessNet
+from zoo.runtimes import BuildOptions, available_runtimes, load_session, make_session
+from zoo.runtimes.onnx import check_onnx, export_onnx, slim_onnx
+from zoo.runtimes.pt2 import export_pt2, pt2_mode
+from zoo.runtimes.quantize import quantize_int8
+from zoo.runtimes.tensorrt import tensorrt_unavailable
+from zoo.runtimes.torchscript import export_torchscript
+from zoo.samples import sample_images
 
 SHAPE = (1, 28, 28)
 SPEC = ArchSpec(
@@ -69,10 +69,10 @@ def fitted_net(spec: ArchSpec, x: np.ndarray, labels: np.ndarray) -> torch.nn.Mo
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     probe = source_from_model(ProxylessNet(SPEC), SHAPE)
-    train = fmnist_images(probe, 1024, "train")
+    train = sample_images(probe.preprocessing, "calibration", 1024)
     model = fitted_net(SPEC, train.x, train.labels)
     source = source_from_model(model, SHAPE)
-    images = fmnist_images(source, 128, "test")
+    images = sample_images(source.preprocessing, "parity", 128)
     return {
         "model": model,
         "calib": train.x[:256],
@@ -89,7 +89,7 @@ def onnx_file(case) -> Path:
 
 
 def assert_parity(path: Path, kind: str, case) -> None:
-    p = compare(path.name, load_runtime(kind, path), case["images"].x, case["reference"], batch=16)
+    p = compare(path.name, load_session(kind, path), case["images"].x, case["reference"], batch=16)
     assert p.ok, p.failure()
     assert p.max_abs <= 1e-4 and p.top1_agreement == 1.0
 
@@ -139,12 +139,12 @@ def test_int8_quantization_keeps_accuracy(case, onnx_file):
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
     assert path.stat().st_size < onnx_file.stat().st_size
     images = case["images"]
-    p = compare(path.name, load_runtime("onnxruntime-int8", path), images.x, case["reference"], atol=None)
+    p = compare(path.name, load_session("onnxruntime-int8", path), images.x, case["reference"], atol=None)
     assert p.ok and p.atol is None  # quantized: reported, not held to the fp32 tolerance
     # Random convolutions quantize poorly (about 65% top-1 agreement here; a trained net: see the next test),
     # but a broken quantization would agree by chance (10%).
     assert p.max_abs > 0 and p.top1_agreement >= 0.5
-    int8 = accuracy(load_runtime("onnxruntime-int8", path), images.x, images.labels)
+    int8 = accuracy(load_session("onnxruntime-int8", path), images.x, images.labels)
     fp32 = accuracy(lambda x: eager_logits(case["model"], x), images.x, images.labels)
     assert abs(int8 - fp32) <= 0.15
 
@@ -161,28 +161,29 @@ def test_int8_of_a_trained_net_keeps_its_accuracy(tmp_path):
     from export.source import load_source
 
     source = load_source(bundled_fmnist_net())
-    test = fmnist_images(source, 500, "test")
+    test = sample_images(source.preprocessing, "evaluation", 500)
     onnx_path = export_onnx(source.model, source.input_shape, tmp_path / "m.onnx", exporter="torchscript")
     path = tmp_path / "m.int8.onnx"
-    quantize_int8(onnx_path, path, fmnist_images(source, 256, "train").x)
+    quantize_int8(onnx_path, path, sample_images(source.preprocessing, "calibration", 256).x)
     reference = eager_logits(source.model, test.x)
-    p = compare(path.name, load_runtime("onnxruntime-int8", path), test.x, reference, atol=None)
+    p = compare(path.name, load_session("onnxruntime-int8", path), test.x, reference, atol=None)
     assert p.top1_agreement >= 0.95
     fp32 = accuracy(lambda x: eager_logits(source.model, x), test.x, test.labels)
-    assert abs(accuracy(load_runtime("onnxruntime-int8", path), test.x, test.labels) - fp32) <= 0.02
+    assert abs(accuracy(load_session("onnxruntime-int8", path), test.x, test.labels) - fp32) <= 0.02
 
 
 def test_make_runtime_caches_exports(case, tmp_path):
-    run = make_runtime("onnxruntime", case["model"], (1, *SHAPE), tmp_path, onnx_exporter="torchscript")
+    fast = BuildOptions(onnx_exporter="torchscript")
+    run = make_session("onnxruntime", case["model"], (1, *SHAPE), tmp_path, options=fast)
     files = list(tmp_path.glob("*.onnx"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    again = make_runtime("onnxruntime", case["model"], SHAPE, tmp_path, onnx_exporter="torchscript")
+    again = make_session("onnxruntime", case["model"], SHAPE, tmp_path, options=fast)
     assert files[0].stat().st_mtime_ns == stamp and len(list(tmp_path.glob("*.onnx"))) == 1
     x = case["images"].x[:4]
     np.testing.assert_allclose(run(x), again(x), atol=0)
     np.testing.assert_allclose(run(x), case["reference"][:4], atol=1e-4)
-    eager = make_runtime("torch", case["model"], SHAPE, tmp_path)
+    eager = make_session("torch", case["model"], SHAPE, tmp_path)
     assert eager.name == "torch" and eager(x).shape == (4, 10)
 
 
@@ -195,7 +196,7 @@ def test_available_runtimes_contract():
 
 @pytest.mark.skipif(TRT_REASON is not None, reason=f"TensorRT cannot run here: {TRT_REASON}")
 def test_tensorrt_engine_round_trip(case, onnx_file):
-    from export.tensorrt_export import build_engine
+    from zoo.runtimes.tensorrt import build_engine
 
     path = case["dir"] / "m.engine"
     info = build_engine(onnx_file, path, SHAPE, batch_max=16, fp16=False)
@@ -207,7 +208,7 @@ def test_tensorrt_engine_round_trip(case, onnx_file):
 def test_tensorrt_unavailable_is_one_clear_line(case, tmp_path):
     assert TRT_REASON and "\n" not in TRT_REASON
     with pytest.raises(ExportError, match="tensorrt is not available here"):
-        make_runtime("tensorrt", case["model"], SHAPE, tmp_path)
+        make_session("tensorrt", case["model"], SHAPE, tmp_path)
 
 
 def test_the_artefact_cache_tells_apart_nets_with_the_same_state_dict(tmp_path: Path) -> None:
@@ -218,7 +219,45 @@ def test_the_artefact_cache_tells_apart_nets_with_the_same_state_dict(tmp_path: 
         spec = ArchSpec("same_weights", tuple(map(BlockSpec.parse, blocks)), 16, 3, 1, 32, 1, 28, 10)
         torch.manual_seed(0)
         model = ProxylessNet(spec).eval()
-        run = make_runtime("torchscript", model, (1, 28, 28), tmp_path, "cpu", 1)
+        run = make_session("torchscript", model, (1, 28, 28), tmp_path, "cpu", 1)
         torch.testing.assert_close(torch.from_numpy(run(x)), model(torch.from_numpy(x)), rtol=1e-4, atol=1e-4)
         outputs.append(run(x))
     assert len(list(tmp_path.glob("model-*.pt"))) == 2 and not np.allclose(*outputs)
+
+
+OPENVINO_REASON = available_runtimes()["openvino"]
+BF16_REASON = available_runtimes()["openvino-bf16"]
+
+
+@pytest.mark.skipif(OPENVINO_REASON is not None, reason=f"OpenVINO cannot run here: {OPENVINO_REASON}")
+def test_openvino_ir_round_trip_fp32_and_bf16(case, onnx_file):
+    """One IR file, two runtimes: fp32 within the fp32 tolerance, bf16 (where the CPU has it) within the reduced
+    precision one, on a fitted net whose logits spread over several units."""
+    from export.pipeline import ExportOptions, tolerance
+    from zoo.runtimes.openvino import save_ir
+
+    path = case["dir"] / "m.xml"
+    info = save_ir(onnx_file, path)
+    assert path.with_suffix(".bin").is_file() and info["weights"] == "fp32"
+    assert_parity(path, "openvino", case)
+    if BF16_REASON is not None:
+        assert "bf16" in BF16_REASON
+        return
+    session = load_session("openvino-bf16", path)
+    assert "bf16" in session.provider
+    atol, agreement = tolerance("bf16", ExportOptions())
+    p = compare(path.name, session, case["images"].x, case["reference"], atol=None, batch=16)
+    fp32 = compare(path.name, load_session("openvino", path), case["images"].x, case["reference"], batch=16)
+    assert 10 * fp32.max_abs < p.max_abs <= atol  # really ran in bf16 (not silently fp32), within its tolerance
+    assert p.top1_agreement >= agreement
+    print(f"openvino bf16: max abs logit diff {p.max_abs:.3g} (tolerance {atol}), top-1 agreement {p.top1_agreement}")
+
+
+def test_make_session_calibrates_int8_on_the_nets_own_dataset(case, tmp_path):
+    """Without calibration images given, int8 is calibrated on the dataset the net's metadata (or, lacking it, its
+    input shape) names: a working quantized classifier, not one calibrated on noise."""
+    fast = BuildOptions(onnx_exporter="torchscript")
+    run = make_session("onnxruntime-int8", case["model"], SHAPE, tmp_path, options=fast)
+    images = case["images"]
+    p = compare("int8", run, images.x, case["reference"], atol=None, batch=16)
+    assert p.top1_agreement >= 0.5 and len(list(tmp_path.glob("*.int8.onnx"))) == 1

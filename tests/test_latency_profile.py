@@ -85,18 +85,56 @@ def test_resume_refuses_a_table_measured_differently(tmp_path):
         profile_ops(TINY, runner, out, **FAST)
 
 
-def test_onnxruntime_runner_times_an_op():
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "onnxruntime-int8"])
+def test_registry_runners_time_an_op(runtime):
+    """Any runtime of the registry profiles (OpenVINO, a runtime added through the registry alone, included)."""
+    from zoo.runtimes import unavailable
+
+    if unavailable(runtime):
+        pytest.skip(f"{runtime}: {unavailable(runtime)}")
     key = space_ops(TINY)[2]
-    with make_runner("onnxruntime", "cpu", 1, 1) as runner:
+    with make_runner(runtime, "cpu", 1, 1) as runner:
         stats = measure(runner.prepare(build_op(key), key.input), budget_s=0.01, warmup_s=0.0)
     assert stats.count >= 10 and 0 < stats.median_ms < 50
+
+
+def test_profiler_times_the_onnx_graph_that_export_ships(tmp_path, capsys):
+    """issue 28: a latency table and `proxyless export` get the same exporter and opset, for an op and a network,
+    because both build through the runtime registry with the options export ships."""
+    from export.cli import main as export_main
+    from search.latency.validate import sample_archs
+    from zoo.network import ProxylessNet
+    from zoo.runtimes import BuildOptions
+    from zoo.runtimes.onnx import onnx_provenance
+
+    arch = sample_archs(TINY, 1, seed=0)[0]
+    shape = (arch.in_chans, arch.input_size, arch.input_size)
+    with make_runner("onnxruntime", "cpu", 1, 1) as runner:
+        runner.prepare(build_op(space_ops(TINY)[1]), space_ops(TINY)[1].input)
+        runner.prepare(ProxylessNet(arch), shape)
+        profiled = {onnx_provenance(p) for p in runner.artefact_dir.glob("*.onnx")}
+        count, notes = len(list(runner.artefact_dir.glob("*.onnx"))), runner.build_notes()
+    (tmp_path / "arch.json").write_text(arch.to_json())
+    argv = [str(tmp_path / "arch.json"), "--formats", "onnx", "--out", str(tmp_path / "out"), "--no-slim"]
+    assert export_main([*argv, "--parity-images", "16", "--latency-calls", "0", "--no-progress"]) == 0
+    shipped = tmp_path / "out" / f"{arch.name}.onnx"
+    default = BuildOptions()
+    assert count == 2
+    assert profiled | {onnx_provenance(shipped)} == {(default.onnx_exporter, default.opset)}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    build = report["artefacts"][0]["build"]
+    assert (build["exporter"], build["opset"]) == (notes["onnx_exporter"], notes["opset"]) == ("dynamo", 18)
 
 
 def test_runner_argument_errors():
     with pytest.raises(LatencyError, match="thread_cpu needs --threads 1"):
         make_runner("torch", "cpu", 2, 1, clock="thread_cpu")
-    with pytest.raises(LatencyError, match="onnxruntime timing runs on cpu only"):
-        make_runner("onnxruntime", "cuda", 1, 1)
+    with pytest.raises(LatencyError, match="runs on cuda, not cpu"):
+        make_runner("tensorrt", "cpu", 1, 1)
+    with pytest.raises(LatencyError, match="unknown runtime 'mxnet'"):
+        make_runner("mxnet", "cpu", 1, 1)
+    with make_runner("openvino", "cpu", 1, 1) as runner:  # computes in its own threads: thread CPU time misses it
+        assert runner.clock == "wall"
     with make_runner("torch", "cpu", 2, 1) as runner:
         assert runner.clock == "wall" and torch.get_num_threads() == 2
 

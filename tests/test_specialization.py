@@ -131,7 +131,7 @@ def test_the_paired_test_on_real_nets_matches_their_accuracies(
     for name in nets:
         info = get_model_info(name)
         data = build_eval_dataset("fashion-mnist", "test", None, 28, info.mean, info.std, limit=300)
-        top1[name] = evaluate(create_model(name, pretrained=True), data)["top1"]
+        top1[name] = evaluate(create_model(name, pretrained=True), data).top1
     gap = round(300 * (top1["fmnist_proxyless_cpu"] - top1[s.BASELINE]))
     assert paired["net_only"] - paired["baseline_only"] == gap
     monkeypatch.setattr(sys, "argv", [*argv, "--limit", "0"])

@@ -30,8 +30,8 @@ def test_bundled_net_keeps_its_recorded_accuracy(name: str) -> None:
     c, h, _ = info.input_size
     data = build_eval_dataset("fashion-mnist", "test", None, h, info.mean, info.std, limit=n, subset_seed=0)
     result = evaluate(model, data, batch_size=500)
-    assert result["n"] == n and c == 1 and h == 28
-    assert abs(result["top1"] - recorded) <= 1 / n, f"{name}: {result['top1']:.4f} vs recorded {recorded:.4f}"
+    assert result.n == n and c == 1 and h == 28
+    assert abs(result.top1 - recorded) <= 1 / n, f"{name}: {result.top1:.4f} vs recorded {recorded:.4f}"
 
     # the same subset through nothing of zoo.datasets but the index choice: raw bytes, /255, mean/std, argmax
     labels = torch.from_numpy(_idx("t10k-labels-idx1-ubyte", 8).astype(np.int64))
@@ -41,7 +41,7 @@ def test_bundled_net_keeps_its_recorded_accuracy(name: str) -> None:
     x = (torch.from_numpy(images[keep].astype(np.float32)) / 255 - info.mean[0]) / info.std[0]
     with torch.no_grad():
         hits = (model(x).argmax(1) == labels[keep]).sum().item()
-    assert abs(hits / n - result["top1"]) <= 1 / n, f"{name}: by hand {hits / n:.4f}, zoo eval {result['top1']:.4f}"
+    assert abs(hits / n - result.top1) <= 1 / n, f"{name}: by hand {hits / n:.4f}, zoo eval {result.top1:.4f}"
 
 
 @pytest.mark.slow
@@ -54,9 +54,9 @@ def test_bundled_net_reproduces_its_recorded_full_test_accuracy(name: str) -> No
     info = model.info
     data = build_eval_dataset("fashion-mnist", "test", None, info.input_size[1], info.mean, info.std)
     result = evaluate(model, data)
-    assert result["n"] == info.metrics["n_test"] == 10_000
+    assert result.n == info.metrics["n_test"] == 10_000
     recorded = info.metrics["top1"]
-    assert abs(result["top1"] - recorded) <= 1e-4, f"{name}: {result['top1']:.4f} vs recorded {recorded:.4f}"
+    assert abs(result.top1 - recorded) <= 1e-4, f"{name}: {result.top1:.4f} vs recorded {recorded:.4f}"
 
 
 @pytest.mark.skipif(not BUNDLED, reason="no Fashion-MNIST net is bundled in zoo/pretrained yet")

@@ -1,4 +1,9 @@
-"""Datasets the zoo evaluates on: Fashion-MNIST (IDX), CIFAR-10 (binary batches), ImageFolder, synthetic.
+"""The dataset registry: Fashion-MNIST (IDX), CIFAR-10 (binary batches), ImageNet-style folders, synthetic.
+
+Each dataset is one ``DatasetSpec``: its loader (whole in memory, or an ImageFolder tree per split), classes,
+native input size, normalization and how its photos look; ``register_dataset`` adds one (docs/architecture.md).
+The train and eval transforms of folder images are defined here once (``train_transform``, ``eval_transform``)
+and used by training, evaluation, export's parity/calibration images and the demo.
 
 Small datasets load whole into uint8 tensors ``[N, C, H, W]`` so that training can keep them on the GPU
 (``search.data.TensorLoader``) and evaluation can normalize a whole batch at once. Preprocessing follows a
@@ -10,8 +15,10 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,8 +52,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SYNTHETIC_MEAN = (0.5,)
 SYNTHETIC_STD = (0.25,)
 
-DATASETS = ("fashion-mnist", "cifar10", "imagenet", "synthetic")
-IN_MEMORY = ("fashion-mnist", "cifar10", "synthetic")
+CROP_FRACTION = 0.875  # eval: resize the shorter side to size / 0.875, center crop
 
 _IDX_UBYTE = 0x08
 _FMNIST_FILES = {
@@ -181,37 +187,106 @@ def make_synthetic(
     return images.round().clamp(0, 255).to(torch.uint8), labels.to(torch.int64)
 
 
-# ---------------------------------------------------------------- common interface
+# ---------------------------------------------------------------- the registry
+
+Arrays = tuple[torch.Tensor, torch.Tensor]
 
 
-def dataset_info(name: str) -> dict:
-    """Channels, native size, classes and normalization of a dataset (what a model trained on it records)."""
-    if name == "fashion-mnist":
-        return {"channels": 1, "size": 28, "classes": list(FMNIST_CLASSES), "mean": FMNIST_MEAN, "std": FMNIST_STD}
-    if name == "cifar10":
-        return {"channels": 3, "size": 32, "classes": list(CIFAR10_CLASSES), "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
-    if name == "synthetic":
-        classes = [f"class{i}" for i in range(10)]
-        return {"channels": 1, "size": 28, "classes": classes, "mean": SYNTHETIC_MEAN, "std": SYNTHETIC_STD}
-    if name == "imagenet":
-        return {"channels": 3, "size": 224, "classes": None, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset. ``load(split, data_dir)``: uint8 ``[N, C, H, W]`` images and int64 labels (small datasets);
+    ``folder(split, data_dir)``: the ImageFolder tree of a split (large ones); exactly one of them is set.
+    ``classes`` None: read from the folder. ``dark_background``: light objects on black (the demo converts
+    photos to look so)."""
+
+    name: str
+    channels: int
+    size: int
+    classes: tuple[str, ...] | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    load: Callable[[str, str | os.PathLike | None], Arrays] | None = field(default=None, repr=False)
+    folder: Callable[[str, str | os.PathLike | None], Path] | None = field(default=None, repr=False)
+    dark_background: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.load is None) == (self.folder is None):
+            raise DatasetError(f"dataset {self.name}: give exactly one of load (in memory) and folder (ImageFolder)")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise DatasetError(f"dataset {self.name}: mean/std need one value per channel ({self.channels})")
+
+    @property
+    def in_memory(self) -> bool:
+        return self.load is not None
+
+    def arrays(self, split: str, data_dir: str | os.PathLike | None = None) -> Arrays:
+        """The split whole in memory (in-memory datasets only)."""
+        _check_split(split)
+        if self.load is None:
+            raise DatasetError(f"{self.name} is an ImageFolder dataset and is not loaded into memory")
+        return self.load(split, data_dir)
 
 
-def load_arrays(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    _DATASETS[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}") from None
+
+
+def dataset_names() -> tuple[str, ...]:
+    return tuple(_DATASETS)
+
+
+def dataset_for_shape(input_shape: tuple[int, int, int]) -> str:
+    """A network that records no dataset: the first registered one of its (C, H, W), else the first of its
+    channel count (a 1x8x8 test net normalizes as Fashion-MNIST)."""
+    c, h, w = (int(v) for v in input_shape)
+    same = [d.name for d in _DATASETS.values() if (d.channels, d.size, d.size) == (c, h, w)]
+    channels = [d.name for d in _DATASETS.values() if d.channels == c]
+    if not same + channels:
+        raise DatasetError(f"no registered dataset has {c}-channel images; register one (zoo.datasets)")
+    return (same + channels)[0]
+
+
+def load_arrays(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Arrays:
     """A small dataset whole in memory: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``."""
-    if name == "fashion-mnist":
-        images, labels = load_fashion_mnist(split, data_dir)
-        return images.unsqueeze(1), labels
-    if name == "cifar10":
-        if data_dir is None:
-            raise DatasetError("cifar10 needs --data-dir (the cifar-10-batches-bin folder or its parent)")
-        return load_cifar10(split, data_dir)
-    if name == "synthetic":
-        return make_synthetic(split)
-    if name == "imagenet":
-        raise DatasetError("imagenet is an ImageFolder dataset and is not loaded into memory")
-    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return get_dataset(name).arrays(split, data_dir)
+
+
+def _fashion_mnist(split: str, data_dir: str | os.PathLike | None) -> Arrays:
+    images, labels = load_fashion_mnist(split, data_dir)
+    return images.unsqueeze(1), labels
+
+
+def _cifar10(split: str, data_dir: str | os.PathLike | None) -> Arrays:
+    if data_dir is None:
+        raise DatasetError("cifar10 needs --data-dir (the cifar-10-batches-bin folder or its parent)")
+    return load_cifar10(split, data_dir)
+
+
+def _synthetic(split: str, data_dir: str | os.PathLike | None) -> Arrays:
+    return make_synthetic(split)
+
+
+register_dataset(
+    DatasetSpec("fashion-mnist", 1, 28, FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, _fashion_mnist, dark_background=True)
+)
+register_dataset(DatasetSpec("cifar10", 3, 32, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, _cifar10))
+register_dataset(
+    DatasetSpec("imagenet", 3, 224, None, IMAGENET_MEAN, IMAGENET_STD, folder=lambda s, d: imagenet_split_dir(d, s))
+)
+register_dataset(
+    DatasetSpec("synthetic", 1, 28, tuple(f"class{i}" for i in range(10)), SYNTHETIC_MEAN, SYNTHETIC_STD, _synthetic)
+)
 
 
 def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -294,20 +369,43 @@ class TensorImageDataset(Dataset):
         return list(zip(x.unbind(0), self.labels[idx].tolist(), strict=True))
 
 
-def imagefolder_eval(root: str | os.PathLike, input_size: int, mean: Sequence[float], std: Sequence[float]) -> Dataset:
-    """torchvision ImageFolder with the usual eval transform: resize to input/0.875, center crop, normalize."""
-    from torchvision import datasets, transforms
+def _to_channels(channels: int) -> Callable[[Any], Any]:
+    from torchvision import transforms
+
+    return transforms.Grayscale(1) if channels == 1 else transforms.Lambda(lambda im: im.convert("RGB"))
+
+
+def eval_geometry(size: int) -> Callable[[Any], Any]:
+    """PIL image -> PIL image: shorter side resized to ``size / CROP_FRACTION``, then the center ``size`` square."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(round(size / CROP_FRACTION)), transforms.CenterCrop(size)])
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], torch.Tensor]:
+    """The eval transform of folder images (``len(mean)`` channels), the one definition every package uses."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [_to_channels(len(mean)), eval_geometry(size), transforms.ToTensor(), transforms.Normalize(mean, std)]
+    )
+
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], torch.Tensor]:
+    """The train transform of folder images: random resized crop and horizontal flip, then normalized."""
+    from torchvision import transforms
+
+    steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    return transforms.Compose([_to_channels(len(mean)), *steps, transforms.Normalize(mean, std)])
+
+
+def imagefolder(root: str | os.PathLike, transform: Callable[[Any], torch.Tensor]) -> Dataset:
+    """torchvision ImageFolder with ``transform``; a clear error when the folder is missing."""
+    from torchvision import datasets
 
     if not Path(root).is_dir():
         raise DatasetError(f"ImageFolder directory {root} not found")
-    steps = [transforms.Grayscale(1)] if len(mean) == 1 else [transforms.Lambda(lambda im: im.convert("RGB"))]
-    steps += [
-        transforms.Resize(round(input_size / 0.875)),
-        transforms.CenterCrop(input_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ]
-    return datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+    return datasets.ImageFolder(str(root), transform=transform)
 
 
 def imagenet_split_dir(data_dir: str | os.PathLike | None, split: str) -> Path:
@@ -332,11 +430,12 @@ def build_eval_dataset(
 
     ``limit`` takes a fixed class-balanced subset (``subset_seed``), e.g. for CI.
     """
-    if name == "imagenet":
-        ds = imagefolder_eval(imagenet_split_dir(data_dir, split), input_size, mean, std)
+    spec = get_dataset(name)
+    if spec.folder is not None:
+        ds = imagefolder(spec.folder(split, data_dir), eval_transform(input_size, mean, std))
         labels = torch.tensor(ds.targets)
     else:
-        images, labels = load_arrays(name, split, data_dir)
+        images, labels = spec.arrays(split, data_dir)
         ds = TensorImageDataset(images, labels, input_size, mean, std)
     if limit is None or limit >= len(labels):
         return ds

@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.datasets import DATASETS, DatasetError, build_eval_dataset, dataset_info
+from zoo.datasets import DatasetError, build_eval_dataset, dataset_names, get_dataset
 
 
 def accumulate(
@@ -50,17 +51,31 @@ def accumulate(
     return sums
 
 
-def summarize(sums: torch.Tensor) -> dict[str, float | int]:
-    """``dict(top1, top5, n, loss)`` from ``accumulate``'s sums: accuracies as fractions, mean loss."""
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy of a network on a split: top-1 / top-5 as fractions, the image count and the mean cross-entropy.
+    ``to_dict`` is its one JSON form (``zoo eval --json``, training logs, bundles)."""
+
+    top1: float
+    top5: float
+    n: int
+    loss: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def summarize(sums: torch.Tensor) -> EvalResult:
+    """The result from ``accumulate``'s sums."""
     loss, top1, top5, n = sums.tolist()
     if n == 0:
         raise DatasetError("evaluated on zero images")
-    return {"top1": top1 / n, "top5": top5 / n, "n": int(n), "loss": loss / n}
+    return EvalResult(top1 / n, top5 / n, int(n), loss / n)
 
 
 def evaluate(
     model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu", workers: int = 0
-) -> dict[str, float | int]:
+) -> EvalResult:
     """Top-1 / top-5 accuracy (fractions), image count and mean cross-entropy of ``model`` on ``dataset``."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     return summarize(accumulate(model, loader, device))
@@ -93,7 +108,7 @@ def add_parser(subparsers: Any) -> None:
         "trained on. The last line (with --json) is JSON; top1/top5 are fractions.",
     )
     p.add_argument("model", metavar="NAME_OR_DIR", help="registered model name, or a weights directory")
-    p.add_argument("--dataset", choices=DATASETS, help="default: the model's own dataset")
+    p.add_argument("--dataset", choices=dataset_names(), help="default: the model's own dataset")
     p.add_argument("--split", default="test", choices=("train", "test"), help="default: test (imagenet: val/)")
     p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
     p.add_argument("--limit", type=int, help="evaluate a fixed class-balanced subset of N images (for CI)")
@@ -120,9 +135,10 @@ def _run(args: argparse.Namespace) -> int:
         raise DatasetError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, info = load_for_eval(args.model)
     name = args.dataset or info.dataset
-    if name not in DATASETS:
-        raise DatasetError(f"{args.model} was trained on {name!r}; pass --dataset (one of {', '.join(DATASETS)})")
-    classes = dataset_info(name)["classes"]
+    if name not in dataset_names():
+        names = ", ".join(dataset_names())
+        raise DatasetError(f"{args.model} was trained on {name!r}; pass --dataset (one of {names})")
+    classes = get_dataset(name).classes
     if classes is not None and len(classes) != info.num_classes:
         raise DatasetError(f"{args.model} has {info.num_classes} classes, {name} has {len(classes)}")
     channels, height, width = info.input_size
@@ -136,11 +152,11 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate(model, dataset, args.batch_size, args.device, args.workers)
     seconds = time.perf_counter() - start
     print(
-        f"{info.name} on {name} {args.split} ({result['n']} images): top-1 {result['top1'] * 100:.2f}%, "
-        f"top-5 {result['top5'] * 100:.2f}%, loss {result['loss']:.4f} ({seconds:.1f} s)"
+        f"{info.name} on {name} {args.split} ({result.n} images): top-1 {result.top1 * 100:.2f}%, "
+        f"top-5 {result.top5 * 100:.2f}%, loss {result.loss:.4f} ({seconds:.1f} s)"
     )
     if args.json:
-        record = {"model": info.name, "dataset": name, "split": args.split, **result}
+        record = {"model": info.name, "dataset": name, "split": args.split, **result.to_dict()}
         record |= {"limit": args.limit, "subset_seed": args.subset_seed, "seconds": round(seconds, 3)}
         print(json.dumps(record))
     return 0

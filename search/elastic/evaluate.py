@@ -65,7 +65,7 @@ class SubnetEvaluator:
         """Top-1 (fraction) on the val split of ``subnet`` with the supernet's weights, BN recalibrated."""
         net = supernet.extract(subnet).to(memory_format=torch.channels_last)
         recalibrate_bn(net, self.calib)
-        return float(summarize(accumulate(net, self.val, self.device))["top1"])
+        return float(summarize(accumulate(net, self.val, self.device)).top1)
 
     @classmethod
     def for_supernet(

@@ -16,7 +16,7 @@ from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, resolve_supernet
 from search.elastic.supernet import ElasticSupernet, recalibrate_bn
-from zoo.datasets import dataset_info
+from zoo.datasets import get_dataset
 from zoo.network import ProxylessNet, count_macs, count_params
 from zoo.weights import save_pretrained
 
@@ -53,7 +53,7 @@ def write_subnet(
     space, recipe = supernet.space, supernet_config["metadata"]["recipe"]
     net = supernet.extract(subnet, name)
     recalibrate_bn(net, evaluator.calib)
-    info = dataset_info(recipe["dataset"])
+    data = get_dataset(recipe["dataset"])
     recorded = {
         "source": f"supernet-inherited accuracy on {recipe['val_size']} validation images held out from training",
         "subnet": str(subnet),
@@ -65,9 +65,9 @@ def write_subnet(
     metadata = {
         "dataset": recipe["dataset"],
         "input_size": [space.backbone.in_chans, space.backbone.input_size, space.backbone.input_size],
-        "mean": list(info["mean"]),
-        "std": list(info["std"]),
-        "categories": list(info["classes"] or []),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "categories": list(data.classes or []),
         "source": f"a subnet of an elastic supernet ({how}); weights inherited, BN recalibrated, not fine-tuned",
         "metrics": recorded,
     }

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,12 @@ from search.elastic.store import save_supernet
 from search.elastic.supernet import ElasticSupernet
 from search.run import allreduce_mean_, mix_seed
 from search.train import EMA, TrainError, _atomic_save, _param_groups, lr_factor
-from zoo.datasets import DATASETS
+from zoo.datasets import get_dataset
 from zoo.files import atomic_write
+from zoo.options import add_options, from_args, option
 
 CHECKPOINT = "checkpoint.pt"
+STATE_DTYPES = ("float16", "bfloat16", "float32")
 FORMAT = "proxyless-elastic-checkpoint/1"
 # Changing these between a run and its --resume would silently change the experiment.
 _RESUME_KEYS = (
@@ -69,48 +71,50 @@ _RESUME_KEYS = (
 
 @dataclass
 class ElasticTrainConfig:
-    """One supernet training. ``lr`` is per 256 images; ``eval_every`` counts epochs."""
+    """One supernet training, and the options of ``proxyless search elastic-train`` (zoo.options). ``lr`` is per
+    256 images; ``eval_every`` counts epochs."""
 
-    out: str
-    space: str = "fmnist"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    epochs: int = 25
-    batch_size: int = 256
-    lr: float = 0.2
-    warmup_epochs: float = 2.0
-    wd: float = 5e-4
-    momentum: float = 0.9
-    label_smoothing: float = 0.1
-    ema: float = 0.9995
-    random_subnets: int = 2
-    val_size: int = 5000
-    calib_images: int = 2000
-    eval_every: int = 2
-    pad: int = 2
-    flip: bool = True
-    erase: float = 0.25
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    resume: bool = False
-    limit_train: int | None = None
-    state_dtype: str = "float16"
-    checkpoint_minutes: float = 10.0
-    stop_after_steps: int | None = None
-    time_limit_minutes: float | None = None
-    progress: bool = True
+    out: str = option(MISSING, "run directory: logs, checkpoint, final supernet")
+    space: str = option("fmnist", "elastic space")
+    dataset: str = option("fashion-mnist", "training data")
+    data_dir: str | None = option(None, "dataset folder (Fashion-MNIST default: the Debian package's)")
+    epochs: int = option(25, "epochs of the cosine schedule")
+    batch_size: int = option(256, "global batch (all processes)")
+    lr: float = option(0.2, "peak lr per 256 images")
+    warmup_epochs: float = option(2.0, "linear lr warm-up")
+    wd: float = option(5e-4, "weight decay of conv/linear weights")
+    momentum: float = option(0.9, "Nesterov momentum")
+    label_smoothing: float = option(0.1, "of the largest subnet's label loss")
+    ema: float = option(0.9995, "EMA decay of the shared weights; 0 turns EMA off")
+    random_subnets: int = option(2, "random subnets per step besides the largest and the smallest")
+    val_size: int = option(5000, "training images held out for validation (class-balanced)")
+    calib_images: int = option(2000, "training images that recalibrate BN before a subnet is evaluated")
+    eval_every: int = option(2, "validate the largest / baseline / smallest subnets every N epochs (and the last)")
+    pad: int = option(2, "random-crop padding in pixels")
+    flip: bool = option(True, "random horizontal flips")
+    erase: float = option(0.25, "random-erasing probability")
+    seed: int = option(0, "init, data order, augmentation and subnet draws")
+    device: str = option("cpu", "cpu or cuda")
+    threads: int | None = option(None, "torch CPU threads (1 leaves the other cores free)")
+    resume: bool = option(False, "continue OUT/checkpoint.pt")
+    limit_train: int | None = option(None, "train on a class-balanced subset of N images")
+    state_dtype: str = option(
+        "float16", "dtype of EMA and momentum in checkpoints (float32: bit-identical resume)", choices=STATE_DTYPES
+    )
+    checkpoint_minutes: float = option(10.0, "also checkpoint mid-epoch this often")
+    stop_after_steps: int | None = option(None, "stop (checkpointed) after N steps of this invocation")
+    time_limit_minutes: float | None = option(None, "stop (checkpointed) after N minutes", flag="--time-limit")
+    progress: bool = option(True, "tqdm bars")
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise TrainError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        get_dataset(self.dataset)  # one line naming the known ones if unknown
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
             raise TrainError("epochs, batch size and eval-every must be >= 1, lr > 0")
         if self.random_subnets < 0 or self.val_size < 1 or self.calib_images < 1:
             raise TrainError("random-subnets must be >= 0, val-size and calib-images >= 1")
         if not 0 <= self.ema < 1:
             raise TrainError(f"EMA decay must be in [0, 1) (0 = off), got {self.ema}")
-        if self.state_dtype not in ("float16", "bfloat16", "float32"):
+        if self.state_dtype not in STATE_DTYPES:
             raise TrainError(f"--state-dtype must be float16, bfloat16 or float32, got {self.state_dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise TrainError(f"--threads must be >= 1, got {self.threads}")
@@ -422,65 +426,19 @@ def train_supernet(config: ElasticTrainConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- CLI
 
-_HELP = {
-    "out": "run directory: logs, checkpoint, final supernet",
-    "space": "elastic space",
-    "dataset": "training data",
-    "data_dir": "dataset folder (Fashion-MNIST default: the Debian package's)",
-    "epochs": "epochs of the cosine schedule",
-    "batch_size": "global batch (all processes)",
-    "lr": "peak lr per 256 images",
-    "warmup_epochs": "linear lr warm-up",
-    "wd": "weight decay of conv/linear weights",
-    "momentum": "Nesterov momentum",
-    "label_smoothing": "of the largest subnet's label loss",
-    "ema": "EMA decay of the shared weights; 0 turns EMA off",
-    "random_subnets": "random subnets per step besides the largest and the smallest",
-    "val_size": "training images held out for validation (class-balanced)",
-    "calib_images": "training images that recalibrate BN before a subnet is evaluated",
-    "eval_every": "validate the largest / baseline / smallest subnets every N epochs (and the last)",
-    "pad": "random-crop padding in pixels",
-    "flip": "random horizontal flips",
-    "erase": "random-erasing probability",
-    "seed": "init, data order, augmentation and subnet draws",
-    "device": "cpu or cuda",
-    "threads": "torch CPU threads (1 leaves the other cores free)",
-    "resume": "continue OUT/checkpoint.pt",
-    "limit_train": "train on a class-balanced subset of N images",
-    "state_dtype": "dtype of the EMA and momentum in checkpoints (float32: bit-identical resume)",
-    "checkpoint_minutes": "also checkpoint mid-epoch this often",
-    "stop_after_steps": "stop (checkpointed) after N steps of this invocation",
-    "time_limit_minutes": "stop (checkpointed) after N minutes",
-    "progress": "tqdm bars",
-}
-
 
 def add_parser(subparsers: Any) -> None:
-    """``elastic-train``: every option comes from ``ElasticTrainConfig`` (its default, type and help)."""
     p = subparsers.add_parser(
         "elastic-train",
         help="train an elastic (Once-for-All) supernet once: sandwich rule + in-place distillation; resumable",
         description="Train an elastic supernet; the last line is JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for f in fields(ElasticTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "time_limit_minutes":
-            flag = "--time-limit"
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-        if f.type == "bool":
-            p.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP[f.name]
-            )
-        elif f.name == "out":
-            p.add_argument(flag, required=True, help=_HELP[f.name])
-        else:
-            p.add_argument(flag, dest=f.name, type=kind, default=f.default, help=_HELP[f.name])
+    add_options(p, ElasticTrainConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = ElasticTrainConfig(**{f.name: getattr(args, f.name) for f in fields(ElasticTrainConfig)})
+    config = from_args(ElasticTrainConfig, args)
     trainer = None
     try:
         trainer = ElasticTrainer(config)

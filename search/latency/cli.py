@@ -10,16 +10,18 @@ from typing import Any
 from search.latency.lut import STATISTICS, LatencyError, Lut
 from search.latency.mobile import FEATURES, convert_mobile_table, leave_one_out
 from search.latency.predict import MOBILE_TABLE, TARGETS, load_latency_model
-from search.latency.runtimes import CLOCKS, DEVICES, RUNTIMES
+from search.latency.runtimes import CLOCKS
 from search.space import SPACES, SearchSpace, get_space
 from zoo.arch import ArchSpec
+from zoo.runtimes import runtime_names
+from zoo.runtimes.base import DEVICES
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile", help="time every candidate op of a search space into a latency table")
     p.add_argument("--space", choices=sorted(SPACES), required=True)
     p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument("--runtime", choices=runtime_names(), default="onnxruntime", help="from the runtime registry")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument(

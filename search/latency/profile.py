@@ -39,6 +39,12 @@ def new_header(space: SearchSpace, runner: Runner, statistic: str, notes: dict[s
 
 
 def _check_resumable(old: Header, new: Header, path: Path) -> None:
+    """A table resumes only where it was measured the same way: same space, device, runtime and how it was built."""
+    if old.notes.get("build") != new.notes.get("build"):
+        raise LatencyError(
+            f"{path} was built with {old.notes.get('build')!r}, this profile builds {new.notes.get('build')!r}; "
+            "use another --out to start a new table"
+        )
     for name in (
         "space",
         "space_config",
@@ -79,9 +85,7 @@ def profile_ops(
 ) -> Lut:
     """Time each op of ``space`` not yet in ``out`` and save after each; returns the (possibly resumed) table."""
     out = Path(out)
-    notes: dict[str, Any] = {"budget_s_per_op": budget_s, "warmup_s": warmup_s}
-    if runner.runtime != "torch":
-        notes["onnx"] = "torch.onnx.export (TorchScript exporter), opset 17, one model per op"
+    notes: dict[str, Any] = {"budget_s_per_op": budget_s, "warmup_s": warmup_s, "build": runner.build_notes()}
     lut = start_or_resume(space, runner, out, statistic, notes)
     todo: list[OpKey] = [k for k in space_ops(space) if k not in lut.entries]
     bar = tqdm(todo, desc=f"profile {space.name} {runner.runtime}/{runner.device_kind}", disable=not progress)

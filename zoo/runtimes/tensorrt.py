@@ -1,4 +1,5 @@
-"""TensorRT engines built from the ONNX file with the TensorRT Python API, and a runner for them.
+"""TensorRT engines built from the ONNX file with the TensorRT Python API, and the one runner for them (used by
+export parity, ``export bench``, the demo and latency profiling alike, through ``zoo.runtimes``).
 
 Written against the documented TensorRT 10 API (``Builder.create_network``, ``OnnxParser``,
 ``create_optimization_profile``, ``build_serialized_network``; named I/O tensors with ``set_input_shape`` /
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.files import ExportError, atomic_output
-from export.onnx_export import INPUT_NAME
+from zoo.files import atomic_output
+from zoo.runtimes.base import INPUT_NAME, ExportError
 
 WORKSPACE_BYTES = 2 << 30
 
@@ -80,12 +81,20 @@ def build_engine(
     return {"tensorrt": trt.__version__, "precision": precision, "batch_profile": [1, opt, batch_max], "note": note}
 
 
-class TensorRTRunner:
-    """Runs a serialized engine on the current CUDA device; buffers are PyTorch CUDA tensors (no pycuda)."""
+def tensorrt_version() -> str:
+    return _require().__version__
 
-    def __init__(self, engine_path: Path) -> None:
+
+class TensorRTRunner:
+    """Runs a serialized engine on the current CUDA device; buffers are PyTorch CUDA tensors (no pycuda).
+
+    A ``zoo.runtimes`` session: ``runner(x)`` numpy in and out, ``run_tensor`` for on-GPU timing."""
+
+    def __init__(self, engine_path: Path, name: str = "tensorrt") -> None:
         trt = _require()
         self.version = trt.__version__
+        self.name, self.path, self.device, self.note = name, Path(engine_path), "cuda", ""
+        self.provider = f"TensorRT {self.version}"
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:

@@ -8,14 +8,13 @@ as ORT's quantization guide advises.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.files import atomic_output
-from export.onnx_export import INPUT_NAME
+from zoo.files import atomic_output
+from zoo.runtimes.base import INPUT_NAME
 
 
 def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray, batch: int = 32) -> dict[str, Any]:
@@ -58,11 +57,3 @@ def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray, batch: int
         "calibration": "MinMax",
         "calibration_images": len(calib),
     }
-
-
-def accuracy(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, labels: np.ndarray, batch: int = 64) -> float:
-    """Top-1 accuracy (fraction) of ``run`` on ``x``."""
-    correct = 0
-    for i in range(0, len(x), batch):
-        correct += int((run(x[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
-    return correct / len(x)

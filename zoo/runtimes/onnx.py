@@ -2,7 +2,8 @@
 
 Two exporters: ``dynamo`` (torch.export based; ``torch.onnx.export``'s default since PyTorch 2.9 and the one
 PyTorch maintains) and ``torchscript`` (the older tracer, deprecated, about 10x faster to run here). Both give a
-``batch`` input dimension; the file holds its weights inline (one self-contained ``.onnx``).
+``batch`` input dimension; the file holds its weights inline (one self-contained ``.onnx``) and names its
+exporter in ``metadata_props``, so a latency table and a shipped file can be shown to come from the same one.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import onnx
 import torch
 from torch import nn
 
-from export.files import ExportError, atomic_output
+from zoo.files import atomic_output
+from zoo.runtimes.base import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
+EXPORTER_KEY = "proxyless.exporter"  # metadata_props entry naming the exporter that wrote the file
 
 
 def export_onnx(
@@ -51,8 +51,23 @@ def export_onnx(
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(model.eval(), (example,), str(tmp), **common, **kwargs)
+        _stamp_exporter(tmp, exporter)
         check_onnx(tmp)
     return Path(path)
+
+
+def _stamp_exporter(path: Path, exporter: str) -> None:
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {EXPORTER_KEY: exporter})
+    onnx.save(model, str(path))
+
+
+def onnx_provenance(path: Path) -> tuple[str | None, int]:
+    """(exporter, default-domain opset) of an ONNX file."""
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return props.get(EXPORTER_KEY), opset
 
 
 def check_batch_max(batch_max: int) -> None:

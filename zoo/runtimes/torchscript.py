@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.files import ExportError, atomic_output
+from zoo.files import atomic_output
+from zoo.runtimes.base import ExportError
 
 
 def export_torchscript(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> Path:

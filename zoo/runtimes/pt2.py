@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.files import ExportError, atomic_output
-from export.onnx_export import check_batch_max
+from zoo.files import atomic_output
+from zoo.runtimes.base import ExportError
+from zoo.runtimes.onnx import check_batch_max
 
 MODES = ("aoti", "program")
 
