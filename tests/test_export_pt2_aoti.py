@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from export.cli import main
-from export.pt2 import pt2_mode
-from export.runtimes import load_runtime
 from zoo import create_model
+from zoo.runtimes import load_session
+from zoo.runtimes.pt2 import pt2_mode
 
 NAME = "fmnist_proxyless_cpu"
 CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
@@ -34,11 +34,12 @@ def test_default_pt2_is_compiled_and_loads(tmp_path) -> None:
     (artefact,) = report["artefacts"]
     path = out / artefact["file"]
     assert artefact["format"] == "pt2" and pt2_mode(path) == "aoti"
-    assert artefact["parity"]["max_abs"] <= 1e-4 and artefact["parity"]["top1_agreement"] == 1.0
+    (check,) = artefact["checks"]
+    assert check["parity"]["max_abs"] <= 1e-4 and check["parity"]["top1_agreement"] == 1.0
     assert main(["check", str(out), "--no-progress"]) == 0  # verified against its sha256, loaded and run again
 
     model = create_model(NAME, pretrained=True).eval()
-    runtime = load_runtime("pt2", path)
+    runtime = load_session("pt2", path)
     for batch in (1, 5):  # the batch dimension stayed dynamic through the compile
         x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
