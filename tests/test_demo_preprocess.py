@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from demo.examples import EXAMPLES_DIR, example_paths, label_of, slug
-from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
+from demo.preprocess import KEEP_PIXELS, MAX_FILE_BYTES, InputError, InputSpec, PixelBudget, load_image, prepare
 from zoo.datasets import FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 
 FMNIST = InputSpec(1, 28, 28, FMNIST_MEAN, FMNIST_STD, dark_background=True)
@@ -228,3 +228,29 @@ def test_a_burst_of_40_megapixel_images_is_bounded_and_memory_returns(tmp_path: 
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["peak_mb"] < 1000, figures
     assert figures["after_mb"] < 250, figures
+
+
+def test_the_pixel_budget_makes_decodes_wait_and_times_out_in_one_line() -> None:
+    budget = PixelBudget(100)
+    with budget.hold(60):
+        with pytest.raises(InputError, match="busy decoding large images"):
+            with budget.hold(60, timeout=0.05):
+                pass
+        with budget.hold(40, timeout=0.05):  # what still fits runs at once
+            assert budget.used == 100
+    with budget.hold(10_000, timeout=0.05):  # one image over the whole budget runs, alone
+        assert budget.used == 100
+    assert budget.used == 0
+
+
+def test_a_large_photo_is_decoded_reduced_and_classified_alike(tmp_path: Path) -> None:
+    """A 12 MP JPEG is decoded at a reduced scale (DCT scaling) and reduced below KEEP_PIXELS; what the model
+    sees is nearly the same as from the full-size decode."""
+    small = np.asarray(Image.open(io.BytesIO(photo_of(load_fashion_mnist("test")[0][0].numpy()))))
+    photo = Image.fromarray(small.repeat(10, axis=0).repeat(10, axis=1))  # 4200x3300: 13.9 MP
+    path = write(tmp_path, "big.jpg", encode(photo, "JPEG", quality=90))
+    image, notes = load_image(path)
+    assert image.width * image.height <= KEEP_PIXELS and any("decoded at" in n for n in notes), notes
+    reduced = prepare(image, FMNIST, notes).array
+    full = prepare(Image.open(path).convert("RGB"), FMNIST).array
+    assert np.abs(reduced - full).mean() < 0.1, np.abs(reduced - full).mean()
