@@ -233,9 +233,8 @@ def test_a_burst_of_40_megapixel_images_is_bounded_and_memory_returns(tmp_path: 
 def test_the_pixel_budget_makes_decodes_wait_and_times_out_in_one_line() -> None:
     budget = PixelBudget(100)
     with budget.hold(60):
-        with pytest.raises(InputError, match="busy decoding large images"):
-            with budget.hold(60, timeout=0.05):
-                pass
+        with pytest.raises(InputError, match="busy decoding large images"), budget.hold(60, timeout=0.05):
+            pass
         with budget.hold(40, timeout=0.05):  # what still fits runs at once
             assert budget.used == 100
     with budget.hold(10_000, timeout=0.05):  # one image over the whole budget runs, alone
