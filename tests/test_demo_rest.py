@@ -99,6 +99,9 @@ def test_a_full_server_says_busy_at_once() -> None:
     client, predictor = _client(queue_size=0)
     r = client.post("/api/classify", content=PNG)
     assert r.status_code == 503 and "busy" in r.json()["error"] and predictor.calls == []
+    client, predictor = _client(max_uploads=0)  # every upload slot taken: refused before the body is read
+    r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 503 and "uploads are already in progress" in r.json()["error"] and predictor.calls == []
 
 
 def test_an_unexpected_failure_is_a_json_500_and_a_logged_traceback(caplog) -> None:

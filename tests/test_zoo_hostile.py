@@ -191,3 +191,11 @@ def test_weights_that_are_devices_are_refused_not_read(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"bomb\.pth: not a regular file"):
         (tmp_path / "bomb.pth").symlink_to(device)
         _finishes(lambda: import_official("proxyless_mobile", tmp_path / "bomb.pth", tmp_path / "out"))
+
+
+def test_an_oversize_config_is_not_read(tmp_path: Path) -> None:
+    folder = _weights_dir(tmp_path / "padded")
+    config = folder / "config.json"
+    config.write_text(config.read_text() + " " * (5 * 2**20))
+    with pytest.raises(WeightsError, match=r"config\.json: 5,2\d\d,\d\d\d bytes; a config\.json is at most 4,194,304"):
+        registry.weights_dir_info(folder)

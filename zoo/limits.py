@@ -3,13 +3,15 @@
 A ``config.json`` from a weights folder, a ``PROXYLESS_ZOO_EXTRA`` entry or a Hub repo is untrusted input: absurd
 widths, depths or resolution would make ``create_model`` (or an export, or the demo) try to allocate gigabytes
 to terabytes and die with a traceback. ``check_arch_size`` measures the spec first, without memory: the block
-count and input size from the spec, MACs from the family's counter, parameters and activations from a build
-and a forward pass on the ``meta`` device (shapes only). Each limit is an option for users with big nets:
+count and input size, MACs and feature-map sizes from the spec's numbers, parameters (when the MACs leave room
+for too many) from a build on the ``meta`` device (shapes only). Each limit is an option for users with big nets:
 ``PROXYLESS_ZOO_MAX_<FIELD>`` (e.g. ``PROXYLESS_ZOO_MAX_PARAMS=5e9``) raises it.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -61,34 +63,52 @@ def _over(spec: Any, what: str, field: str, value: int, limit: int) -> ArchSizeE
     )
 
 
-def activation_values(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Values output by every leaf module for one input, counted by a forward pass on the meta device."""
-    total = 0
+def _out(size: int, stride: int) -> int:
+    return -(-size // stride)
 
-    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.empty((1, *input_shape), device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
+def mbconv_activations(spec: Any) -> int:
+    """Values of the feature maps one image makes in an MBConv net (``proxyless-arch/1``): the input and every
+    convolution's output (expand, depthwise, project, feature mix), from the spec alone."""
+    size = _out(spec.input_size, spec.stem_stride)
+    total = spec.in_chans * spec.input_size**2 + spec.stem_channels * size * size
+    cin = spec.stem_channels
+    for b in spec.blocks:
+        if b.zero:
+            continue
+        mid, out = cin * b.expand, _out(size, b.stride)
+        total += (mid * size * size if b.expand != 1 else 0) + mid * out * out + b.out_channels * out * out
+        cin, size = b.out_channels, out
+    return total + (spec.feature_mix or 0) * size * size + spec.head_channels + spec.num_classes
+
+
+def tree_activations(spec: Any) -> int:
+    """Values of the feature maps one image makes in a tree net (``proxyless-tree-arch/1``): the input and every
+    block's output, from the spec's own shape trace."""
+    shape = (spec.in_chans, spec.input_size, spec.input_size)
+    total = math.prod(shape)
+    for i, block in enumerate(spec.blocks):
+        shape, _ = block.trace(shape, f"{spec.name}: blocks.{i}")
+        total += math.prod(shape)
     return total
+
+
+@functools.lru_cache(maxsize=64)
+def _params(spec: Any, build: Callable[[Any], nn.Module]) -> int:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return sum(p.numel() for p in build(spec).parameters())
 
 
 def check_arch_size(
     spec: Any,
     build: Callable[[Any], nn.Module],
     count_macs: Callable[[Any], int],
+    count_activations: Callable[[Any], int],
     limits: SizeLimits | None = None,
 ) -> None:
-    """Raise ``ArchSizeError`` if ``spec`` exceeds ``limits`` (default: ``SizeLimits.from_env()``); cheap checks
-    first, so an absurd spec is refused before it is even built on the meta device."""
+    """Raise ``ArchSizeError`` if ``spec`` exceeds ``limits`` (default: ``SizeLimits.from_env()``). All from the
+    spec's numbers, except parameters over the MACs: a convolution or linear layer runs each weight at least once
+    per image, so only a net with more MACs than the parameter limit is built (on the meta device) to count them."""
     limits = limits or SizeLimits.from_env()
     if len(spec.blocks) > limits.blocks:
         raise _over(spec, "blocks: the block count", "blocks", len(spec.blocks), limits.blocks)
@@ -97,13 +117,11 @@ def check_arch_size(
     macs = count_macs(spec)
     if macs > limits.macs:
         raise _over(spec, f"MACs at input_size {spec.input_size}", "macs", macs, limits.macs)
-    with torch.device("meta"):
-        model = build(spec)
-    params = sum(p.numel() for p in model.parameters())
-    if params > limits.params:
-        raise _over(spec, "params", "params", params, limits.params)
-    mb = activation_values(model, (spec.in_chans, spec.input_size, spec.input_size)) * BYTES_PER_VALUE // 2**20
+    mb = count_activations(spec) * BYTES_PER_VALUE // 2**20
     if mb > limits.activation_mb:
-        raise _over(
-            spec, f"activation memory (MB) at input_size {spec.input_size}", "activation_mb", mb, limits.activation_mb
-        )
+        what = f"activation memory (MB, feature maps of one image) at input_size {spec.input_size}"
+        raise _over(spec, what, "activation_mb", mb, limits.activation_mb)
+    if macs > limits.params:
+        params = _params(spec, build)
+        if params > limits.params:
+            raise _over(spec, "params", "params", params, limits.params)

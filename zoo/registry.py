@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import nn
 
 from zoo.arch import NAME_RE
 from zoo.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from zoo.limits import SizeLimits, check_arch_size
+from zoo.limits import SizeLimits, check_arch_size, mbconv_activations, tree_activations
 from zoo.weights import (
     CONFIG_FILE,
     HUB_PREFIX,
@@ -65,20 +66,24 @@ class ZooError(ValueError):
 
 @dataclass(frozen=True)
 class _Family:
-    """Where the spec class, network class and MAC counter of one arch JSON ``format`` live (imported lazily)."""
+    """Where the spec class, network class and MAC counter of one arch JSON ``format`` live (imported lazily), and
+    how its feature maps are counted (``zoo.limits``)."""
 
     module: str
     spec_class: str
     net_class: str
     macs: str
+    activations: Callable[[Any], int]
 
     def attr(self, name: str) -> Any:
         return getattr(importlib.import_module(self.module), name)
 
 
 _FAMILIES = {
-    "proxyless-arch/1": _Family("zoo.network", "ArchSpec", "ProxylessNet", "count_macs"),
-    "proxyless-tree-arch/1": _Family("zoo.pyramid_tree", "TreeArchSpec", "PyramidTreeNet", "count_tree_macs"),
+    "proxyless-arch/1": _Family("zoo.network", "ArchSpec", "ProxylessNet", "count_macs", mbconv_activations),
+    "proxyless-tree-arch/1": _Family(
+        "zoo.pyramid_tree", "TreeArchSpec", "PyramidTreeNet", "count_tree_macs", tree_activations
+    ),
 }
 
 
@@ -102,7 +107,7 @@ def _spec_family(spec: Any) -> _Family:
 def check_size(spec: Any, limits: SizeLimits | None = None) -> None:
     """``zoo.limits.check_arch_size`` for a spec of any family: ``ArchSizeError`` before anything is allocated."""
     fam = _spec_family(spec)
-    check_arch_size(spec, fam.attr(fam.net_class), fam.attr(fam.macs), limits)
+    check_arch_size(spec, fam.attr(fam.net_class), fam.attr(fam.macs), fam.activations, limits)
 
 
 def build_network(spec: Any) -> nn.Module:
