@@ -34,5 +34,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: {e.filename or 'a file'}: {describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {e.filename}: {describe_os_error(e)}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2

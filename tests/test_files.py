@@ -97,3 +97,17 @@ def test_a_full_or_read_only_folder_is_one_line_and_the_last_checkpoint_stays(tm
         write_checksummed(path, fails)
     assert str(caught.value) == f"cannot write checkpoint.pt in {tmp_path}: {os.strerror(errno_)}"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and verify_checksum(path)
+
+
+def test_a_failed_sidecar_write_names_the_sidecar_once(tmp_path: Path, monkeypatch) -> None:
+    path = write_checksummed(tmp_path / "checkpoint.pt", lambda f: f.write(b"good"))
+
+    def full(target: Path, data: str | bytes) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OutputError) as caught:
+        write_checksummed(path, lambda f: f.write(b"new"))
+    assert str(caught.value) == f"cannot write checkpoint.pt.sha256 in {tmp_path}: No space left on device"
+    monkeypatch.undo()
+    assert path.read_bytes() == b"good" and verify_checksum(path)

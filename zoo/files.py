@@ -19,8 +19,9 @@ from typing import BinaryIO
 CHECKSUM_SUFFIX = ".sha256"
 
 
-class OutputError(ValueError):
-    """A file that cannot be written; the message is one line naming the folder and the cause."""
+class OutputError(OSError):
+    """A file that cannot be written; the message is one line naming the folder and the cause. An OSError, so
+    every CLI that reports an unwritable folder in one line already reports this one."""
 
 
 class ChecksumError(ValueError):
@@ -56,6 +57,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # after the writer: some (safetensors) write their own temp file and rename it over ours
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OutputError:  # a nested write (a checkpoint's sha256) already named its file
+        raise
     except OSError as e:
         raise OutputError(f"cannot write {path.name} in {path.parent}: {describe_os_error(e)}") from None
     finally:
