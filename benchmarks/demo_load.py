@@ -142,7 +142,10 @@ async def run(url: str, model: str, runtime: str, requests: int, concurrency: in
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         fn = await fn_index(client, url)
-        await send(client, fn, uuid.uuid4().hex, paths[0])  # warm-up, not counted
+        try:
+            await send(client, fn, uuid.uuid4().hex, paths[0])  # warm-up, not counted unless it fails
+        except (httpx.HTTPError, LoadError, KeyError, ValueError) as e:
+            errors.append(f"warm-up: {type(e).__name__}: {e}")
         t0 = time.perf_counter()
         await asyncio.gather(*(user(client, fn) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
