@@ -199,3 +199,13 @@ def test_an_oversize_config_is_not_read(tmp_path: Path) -> None:
     config.write_text(config.read_text() + " " * (5 * 2**20))
     with pytest.raises(WeightsError, match=r"config\.json: 5,2\d\d,\d\d\d bytes; a config\.json is at most 4,194,304"):
         registry.weights_dir_info(folder)
+
+
+def test_export_of_an_absurd_arch_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from export.cli import main as export_main
+
+    arch = tmp_path / "huge.json"
+    arch.write_text(json.dumps({**SMALL, "name": "huge", "blocks": ["mb6_k3_s1_c4000000000"]}))
+    assert export_main([str(arch), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: huge: MACs at input_size 28 ") and "over the limit" in err[0]
