@@ -1,8 +1,8 @@
 """The Gradio app: upload an image, pick a zoo network and a runtime, see the top-5 classes and the latency.
 
 ``Predictor`` owns the models and runtimes (loaded once, shared by every request); ``build_app`` lays out
-the UI around it; ``launch`` serves it offline on loopback with a bounded request queue and upload size, beside
-the plain HTTP API of ``demo.rest``.
+the UI around it; ``build_server`` puts the UI (with a bounded request queue and upload size) beside the plain
+HTTP API of ``demo.rest`` in one ASGI app; ``launch`` serves that offline on loopback.
 """
 
 from __future__ import annotations

@@ -32,13 +32,14 @@ class ArchSizeError(ArchError):
 
 @dataclass(frozen=True)
 class SizeLimits:
-    """The largest network a spec may describe; defaults are ~100x the largest published ProxylessNAS net."""
+    """The largest network a spec may describe; the defaults are far above any published ProxylessNAS net (at most
+    7M params, 0.6G MACs) and far below what would exhaust a machine's memory."""
 
     blocks: int = 1_000
     input_size: int = 4_096
     params: int = 1_000_000_000  # 4 GB of float32 weights
     macs: int = 1_000_000_000_000  # per image
-    activation_mb: int = 8_192  # every layer's output for one image, float32 (what training keeps)
+    activation_mb: int = 8_192  # feature maps of one image, float32 (mbconv_activations, tree_activations)
 
     @classmethod
     def from_env(cls) -> SizeLimits:
@@ -51,7 +52,7 @@ class SizeLimits:
                 continue
             try:
                 values[f.name] = int(float(text))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise ArchSizeError(f"{name}={text!r}: expected a number") from None
         return cls(**values)
 
