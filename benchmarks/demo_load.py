@@ -12,9 +12,15 @@ Requests cycle over the Fashion-MNIST example PNGs, and the top label is compare
 Without ``--url`` a server (``python -m demo``) is started on a free port and stopped afterwards. The last
 line printed is JSON with every figure.
 
+``--slow-clients N`` (loopback only, N <= 256) repeats each concurrent run while N slow clients hold connections
+to ``/api/classify``: each sends headers and then one byte of its body every half second, reconnecting when the
+server cuts it off (408), until the run ends. Both runs are in the JSON line; ``slow_ok`` says whether the run
+with slow clients had 0 errors and a p50 within 1.5x of the run without.
+
     python benchmarks/demo_load.py                       # the bundled Fashion-MNIST nets, 200 x 16, ORT
     python benchmarks/demo_load.py --api rest --runtime torch
     python benchmarks/demo_load.py --url http://127.0.0.1:7860 --models fmnist_proxyless_cpu --runtime torch
+    python benchmarks/demo_load.py --models fmnist_proxyless_cpu --slow-clients 64 --sequential 0
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -41,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 from demo.examples import example_paths, label_of  # noqa: E402
 
 P50_TARGET_MS = 100.0
+MAX_SLOW_CLIENTS = 256
+SLOW_P50_FACTOR = 1.5  # the p50 with slow clients holding connections may be at most this times the p50 without
+TRICKLE_S = 0.5  # a slow client sends one byte this often
 INFERENCE_RE = re.compile(r"\*\*([0-9.]+) ms\*\* inference")
 
 
@@ -130,7 +142,10 @@ async def run(url: str, model: str, runtime: str, requests: int, concurrency: in
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         fn = await fn_index(client, url)
-        await send(client, fn, uuid.uuid4().hex, paths[0])  # warm-up, not counted
+        try:
+            await send(client, fn, uuid.uuid4().hex, paths[0])  # warm-up, not counted unless it fails
+        except (httpx.HTTPError, LoadError, KeyError, ValueError) as e:
+            errors.append(f"warm-up: {type(e).__name__}: {e}")
         t0 = time.perf_counter()
         await asyncio.gather(*(user(client, fn) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
@@ -150,6 +165,59 @@ async def run(url: str, model: str, runtime: str, requests: int, concurrency: in
         "throughput_rps": round(len(latencies) / wall, 1),
         "first_errors": errors[:3],
     }
+
+
+@dataclass
+class SlowStats:
+    """What the slow clients met: connections opened and how many the server cut off (408) or closed."""
+
+    connections: int = 0
+    cut_off: int = 0
+
+
+async def slow_client(url: str, stop: asyncio.Event, stats: SlowStats) -> None:
+    """Hold a connection to ``/api/classify``, trickling a body that never completes, until ``stop``."""
+    parsed = urlsplit(url)
+    head = (
+        f"POST /api/classify HTTP/1.1\r\nHost: {parsed.hostname}\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    ).encode()
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+        except OSError:
+            await asyncio.sleep(TRICKLE_S)
+            continue
+        stats.connections += 1
+        try:
+            writer.write(head)
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(reader.read(4096), TRICKLE_S)
+                except TimeoutError:
+                    writer.write(b"\0")
+                    await writer.drain()
+                    continue
+                stats.cut_off += 1  # answered (408) or closed: connect again
+                break
+        except OSError:
+            stats.cut_off += 1
+        finally:
+            writer.close()
+
+
+async def run_with_slow_clients(url: str, slow: int, *args: Any) -> dict:
+    """``run(url, *args)`` while ``slow`` slow clients hold connections to the server."""
+    stop, stats = asyncio.Event(), SlowStats()
+    holders = [asyncio.create_task(slow_client(url, stop, stats)) for _ in range(slow)]
+    if slow:
+        await asyncio.sleep(1.0)  # every slow client is in the server, reading its body
+    try:
+        result = await run(url, *args)
+    finally:
+        stop.set()
+        await asyncio.gather(*holders)
+    return {**result, "slow_clients": slow, "slow_connections": stats.connections, "slow_cut_off": stats.cut_off}
 
 
 def _free_port() -> int:
@@ -196,9 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sequential", type=int, default=50, help="requests sent one at a time first, for the unloaded latency"
     )
+    p.add_argument(
+        "--slow-clients",
+        type=int,
+        default=0,
+        help=f"repeat each concurrent run with N slow clients holding connections (loopback, <= {MAX_SLOW_CLIENTS})",
+    )
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or args.sequential < 0:
         print("error: --requests and --concurrency must be at least 1, --sequential at least 0", file=sys.stderr)
+        return 2
+    if not 0 <= args.slow_clients <= MAX_SLOW_CLIENTS:
+        print(f"error: --slow-clients must be 0..{MAX_SLOW_CLIENTS}, got {args.slow_clients}", file=sys.stderr)
+        return 2
+    if args.slow_clients and args.url and urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        print(f"error: --slow-clients runs against loopback only, not {args.url}", file=sys.stderr)
         return 2
     models = args.models or bundled_fmnist_models()
     if not models:
@@ -212,14 +292,19 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             apis = ("gradio", "rest") if args.api == "both" else (args.api,)
             for model, api in ((m, a) for m in models for a in apis):
-                for n, c in ((args.sequential, 1), (args.requests, args.concurrency)):
+                plan = [(args.sequential, 1, 0), (args.requests, args.concurrency, 0)]
+                if args.slow_clients:
+                    plan.append((args.requests, args.concurrency, args.slow_clients))
+                for n, c, slow in plan:
                     if n < 1:
                         continue
-                    result = asyncio.run(run(url.rstrip("/"), model, args.runtime, n, c, api))
+                    call = (model, args.runtime, n, c, api)
+                    result = asyncio.run(run_with_slow_clients(url.rstrip("/"), slow, *call))
                     print(
-                        f"{model} on {args.runtime}, {api} API: {n} requests x{c}: p50 {result.get('p50_ms')} ms, "
-                        f"p99 {result.get('p99_ms')} ms (inference p50 {result.get('inference_p50_ms')} ms), "
-                        f"errors {result['errors']}, wrong {result['wrong']}, {result['throughput_rps']} req/s"
+                        f"{model} on {args.runtime}, {api} API: {n} requests x{c} with {slow} slow clients: "
+                        f"p50 {result.get('p50_ms')} ms, p99 {result.get('p99_ms')} ms (inference p50 "
+                        f"{result.get('inference_p50_ms')} ms), errors {result['errors']}, wrong {result['wrong']}, "
+                        f"{result['throughput_rps']} req/s"
                     )
                     runs.append(result)
         finally:
@@ -230,13 +315,27 @@ def main(argv: list[str] | None = None) -> int:
         api: all(r["errors"] == 0 and r.get("p50_ms", float("inf")) < P50_TARGET_MS for r in runs if r["api"] == api)
         for api in dict.fromkeys(r["api"] for r in runs)
     }
-    cores = os.cpu_count()
-    print(
-        json.dumps(
-            {"benchmark": "demo_load", "cpu_cores": cores, "p50_target_ms": P50_TARGET_MS, "ok": ok, "runs": runs}
+    report = {"benchmark": "demo_load", "cpu_cores": os.cpu_count(), "p50_target_ms": P50_TARGET_MS, "ok": ok}
+    if args.slow_clients:
+        report["slow_ok"] = slow_ok(runs)
+    print(json.dumps({**report, "runs": runs}))
+    return 1 if any(r["errors"] for r in runs) or not all(report.get("slow_ok", {}).values()) else 0
+
+
+def slow_ok(runs: list[dict]) -> dict[str, bool]:
+    """Per model and API: the run with slow clients had 0 errors and a p50 within SLOW_P50_FACTOR of the run
+    without them (same requests and concurrency)."""
+    verdicts = {}
+    for held in (r for r in runs if r["slow_clients"]):
+        base = next(
+            r
+            for r in runs
+            if not r["slow_clients"]
+            and (r["model"], r["api"], r["concurrency"]) == (held["model"], held["api"], held["concurrency"])
         )
-    )
-    return 1 if any(r["errors"] for r in runs) else 0
+        within = held.get("p50_ms", float("inf")) <= SLOW_P50_FACTOR * base.get("p50_ms", 0.0)
+        verdicts[f"{held['model']}/{held['api']}"] = held["errors"] == 0 and within
+    return verdicts
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The Gradio app: upload an image, pick a zoo network and a runtime, see the top-5 classes and the latency.
 
 ``Predictor`` owns the models and runtimes (loaded once, shared by every request); ``build_app`` lays out
-the UI around it; ``launch`` serves it offline on loopback with a bounded request queue and upload size, beside
-the plain HTTP API of ``demo.rest``.
+the UI around it; ``build_server`` puts the UI (with a bounded request queue and upload size) beside the plain
+HTTP API of ``demo.rest`` in one ASGI app; ``launch`` serves that offline on loopback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 
 from demo.batching import Batcher
 from demo.examples import EXAMPLES_DIR, example_paths, label_of
-from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
+from demo.limits import Limits
+from demo.preprocess import MAX_FILE_BYTES, ChoiceError, InputError, InputSpec, load_image, prepare
 from demo.rest import api_router
 from zoo import create_model, list_models
 from zoo.runtimes import (
@@ -34,6 +35,7 @@ from zoo.runtimes import (
     available_runtimes,
     get_runtime,
     make_session,
+    runtime_names,
 )
 
 # Every runtime of the registry is offered where it runs; the first available is the default: ONNX Runtime runs
@@ -89,7 +91,7 @@ class Predictor:
 
     def model(self, name: str) -> nn.Module:
         if name not in self.model_names:
-            raise InputError(f"unknown model {name!r}; choose one of {', '.join(self.model_names)}")
+            raise ChoiceError(f"unknown model {name!r}; known: {', '.join(self.model_names)}")
         with self._load_lock:
             if name not in self._models:
                 self._models[name] = create_model(name, pretrained=True).eval()
@@ -102,7 +104,7 @@ class Predictor:
         """The runtime of a model, exported on first use; exports are cached in ``cache_dir`` across restarts
         (``make_session`` keys its files by a fingerprint of the weights)."""
         if kind not in self.runtime_kinds:
-            raise InputError(f"runtime {kind!r} is not available here; choose one of {', '.join(self.runtime_kinds)}")
+            raise ChoiceError(f"runtime {kind!r} is not available here; available: {', '.join(self.runtime_kinds)}")
         model = self.model(name)
         with self._load_lock:
             if (name, kind) not in self._runtimes:
@@ -156,6 +158,26 @@ def _batch_note(batch: int) -> str:
     return f" (one batch with {batch - 1} other waiting requests)" if batch > 1 else ""
 
 
+# Words for the parts of a latency key (``cpu_onnxruntime_b1_pred``), so the card reads as a sentence.
+_HARDWARE = {"cpu": "CPU", "gpu": "GPU", "mobile": "mobile", "pixel1": "Pixel 1", "h200": "H200", "v100": "V100"}
+_SOURCES = {"pred": "predicted", "paper": "paper"}
+
+
+def latency_label(key: str) -> str:
+    """``cpu_onnxruntime_b1_pred`` -> ``CPU, ONNX Runtime, batch 1 (predicted)``; unknown parts stay as they are."""
+    hardware, rest, source = [], [], ""
+    for part in key.split("_"):
+        if part in _HARDWARE:
+            hardware.append(_HARDWARE[part])
+        elif part in _SOURCES:
+            source = f" ({_SOURCES[part]})"
+        elif part.startswith("b") and part[1:].isdigit():
+            rest.append(f"batch {part[1:]}")
+        else:
+            rest.append(get_runtime(part).label if part in runtime_names() else part)
+    return ", ".join([" ".join(hardware), *rest] if hardware else rest) + source
+
+
 def _number(n: float, unit: str) -> str:
     return f"{n / 1e6:.2f} M {unit}" if n >= 1e5 else f"{n / 1e3:.1f} k {unit}"
 
@@ -170,7 +192,7 @@ def card_markdown(info: Any) -> str:
     facts += [_number(info.params, "params"), _number(info.macs, "MACs")]
     latency = metrics.get("latency_ms") or {}
     if isinstance(latency, dict):
-        facts += [f"{where}: {float(ms):.2f} ms" for where, ms in latency.items()]
+        facts += [f"{latency_label(where)}: {float(ms):.2f} ms" for where, ms in latency.items()]
     else:
         facts.append(f"latency {float(latency):.2f} ms")
     return " · ".join(facts)
@@ -203,6 +225,8 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
         label = runtime_label(runtime) if runtime in predictor.runtime_kinds else runtime
         try:
             r = predictor.classify(image["path"], model, runtime)
+        except ChoiceError as e:
+            raise gr.Error(f"{e}.", print_exception=False) from None
         except InputError as e:
             raise gr.Error(f"Cannot classify this file: {e}.", print_exception=False) from None
         except ExportError as e:  # a runtime that could not be built for this model
@@ -219,7 +243,7 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
     def card(model: str) -> str:
         try:
             return card_markdown(predictor.info(model))
-        except InputError as e:
+        except ChoiceError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
     names = predictor.model_names
@@ -253,12 +277,14 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
                 seen = gr.Image(label="What the model sees", format="png", interactive=False, elem_id="seen")
                 facts = gr.Markdown(label="Model card", elem_id="card")
         paths = example_paths()
-        if paths:
+        if paths:  # thumbnails (example_labels would replace them with text); the classes in their order
+            classes = ", ".join(dict.fromkeys(label_of(p) for p in paths))
             gr.Examples(
                 [[str(p)] for p in paths],
                 inputs=[image],
-                example_labels=[label_of(p) for p in paths],
+                label=f"Fashion-MNIST test images: {classes}",
                 examples_per_page=len(paths),
+                elem_id="examples",
             )
         button.click(
             classify,
@@ -273,13 +299,37 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
     return app
 
 
+def build_server(
+    predictor: Predictor, unavailable: dict[str, str], concurrency: int = 2, limits: Limits | None = None
+) -> FastAPI:
+    """One ASGI app: the plain API (demo.rest) under /api, the Gradio UI and its own API at /."""
+    limits = limits or Limits()
+    blocks = build_app(predictor, unavailable, concurrency)
+    # Queue positions are pushed once a second, not to every waiting client each time a job starts (O(n^2)).
+    blocks.queue(status_update_rate=1.0, max_size=limits.queue_size, default_concurrency_limit=concurrency)
+    # No /docs page: it would load its scripts from a CDN.
+    server = FastAPI(title="proxyless-zoo demo", docs_url=None, redoc_url=None)
+    server.include_router(api_router(predictor, limits, default_model(predictor.model_names)))
+    return gr.mount_gradio_app(
+        server,
+        blocks,
+        path="/",
+        max_file_size=MAX_FILE_BYTES,
+        allowed_paths=[str(EXAMPLES_DIR)],
+        show_error=False,
+        ssr_mode=False,
+        footer_links=["api"],
+        css=CSS,
+    )
+
+
 def launch(
     *,
     host: str = "127.0.0.1",
     port: int = 7860,
     models: Sequence[str] | None = None,
     concurrency: int = 2,
-    queue_size: int = 64,
+    limits: Limits | None = None,
     warm: bool = True,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     onnx_exporter: str = "dynamo",
@@ -296,23 +346,6 @@ def launch(
     predictor = Predictor(names, usable, Path(cache_dir), onnx_exporter, threads, max_batch)
     if warm:
         predictor.warm()
-    blocks = build_app(predictor, unavailable, concurrency)
-    # Queue positions are pushed once a second, not to every waiting client each time a job starts (O(n^2)).
-    blocks.queue(status_update_rate=1.0, max_size=queue_size, default_concurrency_limit=concurrency)
-    # One server: the plain API (demo.rest) under /api, the Gradio UI and its own API at /. No /docs page: it
-    # would load its scripts from a CDN.
-    server = FastAPI(title="proxyless-zoo demo", docs_url=None, redoc_url=None)
-    server.include_router(api_router(predictor, queue_size, default_model(names)))
-    server = gr.mount_gradio_app(
-        server,
-        blocks,
-        path="/",
-        max_file_size=MAX_FILE_BYTES,
-        allowed_paths=[str(EXAMPLES_DIR)],
-        show_error=False,
-        ssr_mode=False,
-        footer_links=["api"],
-        css=CSS,
-    )
+    server = build_server(predictor, unavailable, concurrency, limits)
     print(f"proxyless-zoo demo on http://{host}:{port} (plain API: POST /api/classify)", flush=True)
     uvicorn.run(server, host=host, port=port, log_level="warning")

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from demo.limits import MAX_UPLOADS, READ_TIMEOUT_S, Limits
+
 # Set before Gradio is imported (it reads them then or when the queue starts). Offline: no usage analytics, no
 # Hub telemetry or downloads. Gradio's queue also rebuilds a pandas table of up to 10,000 past events after
 # every request (for its monitoring page): here at most 1,000, rebuilt every 100 events, so a request stays cheap.
@@ -38,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests waiting for a runtime run together, up to this many (default 16; 1: no batching)",
     )
     p.add_argument("--queue-size", type=int, default=64, help="requests allowed to wait (default 64)")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=READ_TIMEOUT_S,
+        help=f"seconds a plain-API upload may take to arrive (default {READ_TIMEOUT_S:g}; slower ones get 408)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        default=MAX_UPLOADS,
+        help=f"plain-API uploads read at once (default {MAX_UPLOADS}; each holds at most 10 MiB)",
+    )
     p.add_argument("--no-warm", action="store_true", help="build runtimes on first use instead of at start")
     p.add_argument("--cache-dir", help="where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
     p.add_argument(
@@ -56,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         print(f"error: --port {args.port} is not a TCP port (1..65535)", file=sys.stderr)
         return 2
-    if min(args.concurrency, args.queue_size, args.threads, args.max_batch) < 1:
-        print("error: --concurrency, --queue-size, --threads and --max-batch must be at least 1", file=sys.stderr)
+    if min(args.concurrency, args.queue_size, args.threads, args.max_batch, args.max_uploads) < 1:
+        print(
+            "error: --concurrency, --queue-size, --threads, --max-batch and --max-uploads must be at least 1",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.read_timeout > 0:
+        print(f"error: --read-timeout must be a positive number of seconds, got {args.read_timeout}", file=sys.stderr)
         return 2
     for key, value in SERVER_ENV.items():
         os.environ.setdefault(key, value)
@@ -79,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             models=models,
             concurrency=args.concurrency,
-            queue_size=args.queue_size,
+            limits=Limits(args.queue_size, args.read_timeout, args.max_uploads),
             warm=not args.no_warm,
             cache_dir=cache_dir,
             onnx_exporter=args.onnx_exporter,

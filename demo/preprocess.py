@@ -5,6 +5,10 @@ Two steps, so each can be tested alone:
 ``load_image(path)`` decodes defensively. The header is read first and the pixel count checked *before*
 decoding (decompression-bomb guard: at most ``MAX_PIXELS``); files that are not images, truncated or
 corrupt, or smaller than ``MIN_SIDE`` pixels raise ``InputError`` with one line saying what is wrong.
+Decode memory is bounded for the whole server: a decode holds its pixel count from ``DECODE_BUDGET`` (so at most
+two 40-megapixel images are decoded at once; others wait), a JPEG is decoded at a reduced scale and any image
+over ``KEEP_PIXELS`` is reduced right after decoding (the nets take 28x28 or 224x224), and the heap is trimmed
+after a large decode so the server's memory goes back down after a burst.
 Animated images (GIF/APNG/WebP) use their **first frame** (the notes say so). Transparency is flattened
 onto black (the background of dark-background datasets); CMYK/YCbCr/LAB/HSV are converted to RGB;
 16-bit and float images are stretched to 8 bits; EXIF orientation is applied.
@@ -24,9 +28,14 @@ onto black (the background of dark-background datasets); CMYK/YCbCr/LAB/HSV are 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import math
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,11 +46,60 @@ from zoo.datasets import CROP_FRACTION, dataset_names, eval_geometry, get_datase
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them
 MIN_SIDE = 8  # a 1x1 or 3x3 "image" carries nothing to classify
 MAX_FILE_BYTES = 10 * 1024 * 1024  # the server's upload limit (gradio max_file_size) is the same
+KEEP_PIXELS = 2_000_000  # larger images are reduced right after decoding: ample for a 224x224 crop
+BUDGET_WAIT_S = 30.0  # how long a decode waits for the pixel budget before the request is refused
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 class InputError(ValueError):
     """An uploaded file that cannot be classified; the message is shown to the user as is."""
+
+
+class ChoiceError(ValueError):
+    """A model or runtime the server does not offer; the message names it and lists those it does."""
+
+
+class PixelBudget:
+    """Pixels being decoded at once, across every request of the server: a decode waits until its image fits."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.used = capacity, 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int, timeout: float = BUDGET_WAIT_S) -> Iterator[None]:
+        need = min(pixels, self.capacity)  # one image over the budget still runs, alone
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + need <= self.capacity, timeout):
+                raise InputError("the server is busy decoding large images; retry in a few seconds")
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= need
+                self._cond.notify_all()
+
+
+DECODE_BUDGET = PixelBudget(2 * MAX_PIXELS)
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise); a no-op where there is no glibc."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
 
 
 @dataclass(frozen=True)
@@ -86,7 +144,9 @@ def too_large(size: int) -> str:
     return f"the file is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB"
 
 
-def load_image(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, list[str]]:
+def load_image(
+    source: str | os.PathLike[str] | bytes, budget: PixelBudget = DECODE_BUDGET
+) -> tuple[Image.Image, list[str]]:
     """Decode an uploaded file (a path, or its bytes) to an 8-bit L or RGB image; ``InputError`` if unusable."""
     size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
     if size == 0:
@@ -98,12 +158,10 @@ def load_image(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, lis
             w, h = im.size
             _check_size(w, h)
             notes = [f"{im.format or 'image'} {w}x{h} {im.mode}"]
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                notes.append(f"animated: used the first of {frames} frames")
-                im.seek(0)
-            im.load()
-            image = ImageOps.exif_transpose(im)
+            with budget.hold(w * h):
+                image = _decode(im, notes)
+            if w * h > KEEP_PIXELS:
+                _malloc_trim()
     except InputError:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit (twice MAX_IMAGE_PIXELS), above ours
@@ -115,7 +173,35 @@ def load_image(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, lis
         raise InputError("not an image (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"the image file is truncated or corrupt ({e})") from None
-    return _to_8bit(image, notes), notes
+    return image, notes
+
+
+def _decode(im: Image.Image, notes: list[str]) -> Image.Image:
+    """The first frame, EXIF-oriented, 8-bit, at most about ``KEEP_PIXELS`` (JPEGs decoded at a reduced scale)."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated: used the first of {frames} frames")
+        im.seek(0)
+    w, h = im.size
+    if w * h > KEEP_PIXELS and im.format == "JPEG":
+        f = math.sqrt(w * h / KEEP_PIXELS)
+        im.draft(im.mode, (math.ceil(w / f), math.ceil(h / f)))  # DCT scaling: 1/2 .. 1/8, never below the size
+    im.load()
+    ImageOps.exif_transpose(im, in_place=True)  # no full-size copy
+    image = _reduce(_to_8bit(_reduce(im), notes))  # modes Pillow cannot reduce (1, P, I;16) are reduced once 8-bit
+    if image is im:  # the opened file's image is freed when the file is closed
+        image = im.copy()
+    if image.width * image.height < w * h:
+        notes.append(f"decoded at {image.width}x{image.height} (the nets take far fewer pixels)")
+    return image
+
+
+def _reduce(im: Image.Image) -> Image.Image:
+    """``im`` reduced by an integer factor (box filter) to at most about ``KEEP_PIXELS``, where its mode allows."""
+    factor = math.ceil(math.sqrt(im.width * im.height / KEEP_PIXELS))
+    if factor < 2 or im.mode in ("1", "P", "I;16", "I;16B", "I;16L", "I;16N"):
+        return im
+    return im.reduce(factor)
 
 
 def _check_size(w: int, h: int) -> None:

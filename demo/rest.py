@@ -1,18 +1,22 @@
 """The demo's plain HTTP API beside the Gradio UI: one request per image, for scripts and load.
 
 Gradio's queue API takes three exchanges per image (upload, join the queue, read the event stream) and about
-25 ms of server CPU; a script that only wants the top-5 posts the image bytes and gets JSON back:
+25 ms of server CPU; a script that only wants the top-5 posts the image and gets JSON back, as the raw body or
+as a multipart form (what ``curl -F`` sends):
 
     curl --data-binary @shoe.png 'http://127.0.0.1:7860/api/classify?model=fmnist_proxyless_cpu&runtime=onnxruntime'
+    curl -F file=@shoe.png 'http://127.0.0.1:7860/api/classify'
 
 It shares the UI's ``Predictor``: the same decoder with its limits and messages, the same models, runtimes and
-per-runtime batching threads. At most ``queue_size`` requests are in the server at once; more get 503 at once,
-not a wait.
-Errors are JSON ``{"error": "..."}``, one line naming what is wrong.
+per-runtime batching threads. Slow clients cost a connection, never the service: a request takes one of the
+``queue_size`` classification slots only once its whole body is in memory; the body must arrive within
+``read_timeout`` seconds (408 otherwise) and at most ``max_uploads`` bodies are read at once. A full server
+answers 503 at once, not after a wait. Errors are JSON ``{"error": "..."}``, one line naming what is wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import Any
@@ -20,22 +24,87 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
-from demo.preprocess import MAX_FILE_BYTES, InputError, too_large
+from demo.limits import Limits
+from demo.preprocess import MAX_FILE_BYTES, ChoiceError, InputError, too_large
 from export.files import ExportError
 
 log = logging.getLogger(__name__)
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around a file of up to MAX_FILE_BYTES
+FILE_FIELD = "file"  # curl -F file=@IMAGE
+
+
+class _Refused(Exception):
+    """A request answered early with ``status`` and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter:
-    """``GET /api/models`` and ``POST /api/classify?model=&runtime=`` (body: the image file's bytes; model and
-    runtime default to the UI's first choices)."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():  # a body without Content-Length is cut off at the limit too
+        body += chunk
+        if len(body) > limit:
+            raise _Refused(413, too_large(len(body)))
+    return bytes(body)
+
+
+async def _multipart_file(request: Request, body: bytes) -> bytes:
+    """The file of a ``multipart/form-data`` body (the ``file`` field, else the only file sent)."""
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        async with Request(request.scope, replay).form(max_files=1, max_fields=16) as form:
+            files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+            if not files:
+                raise _Refused(422, f"no image: the form has no file field; send -F {FILE_FIELD}=@IMAGE")
+            chosen = dict(files).get(FILE_FIELD, files[0][1])
+            data = await chosen.read()
+    except (MultiPartException, HTTPException) as e:
+        raise _Refused(422, f"bad multipart form: {getattr(e, 'detail', None) or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _Refused(413, too_large(len(data)))
+    return data
+
+
+async def _image_bytes(request: Request, limits: Limits, uploads: threading.BoundedSemaphore) -> bytes:
+    """The uploaded image's bytes, read within the deadline while holding one of the upload slots."""
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    limit = MAX_FILE_BYTES + (MULTIPART_OVERHEAD if multipart else 0)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _Refused(413, too_large(int(length)))
+    if not uploads.acquire(blocking=False):
+        raise _Refused(503, f"busy: {limits.max_uploads} uploads are already in progress; retry shortly")
+    try:
+        body = await asyncio.wait_for(_read_body(request, limit), limits.read_timeout)
+    except TimeoutError:
+        raise _Refused(408, f"the upload did not arrive within {limits.read_timeout:g} s") from None
+    finally:
+        uploads.release()
+    if not body:
+        raise _Refused(422, "no image: send the image file's bytes as the request body, or -F file=@IMAGE")
+    return await _multipart_file(request, body) if multipart else body
+
+
+def api_router(predictor: Any, limits: Limits, default_model: str) -> APIRouter:
+    """``GET /api/models`` and ``POST /api/classify?model=&runtime=`` (body: the image file's bytes, or a
+    multipart form with a ``file`` field; model and runtime default to the UI's first choices)."""
     router = APIRouter(prefix="/api")
-    slots = threading.Semaphore(queue_size)  # requests in the server; acquire(blocking=False) never waits
+    slots = threading.Semaphore(limits.queue_size)  # requests being classified; acquire(blocking=False) never waits
+    uploads = threading.BoundedSemaphore(limits.max_uploads)
 
     @router.get("/models")
     def models() -> dict[str, Any]:
@@ -45,21 +114,20 @@ def api_router(predictor: Any, queue_size: int, default_model: str) -> APIRouter
     async def classify(
         request: Request, model: str | None = None, runtime: str | None = None
     ) -> dict[str, Any] | JSONResponse:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_FILE_BYTES:
-            return _error(413, too_large(int(length)))
-        if not slots.acquire(blocking=False):
-            return _error(503, f"busy: {queue_size} requests are already in the server; retry shortly")
+        model, kind = model or default_model, runtime or predictor.runtime_kinds[0]
         try:
-            body = bytearray()
-            async for chunk in request.stream():  # a body without Content-Length is cut off at the limit too
-                body += chunk
-                if len(body) > MAX_FILE_BYTES:
-                    return _error(413, too_large(len(body)))
-            if not body:
-                return _error(422, "no image: send the image file's bytes as the request body")
-            model, kind = model or default_model, runtime or predictor.runtime_kinds[0]
-            r = await run_in_threadpool(predictor.classify, bytes(body), model, kind)
+            image = await _image_bytes(request, limits, uploads)
+        except _Refused as e:
+            return _error(e.status, str(e))
+        except ClientDisconnect:  # nobody to answer; one line in the log, no traceback
+            log.info("client went away during the upload")
+            return _error(400, "client disconnected")
+        if not slots.acquire(blocking=False):
+            return _error(503, f"busy: {limits.queue_size} requests are already in the server; retry shortly")
+        try:
+            r = await run_in_threadpool(predictor.classify, image, model, kind)
+        except ChoiceError as e:
+            return _error(422, str(e))
         except InputError as e:
             return _error(422, f"cannot classify this file: {e}")
         except ExportError as e:

@@ -1,6 +1,7 @@
 """``proxyless search ...``: each area registers its subcommands with one ``add_parsers(subparsers)`` call.
 
-A subcommand sets ``func(args) -> int``; a ValueError (our errors subclass it) becomes ``error: ...``, exit 2.
+A subcommand sets ``func(args) -> int``; a ValueError (our errors subclass it) or an OSError (a read-only or full
+folder) becomes one ``error: ...`` line, exit 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from search.elastic.cli import add_parsers as add_elastic_parsers
 from search.latency.cli import add_parsers as add_latency_parsers
 from search.run import add_parsers as add_search_parsers
 from search.train import add_parser as add_train_parser
+from zoo.files import describe_os_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,4 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename}: {describe_os_error(e)}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2

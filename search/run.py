@@ -39,7 +39,7 @@ from search.reinforce import Reinforce
 from search.search_log import SearchLog, op_label
 from search.space import get_space
 from search.supernet import Supernet
-from zoo.files import atomic_output, atomic_write
+from zoo.files import atomic_write, verify_checksum, write_checksummed
 
 CKPT_FORMAT = "proxyless-search-ckpt/1"
 ALGOS = ("grad", "rl")
@@ -278,6 +278,7 @@ class Search:
             self._init_from(Path(cfg.init_from))
 
     def _read(self, path: Path) -> dict[str, Any]:
+        verify_checksum(path)
         try:
             ckpt = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:  # a truncated or foreign file: say which
@@ -346,8 +347,7 @@ class Search:
                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             },
         }
-        with atomic_output(self.out / "checkpoint.pt") as tmp:
-            torch.save(ckpt, tmp)
+        write_checksummed(self.out / "checkpoint.pt", lambda f: torch.save(ckpt, f))
 
     # ------------------------------------------------------------------ steps
 

@@ -39,7 +39,7 @@ from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
-from zoo.files import atomic_output, atomic_write
+from zoo.files import atomic_write, verify_checksum, write_checksummed
 from zoo.network import count_macs, count_params
 from zoo.options import add_options, from_args, option
 from zoo.registry import build_network, get_model_info, spec_from_dict
@@ -177,8 +177,7 @@ def _network_of(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+    write_checksummed(path, lambda f: torch.save(obj, f))
 
 
 def _teacher(path: str, device: torch.device, classes: int) -> nn.Module:
@@ -297,6 +296,7 @@ class Trainer:
             _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> None:
+        verify_checksum(path)
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: one line saying which (torch's can run to many)

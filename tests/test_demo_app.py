@@ -408,12 +408,16 @@ def test_api_photos_of_examples_are_classified_like_them(served: Served, tmp_pat
 def test_load_script_zero_errors(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
     spec = importlib.util.spec_from_file_location("demo_load", ROOT / "benchmarks" / "demo_load.py")
     demo_load = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = demo_load  # its dataclasses look their module up
     spec.loader.exec_module(demo_load)
     model, n = served.models[0], 24
     argv = ["--url", served.url, "--models", model, "--requests", str(n), "--concurrency", "6", "--sequential", "0"]
-    assert demo_load.main(argv) == 0
-    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
-    assert [r["api"] for r in runs] == ["gradio", "rest"]
+    assert demo_load.main([*argv, "--slow-clients", "8"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    runs = report["runs"]
+    assert [(r["api"], r["slow_clients"]) for r in runs] == [("gradio", 0), ("gradio", 8), ("rest", 0), ("rest", 8)]
+    assert all(r["errors"] == 0 for r in runs) and runs[-1]["slow_connections"] >= 8, runs
+    assert set(report["slow_ok"]) == {f"{model}/gradio", f"{model}/rest"}
     paths = example_paths()  # request i sends paths[i % len(paths)]
     expected_wrong = sum(paths[i % len(paths)] not in served.correct[model] for i in range(n))
     for run in runs:

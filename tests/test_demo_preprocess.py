@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from demo.examples import EXAMPLES_DIR, example_paths, label_of, slug
-from demo.preprocess import MAX_FILE_BYTES, InputError, InputSpec, load_image, prepare
+from demo.preprocess import KEEP_PIXELS, MAX_FILE_BYTES, InputError, InputSpec, PixelBudget, load_image, prepare
 from zoo.datasets import FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 
 FMNIST = InputSpec(1, 28, 28, FMNIST_MEAN, FMNIST_STD, dark_background=True)
@@ -171,3 +171,85 @@ def test_examples_are_real_test_images_named_after_their_class() -> None:
         assert FMNIST_CLASSES[int(labels[index])] == label_of(path), path.name
         np.testing.assert_array_equal(np.asarray(Image.open(path)), images[index].numpy())
     assert slug("T-shirt/top") == "t-shirt-top" and (EXAMPLES_DIR / "ankle-boot_0000.png").is_file()
+
+
+BURST_SCRIPT = """
+import ctypes, gc, io, json, os, threading, time
+from PIL import Image, ImageDraw
+from demo.preprocess import InputSpec, load_image, prepare
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+im = Image.new("RGB", (7290, 5446), (235, 230, 225))  # 39.7 megapixels, under the 40 MP limit
+ImageDraw.Draw(im).ellipse((2000, 1500, 5000, 4000), fill=(40, 50, 60))
+buf = io.BytesIO()
+im.save(buf, "PNG")
+data = buf.getvalue()
+del im, buf
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # the baseline without the test image's own garbage
+base, peak, done = rss_mb(), [0.0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss_mb())
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample)
+sampler.start()
+spec = InputSpec(1, 28, 28, (0.286,), (0.353,), dark_background=True)
+workers = [threading.Thread(target=lambda: prepare(load_image(data)[0], spec)) for _ in range(4)]
+for w in workers:
+    w.start()
+for w in workers:
+    w.join()
+done.set()
+sampler.join()
+gc.collect()
+time.sleep(0.1)
+print(json.dumps({"base_mb": base, "peak_mb": peak[0] - base, "after_mb": rss_mb() - base}))
+"""
+
+
+def test_a_burst_of_40_megapixel_images_is_bounded_and_memory_returns(tmp_path: Path) -> None:
+    """Four 39.7 MP PNGs decoded and prepared at once, in a fresh process: RSS rises by well under 1 GB (unbounded:
+    +0.74 GB per image, 3.4 GB for four) and comes back down to within 250 MB of where it started."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", BURST_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=True
+    )
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["peak_mb"] < 1000, figures
+    assert figures["after_mb"] < 250, figures
+
+
+def test_the_pixel_budget_makes_decodes_wait_and_times_out_in_one_line() -> None:
+    budget = PixelBudget(100)
+    with budget.hold(60):
+        with pytest.raises(InputError, match="busy decoding large images"), budget.hold(60, timeout=0.05):
+            pass
+        with budget.hold(40, timeout=0.05):  # what still fits runs at once
+            assert budget.used == 100
+    with budget.hold(10_000, timeout=0.05):  # one image over the whole budget runs, alone
+        assert budget.used == 100
+    assert budget.used == 0
+
+
+def test_a_large_photo_is_decoded_reduced_and_classified_alike(tmp_path: Path) -> None:
+    """A 12 MP JPEG is decoded at a reduced scale (DCT scaling) and reduced below KEEP_PIXELS; what the model
+    sees is nearly the same as from the full-size decode."""
+    small = np.asarray(Image.open(io.BytesIO(photo_of(load_fashion_mnist("test")[0][0].numpy()))))
+    photo = Image.fromarray(small.repeat(10, axis=0).repeat(10, axis=1))  # 4200x3300: 13.9 MP
+    path = write(tmp_path, "big.jpg", encode(photo, "JPEG", quality=90))
+    image, notes = load_image(path)
+    assert image.width * image.height <= KEEP_PIXELS and any("decoded at" in n for n in notes), notes
+    reduced = prepare(image, FMNIST, notes).array
+    full = prepare(Image.open(path).convert("RGB"), FMNIST).array
+    assert np.abs(reduced - full).mean() < 0.1, np.abs(reduced - full).mean()

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from demo.preprocess import MAX_FILE_BYTES, InputError, load_image
+from demo.limits import Limits
+from demo.preprocess import MAX_FILE_BYTES, ChoiceError, load_image
 from demo.rest import api_router
 
 
@@ -21,7 +22,7 @@ class StandIn:
 
     def classify(self, source: bytes, name: str, kind: str) -> SimpleNamespace:
         if name not in self.model_names:
-            raise InputError(f"unknown model {name!r}; choose one of net_a")
+            raise ChoiceError(f"unknown model {name!r}; known: net_a")
         load_image(source)  # the real decoder and its refusals
         self.calls.append((name, kind))
         return SimpleNamespace(
@@ -29,10 +30,10 @@ class StandIn:
         )
 
 
-def _client(queue_size: int = 4) -> tuple[TestClient, StandIn]:
+def _client(queue_size: int = 4, **limits: float) -> tuple[TestClient, StandIn]:
     predictor = StandIn()
     app = FastAPI()
-    app.include_router(api_router(predictor, queue_size, "net_a"))
+    app.include_router(api_router(predictor, Limits(queue_size, **limits), "net_a"))
     return TestClient(app), predictor
 
 
@@ -99,6 +100,9 @@ def test_a_full_server_says_busy_at_once() -> None:
     client, predictor = _client(queue_size=0)
     r = client.post("/api/classify", content=PNG)
     assert r.status_code == 503 and "busy" in r.json()["error"] and predictor.calls == []
+    client, predictor = _client(max_uploads=0)  # every upload slot taken: refused before the body is read
+    r = client.post("/api/classify", content=PNG)
+    assert r.status_code == 503 and "uploads are already in progress" in r.json()["error"] and predictor.calls == []
 
 
 def test_an_unexpected_failure_is_a_json_500_and_a_logged_traceback(caplog) -> None:
@@ -114,3 +118,28 @@ def test_an_unexpected_failure_is_a_json_500_and_a_logged_traceback(caplog) -> N
     assert "Traceback" in caplog.text and "ZeroDivisionError" in caplog.text
     del predictor.classify  # the slot was given back
     assert client.post("/api/classify", content=PNG).status_code == 200
+
+
+def test_multipart_uploads_as_curl_f_sends_them() -> None:
+    """``curl -F file=@img.png`` (multipart/form-data) is classified like the raw body; a form without a file,
+    or a file over the limit, gets a one-line error."""
+    client, predictor = _client()
+    r = client.post("/api/classify", files={"file": ("shoe.png", PNG, "image/png")})
+    assert r.status_code == 200 and r.json()["top"][0]["label"] == "Bag", r.text
+    r = client.post("/api/classify", files={"image": ("shoe.png", PNG, "image/png")}, data={"note": "any name"})
+    assert r.status_code == 200, r.text
+    assert predictor.calls == [("net_a", "onnxruntime")] * 2
+    cases = [
+        (client.post("/api/classify", files={"file": (None, "not a file")}), 422, "no file field"),
+        (client.post("/api/classify", files={"file": ("x.png", b"text", "image/png")}), 422, "not an image"),
+        (client.post("/api/classify", files={"file": ("x.png", b"\0" * (MAX_FILE_BYTES + 1))}), 413, "limit is"),
+    ]
+    for r, status, word in cases:
+        assert r.status_code == status and word in r.json()["error"], (status, r.text)
+        assert "\n" not in r.json()["error"]
+
+
+def test_an_unknown_model_is_named_with_the_known_ones() -> None:
+    client, _ = _client()
+    r = client.post("/api/classify?model=nett_a", content=PNG)
+    assert r.status_code == 422 and r.json() == {"error": "unknown model 'nett_a'; known: net_a"}, r.text

@@ -177,7 +177,7 @@ def test_kendall_tau_matches_scipy_with_ties() -> None:
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
 
 
-def test_a_changed_space_definition_is_refused_at_resume(tmp_path: Path) -> None:
+def test_an_existing_run_is_only_continued_with_resume(tmp_path: Path) -> None:
     cfg = ElasticTrainConfig(out=str(tmp_path / "r"), stop_after_steps=1, **TINY)
     train_supernet(cfg)
     with pytest.raises(TrainError, match="exists"):
@@ -212,3 +212,15 @@ def test_fine_tune_starts_from_the_inherited_weights_with_a_teacher(trained: Pat
     assert convs and all(torch.allclose(before[k], after[k], atol=1e-6) for k in convs)
     source = json.loads((out / "config.json").read_text())["metadata"]["source"]
     assert source.startswith(f"fine-tuned from {student} with distillation from {tmp_path / 'teacher'}")
+
+
+def test_a_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
+    cfg = ElasticTrainConfig(out=str(tmp_path / "c"), stop_after_steps=1, **TINY)
+    train_supernet(cfg)
+    ckpt = tmp_path / "c" / "checkpoint.pt"
+    assert (tmp_path / "c" / "checkpoint.pt.sha256").is_file()
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 1
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        train_supernet(replace(cfg, resume=True))

@@ -1,14 +1,26 @@
-"""zoo.files: atomic writes leave the old file on failure, no temporary behind, and the umask's permissions."""
+"""zoo.files: atomic writes leave the old file on failure, no temporary behind, and the umask's permissions;
+checksummed checkpoints refuse a flipped byte; a full or read-only folder is one line."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from zoo.files import atomic_output, atomic_write
+import zoo.files
+from zoo.files import (
+    ChecksumError,
+    OutputError,
+    atomic_output,
+    atomic_write,
+    checksum_path,
+    sha256_of,
+    verify_checksum,
+    write_checksummed,
+)
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -41,3 +53,61 @@ def test_a_writer_that_renames_its_own_temp_file_still_gets_them(tmp_path: Path)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused(tmp_path: Path) -> None:
+    path = write_checksummed(tmp_path / "checkpoint.pt", lambda f: f.write(b"state " * 100))
+    assert verify_checksum(path) is True
+    assert checksum_path(path).read_text().split() == [sha256_of(path), "checkpoint.pt"]  # sha256sum's format
+    data = bytearray(path.read_bytes())
+    data[10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"checkpoint\.pt: sha256 .* does not match checkpoint\.pt\.sha256"):
+        verify_checksum(path)
+    checksum_path(path).unlink()  # written before checksums were kept: nothing to check against
+    assert verify_checksum(path) is False
+
+
+def test_a_kill_between_the_two_renames_leaves_a_pair_that_verifies(tmp_path: Path, monkeypatch) -> None:
+    path = write_checksummed(tmp_path / "checkpoint.pt", lambda f: f.write(b"old"))
+    real_write = zoo.files.atomic_write
+    calls = []
+
+    def killed_after_the_checkpoint_rename(target: Path, data: str | bytes) -> Path:
+        calls.append(target)
+        if len(calls) == 2:  # the final sidecar, written after the checkpoint is in place
+            raise KeyboardInterrupt
+        return real_write(target, data)
+
+    monkeypatch.setattr(zoo.files, "atomic_write", killed_after_the_checkpoint_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_checksummed(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and verify_checksum(path)
+
+
+@pytest.mark.parametrize("errno_", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_folder_is_one_line_and_the_last_checkpoint_stays(tmp_path: Path, errno_: int) -> None:
+    path = write_checksummed(tmp_path / "checkpoint.pt", lambda f: f.write(b"good"))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fails(f: object) -> None:
+        raise OSError(errno_, os.strerror(errno_))
+
+    with pytest.raises(OutputError) as caught:
+        write_checksummed(path, fails)
+    assert str(caught.value) == f"cannot write checkpoint.pt in {tmp_path}: {os.strerror(errno_)}"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and verify_checksum(path)
+
+
+def test_a_failed_sidecar_write_names_the_sidecar_once(tmp_path: Path, monkeypatch) -> None:
+    path = write_checksummed(tmp_path / "checkpoint.pt", lambda f: f.write(b"good"))
+
+    def full(target: Path, data: str | bytes) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OutputError) as caught:
+        write_checksummed(path, lambda f: f.write(b"new"))
+    assert str(caught.value) == f"cannot write checkpoint.pt.sha256 in {tmp_path}: No space left on device"
+    monkeypatch.undo()
+    assert path.read_bytes() == b"good" and verify_checksum(path)

@@ -237,3 +237,18 @@ def test_reinforce_loss_baseline_and_gradient_follow_the_formulas():
         assert alpha.grad.tolist() == [[pytest.approx(g, abs=1e-6) for g in row] for row in want_grad]
         assert alpha.grad[1, 2] == 0
         baseline = b
+
+
+def test_a_search_checkpoint_with_a_flipped_byte_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = ["run", *TINY, "--epochs", "1", "--warmup-epochs", "1", "--out", str(out)]
+    assert main(command) == 0
+    ckpt = out / "checkpoint.pt"
+    assert (out / "checkpoint.pt.sha256").is_file()
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 1
+    ckpt.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ckpt}: sha256 ") and "does not match" in err and len(err.splitlines()) == 1, err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import signal
@@ -9,6 +11,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -216,3 +219,32 @@ def test_a_missing_gpu_is_a_one_line_error(arch: Path, tmp_path: Path, capsys: p
         assert search_main([*command, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == "error: --device cuda: torch sees no CUDA device on this machine", err
+
+
+def test_a_full_folder_or_a_flipped_byte_is_one_line_and_the_last_good_checkpoint_stays(
+    arch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    command = ["train", "--arch", str(arch), "--out", str(out), *ARGS]
+    assert search_main([*command, "--stop-after-steps", "5"]) == 0
+    ckpt = out / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    assert (out / "checkpoint.pt.sha256").read_text().split()[0] == hashlib.sha256(good).hexdigest()
+    capsys.readouterr()
+
+    def disk_full(obj: object, f: Any) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", disk_full)
+        assert search_main([*command, "--resume", "--stop-after-steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot write checkpoint.pt in {out}: No space left on device", err
+    assert ckpt.read_bytes() == good and not [p for p in out.iterdir() if p.name.startswith(".")]
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 1
+    ckpt.write_bytes(bytes(flipped))
+    assert search_main([*command, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ckpt}: sha256 ") and "does not match" in err and len(err.splitlines()) == 1, err

@@ -16,6 +16,7 @@ from torch import nn
 from zoo import create_model
 from zoo.arch import ArchSpec, BlockSpec
 from zoo.cli import main as zoo_main
+from zoo.files import OutputError
 from zoo.network import ProxylessNet
 from zoo.official import import_official
 from zoo.weights import WeightsError, load_pretrained, read_config, save_pretrained, sha256_file
@@ -74,7 +75,7 @@ def test_a_failed_config_write_keeps_the_old_pair(mobile, tmp_path: Path, monkey
         raise OSError("No space left on device")
 
     monkeypatch.setattr("zoo.weights.atomic_write", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=rf"cannot write model.safetensors in {d}: No space left"):
         save_pretrained(model, d, model.info, dtype=torch.float16)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # no new weights, no temp file
     assert torch.equal(logits(create_model("proxyless_mobile", pretrained=d), x), out)

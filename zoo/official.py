@@ -11,6 +11,7 @@ import argparse
 import json
 import pickle
 import re
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,37 @@ from zoo.registry import build_network, get_model_info
 from zoo.weights import WeightsError, assign_state_dict, save_pretrained, sha256_file
 
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+# What a checkpoint may hold beyond its float32 state_dict: float64 copies, optimizer-free pickle overhead.
+SIZE_FACTOR, SIZE_SLACK = 2, 16 * 2**20
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of an authors'-style checkpoint (``{'state_dict': sd}`` or a bare sd), 'module.' stripped."""
+def declared_bytes(path: Path) -> int:
+    """The bytes reading ``path`` would produce: a zip archive's (the current torch.save format) declared
+    uncompressed sizes, read from its directory without decompressing anything; else the file's size."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    return path.stat().st_size
+
+
+def read_checkpoint(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of an authors'-style checkpoint (``{'state_dict': sd}`` or a bare sd), 'module.' stripped.
+    With ``max_bytes``, a file that declares more (a zip bomb, or another net's checkpoint) is refused unread."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"{path}: no such file")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a regular file (a device, FIFO or folder cannot be a checkpoint)")
+    if max_bytes is not None:
+        try:
+            declared = declared_bytes(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+        if declared > max_bytes:
+            raise WeightsError(
+                f"{path}: declares {declared / 2**20:,.1f} MiB of data, over the {max_bytes / 2**20:,.1f} MiB its "
+                "arch can need; refused before decompressing it"
+            )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -47,8 +72,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 def import_official(arch: str, checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Check ``checkpoint`` against registered ``arch`` and write it as ``out_dir`` (safetensors + config.json)."""
     info = get_model_info(arch)
-    state = read_checkpoint(checkpoint)
     model = build_network(info.arch)
+    expected = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    state = read_checkpoint(checkpoint, max_bytes=SIZE_FACTOR * expected + SIZE_SLACK)
     # PyTorch < 0.4.1 saved no BatchNorm ``num_batches_tracked``; it only matters when training with momentum=None.
     counters = [k for k in model.state_dict() if k.endswith("num_batches_tracked")]
     assign_state_dict(model, state, str(checkpoint), optional=counters)

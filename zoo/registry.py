@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +24,7 @@ from torch import nn
 
 from zoo.arch import NAME_RE
 from zoo.datasets import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from zoo.limits import SizeLimits, check_arch_size, mbconv_activations, tree_activations
 from zoo.weights import (
     CONFIG_FILE,
     HUB_PREFIX,
@@ -33,6 +36,7 @@ from zoo.weights import (
     load_pretrained,
     parse_hub_source,
     read_config,
+    regular_file,
 )
 
 __all__ = [
@@ -53,6 +57,7 @@ PRETRAINED_DIR = HERE / "pretrained"
 EXTRA_ENV = "PROXYLESS_ZOO_EXTRA"
 AUTHORS = "ProxylessNAS authors (Cai, Zhu, Han, ICLR 2019; github.com/mit-han-lab/proxylessnas)"
 PUBLISHED = "paper/authors' logs"
+log = logging.getLogger(__name__)
 
 
 class ZooError(ValueError):
@@ -61,20 +66,24 @@ class ZooError(ValueError):
 
 @dataclass(frozen=True)
 class _Family:
-    """Where the spec class, network class and MAC counter of one arch JSON ``format`` live (imported lazily)."""
+    """Where the spec class, network class and MAC counter of one arch JSON ``format`` live (imported lazily), and
+    how its feature maps are counted (``zoo.limits``)."""
 
     module: str
     spec_class: str
     net_class: str
     macs: str
+    activations: Callable[[Any], int]
 
     def attr(self, name: str) -> Any:
         return getattr(importlib.import_module(self.module), name)
 
 
 _FAMILIES = {
-    "proxyless-arch/1": _Family("zoo.network", "ArchSpec", "ProxylessNet", "count_macs"),
-    "proxyless-tree-arch/1": _Family("zoo.pyramid_tree", "TreeArchSpec", "PyramidTreeNet", "count_tree_macs"),
+    "proxyless-arch/1": _Family("zoo.network", "ArchSpec", "ProxylessNet", "count_macs", mbconv_activations),
+    "proxyless-tree-arch/1": _Family(
+        "zoo.pyramid_tree", "TreeArchSpec", "PyramidTreeNet", "count_tree_macs", tree_activations
+    ),
 }
 
 
@@ -95,8 +104,15 @@ def _spec_family(spec: Any) -> _Family:
     return _family(spec.to_dict().get("format"))
 
 
+def check_size(spec: Any, limits: SizeLimits | None = None) -> None:
+    """``zoo.limits.check_arch_size`` for a spec of any family: ``ArchSizeError`` before anything is allocated."""
+    fam = _spec_family(spec)
+    check_arch_size(spec, fam.attr(fam.net_class), fam.attr(fam.macs), fam.activations, limits)
+
+
 def build_network(spec: Any) -> nn.Module:
-    """The randomly initialised network of a spec."""
+    """The randomly initialised network of a spec, once its size is checked against ``zoo.limits``."""
+    check_size(spec)
     fam = _spec_family(spec)
     return fam.attr(fam.net_class)(spec)
 
@@ -127,8 +143,9 @@ class ModelInfo:
     @cached_property
     def params(self) -> int:
         """Trainable parameters, counted on a meta-device build (no memory, no init)."""
+        fam = _spec_family(self.arch)
         with torch.device("meta"):
-            model = build_network(self.arch)
+            model = fam.attr(fam.net_class)(self.arch)
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     @cached_property
@@ -190,30 +207,46 @@ def register_model(info: ModelInfo) -> ModelInfo:
 def weights_dir_info(path: str | Path) -> ModelInfo:
     """The model a weights directory describes, named after the directory."""
     path = Path(path)
-    if not (path / WEIGHTS_FILE).is_file():
-        raise WeightsError(f"{path / WEIGHTS_FILE}: missing (a weights directory holds {WEIGHTS_FILE} + {CONFIG_FILE})")
+    regular_file(path / WEIGHTS_FILE, WEIGHTS_FILE)
     config = read_config(path)
     name = path.resolve().name  # "." names the folder it stands for
     _check_name(name)
     return info_from_config(name, config, WeightsRef(config["weights_sha256"], local_path=str(path)))
 
 
+def _stamp(directory: Path) -> int:
+    """What changes when an extra entry's config.json does (its mtime; -1 when absent)."""
+    try:
+        return (directory / CONFIG_FILE).stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _extra_entry(directory: Path, found: dict[str, ModelInfo]) -> ModelInfo:
+    """The model of one ``PROXYLESS_ZOO_EXTRA`` directory, checked (config, name, size) against those before it."""
+    if not (directory / CONFIG_FILE).is_file():
+        raise WeightsError(f"{directory} holds no {CONFIG_FILE} (expected a weights directory)")
+    info = weights_dir_info(directory)
+    if info.name in found or info.name in _BASE:  # one name, one model: no silent shadowing
+        other = found[info.name].weights.local_path if info.name in found else "a registered model"
+        raise WeightsError(f"{directory} and {other} are both named {info.name!r}; rename a folder")
+    check_size(info.arch)
+    return info
+
+
 def _extra_models() -> dict[str, ModelInfo]:
+    """The models of ``PROXYLESS_ZOO_EXTRA``; a bad entry is skipped with one warning line (once per change), so
+    that it cannot break the bundled models, ``torch.hub.list`` or the demo."""
     dirs = [Path(p).expanduser().resolve() for p in os.environ.get(EXTRA_ENV, "").split(os.pathsep) if p.strip()]
-    stamp = []
-    for d in dirs:
-        config = d / CONFIG_FILE
-        if not config.is_file():
-            raise WeightsError(f"{EXTRA_ENV}: {d} holds no {CONFIG_FILE} (expected a weights directory)")
-        stamp.append((str(d), config.stat().st_mtime_ns))
-    key = tuple(stamp)
+    key = tuple((str(d), _stamp(d)) for d in dirs)
     if key not in _EXTRA_CACHE:
         found: dict[str, ModelInfo] = {}
         for d in dirs:
-            info = weights_dir_info(d)
-            if info.name in found or info.name in _BASE:  # one name, one model: no silent shadowing
-                other = found[info.name].weights.local_path if info.name in found else "a registered model"
-                raise WeightsError(f"{EXTRA_ENV}: {d} and {other} are both named {info.name!r}; rename a folder")
+            try:
+                info = _extra_entry(d, found)
+            except (ValueError, OSError) as e:  # WeightsError, ArchError, ZooError; an unreadable folder
+                log.warning("%s: skipped %s: %s", EXTRA_ENV, d, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                continue
             found[info.name] = info
         _EXTRA_CACHE.clear()
         _EXTRA_CACHE[key] = found

@@ -31,6 +31,7 @@ METADATA_KEYS = ("dataset", "input_size", "mean", "std", "categories", "source",
 _ARCH_FIELDS_IGNORED = frozenset({"name", "num_classes", "dropout", "bn_momentum", "extra"})
 _HUB_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_CONFIG_BYTES = 4 * 2**20  # a config.json is a few KB; a bigger one is not read into memory
 
 
 class WeightsError(ValueError):
@@ -126,10 +127,23 @@ def save_pretrained(
     return out
 
 
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (after symlinks): a device (``/dev/zero``), FIFO or socket would hang a
+    reader or never end, so it is refused by name."""
+    if not path.exists():
+        raise WeightsError(f"{path}: missing (a weights directory holds {WEIGHTS_FILE} + {CONFIG_FILE})")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a regular file (a device, FIFO, socket or folder cannot be {what})")
+    return path
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a weights directory (or the file itself), checked for the keys loading needs."""
     path = Path(path)
-    file = path / CONFIG_FILE if path.is_dir() else path
+    file = regular_file(path / CONFIG_FILE if path.is_dir() else path, CONFIG_FILE)
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{file}: {size:,} bytes; a {CONFIG_FILE} is at most {MAX_CONFIG_BYTES:,}")
     try:
         config = json.loads(file.read_text())
     except FileNotFoundError:
@@ -211,12 +225,10 @@ def resolve_weights(source: str | Path) -> Path:
         return _hub_download(source, WEIGHTS_FILE)
     path = Path(source).expanduser()
     if path.is_dir():
-        path = path / WEIGHTS_FILE
-        if not path.is_file():
-            raise WeightsError(f"{path}: missing (a weights directory holds {WEIGHTS_FILE} + {CONFIG_FILE})")
-        return path
+        return regular_file(path / WEIGHTS_FILE, WEIGHTS_FILE)
     if not path.exists():
         raise WeightsError(f"{path}: no such file or directory")
+    regular_file(path, "weights")
     if path.suffix != ".safetensors":
         raise WeightsError(
             f"{path}: not a .safetensors file; convert an authors' PyTorch checkpoint with "
@@ -289,7 +301,7 @@ def load_pretrained(
 
     path = resolve_weights(source)
     # a config.json describes the model.safetensors beside it, not any other .safetensors file in that folder
-    config = read_config(path.parent) if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).is_file() else None
+    config = read_config(path.parent) if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).exists() else None
     expected = sha256 or (config["weights_sha256"] if config else None)
     actual = sha256_file(path)
     if expected is not None and actual != expected:

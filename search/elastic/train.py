@@ -41,7 +41,7 @@ from search.elastic.supernet import ElasticSupernet
 from search.run import allreduce_mean_, mix_seed
 from search.train import EMA, TrainError, _atomic_save, _param_groups, lr_factor
 from zoo.datasets import get_dataset
-from zoo.files import atomic_write
+from zoo.files import atomic_write, verify_checksum
 from zoo.options import add_options, from_args, option
 
 CHECKPOINT = "checkpoint.pt"
@@ -249,6 +249,7 @@ class ElasticTrainer:
             _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> None:
+        verify_checksum(path)  # a flipped byte is refused in one line, not resumed from
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: one line saying which

@@ -1,0 +1,206 @@
+"""The demo's real server (Predictor, build_server, uvicorn on a loopback port, in this process) under hostile
+and failing conditions (issue 27): slow clients, a client that disconnects mid-upload, a full queue, a runtime
+that fails to build or crashes; and the UI's model card and example thumbnails (issue 29). Runs on PyTorch only
+(no export), with a bundled Fashion-MNIST net."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+import demo.app
+import zoo
+from demo.app import Predictor, build_app, build_server, card_markdown, latency_label
+from demo.examples import example_paths, label_of
+from demo.limits import Limits
+from export.files import ExportError
+
+BUNDLED = zoo.list_models(pretrained_only=True, dataset="fashion-mnist")
+pytestmark = pytest.mark.skipif(not BUNDLED, reason="no bundled Fashion-MNIST net in zoo/pretrained")
+MODEL = "fmnist_proxyless_cpu" if "fmnist_proxyless_cpu" in BUNDLED else (BUNDLED or [""])[0]
+IMAGE = next(iter(example_paths()), None)
+
+
+@dataclass
+class Running:
+    url: str
+    predictor: Predictor
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _app(predictor: Predictor, limits: Limits) -> FastAPI:
+    return build_server(predictor, {}, concurrency=2, limits=limits)
+
+
+@contextmanager
+def serving(tmp_path: Path, limits: Limits, runtimes: tuple[str, ...] = ("torch",)) -> Iterator[Running]:
+    """The demo's ASGI app served by uvicorn from a thread, on a free loopback port, until the block ends."""
+    predictor = Predictor([MODEL], list(runtimes), tmp_path / "runtimes")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(_app(predictor, limits), host="127.0.0.1", port=port, log_level="info"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", predictor)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _classify(url: str, **params: str) -> httpx.Response:
+    assert IMAGE is not None
+    return httpx.post(f"{url}/api/classify", params=params, content=IMAGE.read_bytes(), timeout=30)
+
+
+def _slow_client(url: str, declared: int = 5000) -> socket.socket:
+    """A connection that sends the headers and the first bytes of a body, then nothing more."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        f"POST /api/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    )
+    s.sendall(head.encode() + b"\x89PNG\r\n")
+    return s
+
+
+def test_slow_clients_cost_a_connection_never_the_service(tmp_path: Path) -> None:
+    """72 connections that send headers and then trickle (more than the 64 request slots) do not lock anyone out:
+    20 normal requests all succeed within their usual latency; a trickler is cut off (408) at the deadline."""
+    with serving(tmp_path, Limits(queue_size=64, read_timeout=4.0)) as running:
+        usual = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            assert _classify(running.url).status_code == 200
+            usual.append(time.perf_counter() - t0)
+        slow = [_slow_client(running.url) for _ in range(72)]
+        try:
+            time.sleep(0.3)  # every slow request is in the server, reading its body
+            seconds = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                r = _classify(running.url)
+                seconds.append(time.perf_counter() - t0)
+                assert r.status_code == 200 and r.json()["top"][0]["label"] == label_of(IMAGE), r.text
+            assert max(seconds) < max(10 * statistics.median(usual), 0.5), (seconds, usual)
+            slow[0].settimeout(10)
+            answer = slow[0].recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and "did not arrive within 4 s" in answer, answer
+        finally:
+            for s in slow:
+                s.close()
+
+
+def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO), serving(tmp_path, Limits()) as running:
+        for _ in range(3):
+            _slow_client(running.url).close()
+        time.sleep(0.5)
+        assert _classify(running.url).status_code == 200
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info], caplog.text
+    gone = [r for r in caplog.records if r.name == "demo.rest"]
+    assert len(gone) == 3 and all(r.getMessage() == "client went away during the upload" for r in gone), caplog.text
+
+
+def test_a_full_server_answers_503_at_once(tmp_path: Path) -> None:
+    with serving(tmp_path, Limits(queue_size=1)) as running:
+        _runtime, batcher = running.predictor.runtime(MODEL, "torch")
+        release, run = threading.Event(), batcher.run
+        batcher.run = lambda x: (release.wait(30), run(x))[1]  # the one request in the server waits here
+        first: dict[str, httpx.Response] = {}
+        holder = threading.Thread(target=lambda: first.setdefault("r", _classify(running.url)))
+        holder.start()
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        busy = _classify(running.url)
+        assert time.perf_counter() - t0 < 2
+        assert busy.status_code == 503 and "busy: 1 requests are already in the server" in busy.json()["error"]
+        release.set()
+        holder.join(30)
+        assert first["r"].status_code == 200
+        assert _classify(running.url).status_code == 200  # the slot was given back
+
+
+def test_a_runtime_that_fails_to_build_or_crashes_is_a_500_and_a_message_in_the_ui(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    real = demo.app.make_runtime
+
+    def export_fails(kind: str, *args: object, **kwargs: object) -> object:
+        if kind == "onnxruntime":
+            raise ExportError("the ONNX export failed: unsupported operator")
+        return real(kind, *args, **kwargs)
+
+    monkeypatch.setattr(demo.app, "make_runtime", export_fails)
+    with serving(tmp_path, Limits(), runtimes=("torch", "onnxruntime")) as running:
+        r = _classify(running.url, runtime="onnxruntime")
+        assert r.status_code == 500, r.text
+        assert r.json() == {"error": f"onnxruntime failed for {MODEL}: the ONNX export failed: unsupported operator"}
+        client = Client(running.url, verbose=False, download_files=False, analytics_enabled=False)
+        with pytest.raises(AppError, match=f"ONNX Runtime failed for {MODEL}: the ONNX export failed"):
+            client.predict(handle_file(str(IMAGE)), MODEL, "onnxruntime", api_name="/classify")
+        assert _classify(running.url, runtime="torch").status_code == 200  # the other runtime still serves
+        _runtime, batcher = running.predictor.runtime(MODEL, "torch")
+        batcher.run = lambda x: 1 / 0  # a runtime that crashes when called
+        r = _classify(running.url, runtime="torch")
+        assert r.status_code == 500 and r.json() == {"error": "internal error: ZeroDivisionError: division by zero"}
+
+
+def test_an_unknown_model_names_itself_and_the_known_ones(tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    with serving(tmp_path, Limits()) as running:
+        r = _classify(running.url, model="fmnist_nope")
+        assert r.status_code == 422 and r.json() == {"error": f"unknown model 'fmnist_nope'; known: {MODEL}"}, r.text
+        client = Client(running.url, verbose=False, download_files=False, analytics_enabled=False)
+        with pytest.raises(AppError) as caught:
+            client.predict(handle_file(str(IMAGE)), "fmnist_nope", "torch", api_name="/classify")
+        assert str(caught.value) == f"unknown model 'fmnist_nope'; known: {MODEL}.", str(caught.value)
+
+
+def test_the_model_card_reads_latency_keys_as_words(tmp_path: Path) -> None:
+    predictor = Predictor([MODEL], ["torch"], tmp_path)
+    card = card_markdown(predictor.info(MODEL))
+    keys = predictor.info(MODEL).metrics["latency_ms"]
+    assert "cpu_onnxruntime_b1_pred" in keys and not any(key in card for key in keys), card
+    assert "CPU, ONNX Runtime, batch 1 (predicted): " in card and "CPU, PyTorch, batch 1: " in card, card
+    assert latency_label("gpu_h200_torch_b8_pred") == "GPU H200, PyTorch, batch 8 (predicted)"
+    assert latency_label("mobile_pixel1_pred") == "mobile Pixel 1 (predicted)"
+    assert latency_label("gpu_v100_b8_paper") == "GPU V100, batch 8 (paper)"
+
+
+def test_the_example_buttons_show_thumbnails(tmp_path: Path) -> None:
+    """Each example is shown as its image (Gradio replaces the thumbnails by text when given example labels)."""
+    app = build_app(Predictor([MODEL], ["torch"], tmp_path), {})
+    (examples,) = [c["props"] for c in app.config["components"] if c["props"].get("elem_id") == "examples"]
+    assert examples.get("sample_labels") is None, examples.get("sample_labels")
+    shown = [Path(sample[0]["orig_name"]).name for sample in examples["samples"]]
+    assert shown == [p.name for p in example_paths()] and len(shown) == 20
+    assert all(label_of(p) in examples["label"] for p in example_paths())  # the classes, in the header
