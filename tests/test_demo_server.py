@@ -150,14 +150,14 @@ def test_a_runtime_that_fails_to_build_or_crashes_is_a_500_and_a_message_in_the_
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    real = demo.app.make_runtime
+    real = demo.app.make_session
 
     def export_fails(kind: str, *args: object, **kwargs: object) -> object:
         if kind == "onnxruntime":
             raise ExportError("the ONNX export failed: unsupported operator")
         return real(kind, *args, **kwargs)
 
-    monkeypatch.setattr(demo.app, "make_runtime", export_fails)
+    monkeypatch.setattr(demo.app, "make_session", export_fails)
     with serving(tmp_path, Limits(), runtimes=("torch", "onnxruntime")) as running:
         r = _classify(running.url, runtime="onnxruntime")
         assert r.status_code == 500, r.text
