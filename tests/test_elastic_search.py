@@ -20,6 +20,7 @@ from search.elastic.store import WEIGHTS, load_supernet
 from search.elastic.train import ElasticTrainConfig, train_supernet
 from search.latency.predict import load_latency_model
 from search.train import TrainError
+from zoo import create_model
 from zoo.registry import weights_dir_info
 from zoo.weights import load_pretrained
 
@@ -95,6 +96,13 @@ def test_predictor_then_specialize_end_to_end(trained: Path, tmp_path: Path, cap
     assert record["limit"] == pytest.approx(0.75 * baseline_ms, abs=1e-3)
     net = supernet.extract(subnet)
     load_pretrained(net, out)  # the folder's weights fit the arch; the sha256 matches
+    model = create_model(str(out), pretrained=True).eval()
+    assert model.info.name == "fmnist_spec_cpu" and model.info.dataset == "synthetic"
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), net.eval()(x))
+    with pytest.raises(ValueError, match="not a weights folder"):
+        create_model(str(tmp_path / "nothing_here"))
     spec = json.loads((out / "specialize.json").read_text())
     assert spec["supernet_sha256"] and spec["command"] is not None
 

@@ -276,14 +276,18 @@ def hub_model_info(source: str) -> ModelInfo:
 
 
 def get_model_info(name: str) -> ModelInfo:
-    """A registered model, or one on the Hub named ``hf-hub:ORG/REPO[@REV]``."""
+    """A registered model, one on the Hub named ``hf-hub:ORG/REPO[@REV]``, or a weights folder's (a path that is
+    not a registered name: ``create_model("runs/my_net", pretrained=True)``, e.g. what ``specialize`` wrote)."""
     if name.startswith(HUB_PREFIX):
         return hub_model_info(name)
     models = _all()
-    try:
+    if name in models:
         return models[name]
-    except KeyError:
-        raise ZooError(f"unknown model {name!r}; known: {', '.join(sorted(models))}") from None
+    if (Path(name) / CONFIG_FILE).is_file():
+        return weights_dir_info(name)
+    if "/" in name or os.sep in name:
+        raise ZooError(f"{name}: not a weights folder (no {CONFIG_FILE} there)")
+    raise ZooError(f"unknown model {name!r}; known: {', '.join(sorted(models))}")
 
 
 def no_weights_message(name: str) -> str:
