@@ -8,6 +8,7 @@ run in subprocesses with HF_ENDPOINT / HF_HOME / HF_TOKEN set, as a user runs th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,8 @@ from zoo.weights import WeightsError, hub_file, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "proxyless-test/fmnist-supernet"
-SUPERNET_FILES = ["predictor.json", "predictor.safetensors", "subnet_accuracy.csv", "supernet.json"]
-SUPERNET_FILES += ["supernet.safetensors"]
+FETCHED = ["predictor.json", "predictor.safetensors", "supernet.json", "supernet.safetensors"]  # what specialize needs
+SUPERNET_FILES = sorted([*FETCHED, "subnet_accuracy.csv"])  # what a publish carries
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_zoo_names_the_files_search_writes() -> None:
     assert supernet_folder.SUBNETS_CSV == measure.CSV
 
 
-def test_publish_then_specialize_from_the_hub(supernet: Path, tmp_path: Path) -> None:
+def test_publish_then_specialize_from_the_hub(supernet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sha = sha256_file(supernet / "supernet.safetensors")
     with HubServer() as hub:
         proc = _publish(supernet, _env(hub, tmp_path / "publisher"), "--revision", "v1")
@@ -94,7 +95,8 @@ def test_publish_then_specialize_from_the_hub(supernet: Path, tmp_path: Path) ->
             assert hub.state.file(REPO, commit, name) == (supernet / name).read_bytes(), name
         card = tmp_path / "README.md"
         card.write_bytes(hub.state.file(REPO, commit, "README.md"))
-        assert f"--supernet hf-hub:{REPO}@v1 --lut cpu --factor 0.75" in ModelCard.load(card).text
+        text = ModelCard.load(card).text
+        assert f"--supernet hf-hub:{REPO}@v1 --lut cpu --factor 0.75 --out fmnist_cpu_075" in text
 
         # A user with an empty cache specializes from the Hub.
         out = tmp_path / "fmnist_cpu_075"
@@ -106,15 +108,17 @@ def test_publish_then_specialize_from_the_hub(supernet: Path, tmp_path: Path) ->
     record = json.loads(spec.stdout.strip().splitlines()[-1])
     assert record["latency"] <= record["limit"]
     info = weights_dir_info(out)
-    assert (
-        info.metrics["supernet_sha256"] == sha
-        and str(get_elastic_space("fmnist").subnet_of(info.arch)) == (record["subnet"])
-    )
+    assert info.metrics["supernet_sha256"] == sha
+    assert str(get_elastic_space("fmnist").subnet_of(info.arch)) == record["subnet"]
     written = json.loads((out / "specialize.json").read_text())
     assert (written["supernet"], written["supernet_sha256"]) == (f"hf-hub:{REPO}@v1", sha)
+    monkeypatch.setenv("PROXYLESS_ZOO_EXTRA", "")  # restored after the card's snippet sets it
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(re.findall(r"```python\n(.*?)```", text, re.S)[0], scope)  # the card's snippet loads what specialize wrote
+    assert scope["model"].info.weights.sha256 == json.loads((out / "config.json").read_text())["weights_sha256"]
     snapshot = tmp_path / "user" / "home" / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / commit
-    assert sorted(p.name for p in snapshot.iterdir()) == ["predictor.json", "predictor.safetensors", "supernet.json",
-                                                          "supernet.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in snapshot.iterdir()) == FETCHED
 
     # Server gone: offline, the same source resolves from the cache, predictor included.
     script = "import sys; from search.elastic.store import resolve_supernet; print(resolve_supernet(sys.argv[1]))"
@@ -264,6 +268,6 @@ def test_republishing_replaces_a_version_and_refuses_another_model(
         again = _publish(bare, env)  # same space: a new version, no --force; its stale predictor is deleted
         assert again.returncode == 0, again.stderr[-3000:]
         commit = json.loads(again.stdout.strip().splitlines()[-1])["commit"]
-        assert sorted(hub.state.repos[REPO].commits[commit]) == [".gitattributes", "README.md", "supernet.json",
-                                                                "supernet.safetensors"]  # fmt: skip
+        kept = [".gitattributes", "README.md", "supernet.json", "supernet.safetensors"]
+        assert sorted(hub.state.repos[REPO].commits[commit]) == kept
         assert "None is published with this supernet" in hub.state.file(REPO, commit, "README.md").decode()

@@ -466,12 +466,16 @@ def _supernet_usage(sn: SupernetFolder, source: str) -> list[str]:
         "",
         f"`--lut` takes the project's latency tables (`cpu`, `mobile`, `gpu`, ...) or one profiled on your hardware "
         f"(`proxyless search profile --space {space} --out TABLE`); `--target-ms X` instead of `--factor F` sets "
-        "the limit in the table's unit. The folder written is loaded as any zoo network:",
+        "the limit in the table's unit. The folder written is a zoo network like any other (`proxyless export` "
+        "and `proxyless zoo publish` take it too):",
         "",
         "```python",
+        "import os",
+        "",
+        f'os.environ["PROXYLESS_ZOO_EXTRA"] = "{space}_cpu_075"  # registers the folder, named after it',
         "from zoo import create_model",
         "",
-        f'model = create_model("{space}_cpu_075", pretrained=True).eval()',
+        f'model = create_model("{space}_cpu_075", pretrained=True).eval()  # sha256-checked',
         "```",
         "",
         "The supernet itself cannot be loaded with `create_model` or `torch.hub`: they build one network, and this "

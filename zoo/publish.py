@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,6 +51,9 @@ ONNX_OPSET = 18  # what `proxyless export` writes too
 PUBLISHED_FILES = (WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE, *supernet.FILES)
 
 
+Kind = Literal["network", "supernet"]
+
+
 class PublishError(ValueError):
     """A publish that cannot start or did not finish; the message is one line."""
 
@@ -66,7 +69,7 @@ class PublishResult:
     sha256: str
     files: list[str]
     folder: str | None = None  # the --dry-run folder
-    kind: str = "network"  # or "supernet"
+    kind: Kind = "network"
 
     @property
     def weights_ref(self) -> str | None:
@@ -213,10 +216,10 @@ def stage_supernet(sn: SupernetFolder, folder: Path, *, repo_id: str, revision: 
     ModelCard(card)  # parses the front matter: a card the Hub would reject fails here, before any upload
     for name in sn.files:
         shutil.copyfile(sn.path / name, folder / name)
-    copied = [(supernet.WEIGHTS, sn.sha256)] + (
-        [(supernet.PREDICTOR_WEIGHTS, sn.predictor.sha256)] if sn.predictor else []
-    )
-    for name, sha in copied:
+    checked = {supernet.WEIGHTS: sn.sha256}
+    if sn.predictor is not None:
+        checked[supernet.PREDICTOR_WEIGHTS] = sn.predictor.sha256
+    for name, sha in checked.items():
         if sha256_file(folder / name) != sha:
             raise PublishError(f"{sn.path / name}: changed while it was being copied; publish again when it is saved")
     (folder / CARD_FILE).write_text(card)
@@ -360,16 +363,23 @@ class Publishable:
     """A network or a supernet, ready to stage: its name, kind, repo identity, weights file and how to stage it."""
 
     label: str
-    kind: str
+    kind: Kind
     identity: Identity
     weights_file: str
     fill: Callable[[Path], list[str]]  # stage the repo folder into an existing empty folder; returns its files
 
 
 def _publishable(
-    name: str, *, repo_id: str, revision: str, reports: Sequence[str | Path], onnx: str | Path | bool, license: str,
+    name: str,
+    *,
+    repo_id: str,
+    revision: str,
+    reports: Sequence[str | Path],
+    onnx: str | Path | bool,
+    license: str,
     code_repo: str | None,
-) -> Publishable:  # fmt: skip
+) -> Publishable:
+    """A supernet folder (checked; refused in one line when torn), or a registered net or weights directory."""
     if is_supernet_folder(name):
         sn = read_supernet(name)
         return Publishable(
@@ -380,13 +390,21 @@ def _publishable(
             lambda folder: stage_supernet(sn, folder, repo_id=repo_id, revision=revision, license=license),
         )
     model = load_model(name)
-    args = {"repo_id": repo_id, "revision": revision, "reports": reports, "onnx": onnx, "license": license}
     return Publishable(
         model.info.name,
         "network",
         Identity(CONFIG_FILE, model.info.arch.to_dict()),
         WEIGHTS_FILE,
-        lambda folder: stage(model, folder, code_repo=code_repo, **args),
+        lambda folder: stage(
+            model,
+            folder,
+            repo_id=repo_id,
+            revision=revision,
+            reports=reports,
+            onnx=onnx,
+            license=license,
+            code_repo=code_repo,
+        ),
     )
 
 

@@ -110,6 +110,7 @@ def is_supernet_folder(path: str | Path) -> bool:
 
 
 def _json(file: Path, fmt: str) -> dict[str, Any]:
+    """The JSON object in ``file``, refused in one line unless it declares ``fmt``."""
     try:
         data = json.loads(file.read_text())
     except FileNotFoundError:
@@ -121,19 +122,21 @@ def _json(file: Path, fmt: str) -> dict[str, Any]:
     return data
 
 
-def _check_sha(weights: Path, expected: Any, config: str) -> str:
+def _check_sha(weights: Path, expected: Any, config: str, remedy: str) -> str:
+    """The sha256 of ``weights``, refused unless it is the one ``config`` names (``remedy``: how to mend it)."""
     if not weights.is_file():
-        raise SupernetFolderError(f"{weights}: missing, but {config} is there (a torn folder)")
+        raise SupernetFolderError(f"{weights}: missing, but {config} is there (a torn folder: {remedy})")
     sha = sha256_file(weights)
     if sha != expected:
         raise SupernetFolderError(
             f"{weights}: sha256 {sha[:12]}... is not the {str(expected)[:12]}... that {config} names "
-            "(a torn or corrupt folder: save the supernet again)"
+            f"(a torn or corrupt folder: {remedy})"
         )
     return sha
 
 
 def _space(definition: Any, file: Path) -> SpaceSummary:
+    """What the card shows of ``supernet.json``'s ``space_definition`` (``search.elastic.space.ElasticSpace``)."""
     try:
         b = definition["backbone"]
         return SpaceSummary(
@@ -145,7 +148,7 @@ def _space(definition: Any, file: Path) -> SpaceSummary:
             kernels=tuple(definition["kernels"]),
             expands=tuple(definition["expands"]),
             baseline_op=tuple(definition["baseline_op"]),
-            input_size=(b["in_chans"], b["input_size"], b["input_size"]),
+            input_size=(int(b["in_chans"]), int(b["input_size"]), int(b["input_size"])),
             num_classes=int(b["num_classes"]),
         )
     except (KeyError, TypeError, ValueError) as e:
@@ -153,6 +156,7 @@ def _space(definition: Any, file: Path) -> SpaceSummary:
 
 
 def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
+    """The predictor beside the supernet, checked: its weights, and that it was fit for this supernet's."""
     file = folder / PREDICTOR_CONFIG
     if not file.is_file():
         if (folder / PREDICTOR_WEIGHTS).exists():
@@ -161,10 +165,11 @@ def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
     config = _json(file, PREDICTOR_FORMAT)
     if config.get("supernet_sha256") != supernet_sha:
         raise SupernetFolderError(
-            f"{file}: fit for another supernet (sha256 {str(config.get('supernet_sha256'))[:12]}...): fit it again "
-            f"with `proxyless search elastic-predictor --supernet {folder}`"
+            f"{file}: fit for another supernet (sha256 {str(config.get('supernet_sha256'))[:12]}...): "
+            f"fit it again with `proxyless search elastic-predictor --supernet {folder}`"
         )
-    sha = _check_sha(folder / PREDICTOR_WEIGHTS, config.get("weights_sha256"), PREDICTOR_CONFIG)
+    refit = f"fit it again with `proxyless search elastic-predictor --supernet {folder}`"
+    sha = _check_sha(folder / PREDICTOR_WEIGHTS, config.get("weights_sha256"), PREDICTOR_CONFIG, refit)
     fit = config.get("fit")
     try:
         return PredictorSummary(sha, **{k: fit[k] for k in PredictorSummary.__dataclass_fields__ if k != "sha256"})
@@ -173,6 +178,7 @@ def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
 
 
 def _measured(file: Path) -> int | None:
+    """Rows of ``subnet_accuracy.csv``, None without one."""
     if not file.is_file():
         return None
     with file.open(newline="") as f:
@@ -186,7 +192,7 @@ def read_supernet(folder: str | Path) -> SupernetFolder:
     """The checked supernet folder: config, weights' sha256, predictor (if any) fit for these weights."""
     folder = Path(folder)
     config = _json(folder / CONFIG, FORMAT)
-    sha = _check_sha(folder / WEIGHTS, config.get("weights_sha256"), CONFIG)
+    sha = _check_sha(folder / WEIGHTS, config.get("weights_sha256"), CONFIG, "save the supernet again")
     metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
     return SupernetFolder(
         path=folder,
