@@ -4,6 +4,10 @@ Everything in the card comes from the model's ``ModelInfo`` (arch, metadata, met
 and from export report JSON files (read here as plain JSON: zoo never imports ``export``). Nothing is invented:
 a figure that is not recorded is left out. The YAML front matter is built with ``huggingface_hub.ModelCardData``
 so that ``ModelCard.load(...).data.eval_results`` gives back exactly the accuracy that went in.
+
+A published elastic supernet gets its own card (``render_supernet_card``), from its ``supernet.json`` and
+predictor: it is not one network, so it has no ``model-index`` (its figures are on a validation split held out from
+the training set, not a benchmark's test split) and its usage is ``proxyless search specialize``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from zoo.arch import ArchSpec
 from zoo.network import mbconv_macs
 from zoo.registry import ModelInfo
+from zoo.supernet_folder import SupernetFolder
 
 CITATION = """@inproceedings{cai2019proxylessnas,
   title     = {{ProxylessNAS}: Direct Neural Architecture Search on Target Task and Hardware},
@@ -25,6 +30,13 @@ CITATION = """@inproceedings{cai2019proxylessnas,
   booktitle = {International Conference on Learning Representations (ICLR)},
   year      = {2019},
   url       = {https://arxiv.org/abs/1812.00332}
+}"""
+OFA_CITATION = """@inproceedings{cai2020once,
+  title     = {Once-for-All: Train One Network and Specialize it for Efficient Deployment},
+  author    = {Han Cai and Chuang Gan and Tianzhe Wang and Zhekai Zhang and Song Han},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2020},
+  url       = {https://arxiv.org/abs/1908.09791}
 }"""
 # zoo dataset names -> (Hub dataset id, display name, split the reported accuracy is measured on).
 DATASETS = {
@@ -366,3 +378,183 @@ def render_card(
         "",
     ]
     return front_matter(info, license, has_onnx) + "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return f"{value * 100:.2f}%" if isinstance(value, int | float) and not isinstance(value, bool) else "not recorded"
+
+
+def _supernet_space(sn: SupernetFolder) -> list[str]:
+    s = sn.space
+    rows = ["| stage | width | stride | depths |", "|---|---|---|---|"]
+    for i, (width, stride, lo, hi) in enumerate(zip(s.widths, s.strides, s.min_depths, s.max_depths, strict=True)):
+        rows.append(f"| {i + 1} | {width} | {stride} | {lo}..{hi} |")
+    kernels, expands = ", ".join(map(str, s.kernels)), ", ".join(map(str, s.expands))
+    k, e = s.baseline_op
+    return [
+        f"Space `{s.name}`: input {'x'.join(map(str, s.input_size))}, {s.num_classes} classes, {s.subnets:,} subnets.",
+        "",
+        *rows,
+        "",
+        "- Elastic depth: each stage runs its first d layers, d in the range above.",
+        f"- Elastic kernel: {kernels} per layer (one {max(s.kernels)}x{max(s.kernels)} depthwise kernel; smaller "
+        "kernels are its centre crop).",
+        f"- Elastic expand ratio: {expands} per layer (channel slices of the widest expansion).",
+        f"- Largest subnet: `{s.largest}`; smallest: `{s.smallest}`.",
+        f"- The MobileNetV2-style baseline (k{k} e{e} at full depth) is the subnet `{s.baseline}`: `--factor` "
+        "targets are fractions of its latency.",
+    ]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _supernet_figures(sn: SupernetFolder) -> list[str]:
+    v, r = sn.validation, sn.recipe
+    subnets = [k.removeprefix("val_top1_") for k in v if k.startswith("val_top1_")]
+    if not subnets:
+        return ["No validation figures are recorded in `supernet.json`."]
+    where = f"the {r['val_size']:,} " if isinstance(r.get("val_size"), int) else "the "
+    calib = f" on {r['calib_images']:,} training images" if isinstance(r.get("calib_images"), int) else ""
+    lines = [
+        f"Supernet-inherited top-1 on {where}validation images held out from the `{r.get('dataset', '?')}` "
+        f"training set (never the test set), batch-norm statistics recalibrated{calib}, no fine-tuning:",
+        "",
+        "| subnet | top-1 |",
+        "|---|---|",
+        *[f"| {name} | {_pct(v[f'val_top1_{name}'])} |" for name in subnets],
+    ]
+    if isinstance(v.get("steps"), int):
+        seconds = v.get("train_seconds")
+        took = f" in {_duration(seconds)}" if isinstance(seconds, int | float) else ""
+        lines += ["", f"Trained for {v['steps']:,} steps{took}."]
+    return lines
+
+
+def _supernet_predictor(sn: SupernetFolder) -> list[str]:
+    p = sn.predictor
+    if p is None:
+        return [
+            "None is published with this supernet, and `proxyless search specialize` needs one: download the repo "
+            "(`hf download REPO --local-dir DIR`) and fit one with "
+            "`proxyless search elastic-predictor --supernet DIR`.",
+        ]
+    measured = f" ({sn.measured_subnets} measured subnets are in `subnet_accuracy.csv`)" if sn.measured_subnets else ""
+    return [
+        "Once-for-All's MLP (per layer a one-hot kernel and expand ratio; 3 x 400 hidden units) from a subnet to its "
+        f"inherited validation accuracy, fit on {p.train_subnets} subnets{measured}. On {p.heldout_subnets} "
+        f"held-out subnets: RMSE {p.rmse * 100:.2f} points (their accuracies spread {p.heldout_std * 100:.2f} "
+        f"points), Kendall tau {p.kendall_tau:.3f}. `specialize` ranks subnets with it, then measures the best "
+        f"few on the validation split; it is fetched with the supernet.",
+    ]
+
+
+def _supernet_usage(sn: SupernetFolder, source: str) -> list[str]:
+    space = sn.space.name
+    return [
+        "With proxyless-zoo, specialize it for a latency table in minutes, with no training: evolutionary search "
+        "under the latency limit, then the best subnet is extracted with its inherited weights (BN recalibrated) "
+        "into an ordinary zoo weights folder.",
+        "",
+        "```bash",
+        f"proxyless search specialize --supernet {source} --lut cpu --factor 0.75 --out {space}_cpu_075",
+        f"proxyless search extract --supernet {source} --subnet baseline --out {space}_baseline",
+        "```",
+        "",
+        f"`--lut` takes the project's latency tables (`cpu`, `mobile`, `gpu`, ...) or one profiled on your hardware "
+        f"(`proxyless search profile --space {space} --out TABLE`); `--target-ms X` instead of `--factor F` sets "
+        "the limit in the table's unit. The folder written is a zoo network like any other (`proxyless export` "
+        "and `proxyless zoo publish` take it too):",
+        "",
+        "```python",
+        "import os",
+        "",
+        f'os.environ["PROXYLESS_ZOO_EXTRA"] = "{space}_cpu_075"  # registers the folder, named after it',
+        "from zoo import create_model",
+        "",
+        f'model = create_model("{space}_cpu_075", pretrained=True).eval()  # sha256-checked',
+        "```",
+        "",
+        "The supernet itself cannot be loaded with `create_model` or `torch.hub`: they build one network, and this "
+        "is a family of them. The files are fetched into the Hugging Face cache, sha256-checked when loaded; "
+        "with `HF_HUB_OFFLINE=1` the same commands read the cache.",
+    ]
+
+
+def render_supernet_card(sn: SupernetFolder, *, repo_id: str, revision: str = "main", license: str = "mit") -> str:
+    """The README.md of a published supernet: what it is, its space, recipe, figures, predictor, files, usage."""
+    from huggingface_hub import ModelCardData
+
+    dataset = str(sn.recipe.get("dataset", ""))
+    tags = ["proxylessnas", "once-for-all", "neural-architecture-search", "supernet", "proxyless-zoo", "safetensors"]
+    data = ModelCardData(
+        library_name="pytorch",
+        license=license,
+        datasets=[DATASETS[dataset][0]] if dataset in DATASETS else None,
+        tags=tags,
+    )
+    source = f"hf-hub:{repo_id}" + ("" if revision == "main" else f"@{revision}")
+    descriptions = {
+        "supernet.safetensors": f"weights of the whole supernet (sha256 `{sn.sha256}`)",
+        "supernet.json": "the space's full definition, the training recipe and figures, the weights' sha256",
+        "predictor.safetensors": "the accuracy predictor's weights"
+        + (f" (sha256 `{sn.predictor.sha256}`)" if sn.predictor else ""),
+        "predictor.json": "the predictor's held-out fit figures and the supernet sha256 it was fit for",
+        "subnet_accuracy.csv": "the measured subnets the predictor was fit on (`subnet`, `val_top1`)",
+    }
+    recipe = [f"| {k} | {_value_text(v)} |" for k, v in sn.recipe.items()]
+    lines = [
+        f"# {sn.space.name} elastic supernet",
+        "",
+        f"A **weight-sharing elastic supernet** (Once-for-All style), **not a single network**: one set of weights "
+        f"serves all {sn.space.subnets:,} subnets of the `{sn.space.name}` space, and a net for a new latency table "
+        "is found by search over it and extracted with its inherited weights, with no training. Published with "
+        "proxyless-zoo.",
+        "",
+        f"Weights sha256: `{sn.sha256}`",
+        "",
+        "## Space",
+        "",
+        *_supernet_space(sn),
+        "",
+        "## Training recipe",
+        "",
+        "Trained with `proxyless search elastic-train`: the sandwich rule with in-place distillation (each step the "
+        "largest subnet learns from the labels, the smallest and random subnets from its predictions), as recorded "
+        "in `supernet.json`:",
+        "",
+        *(["| setting | value |", "|---|---|", *recipe] if recipe else ["Not recorded in `supernet.json`."]),
+        "",
+        "## Recorded validation figures",
+        "",
+        *_supernet_figures(sn),
+        "",
+        "## Accuracy predictor",
+        "",
+        *_supernet_predictor(sn),
+        "",
+        "## Files",
+        "",
+        *[f"- `{f}`: {descriptions[f]}" for f in sn.files],
+        "",
+        "## Usage",
+        "",
+        *_supernet_usage(sn, source),
+        "",
+        "## Citation",
+        "",
+        "Cai, Gan, Wang, Zhang, Han. Once-for-All: Train One Network and Specialize it for Efficient Deployment. "
+        "ICLR 2020; [arXiv:1908.09791](https://arxiv.org/abs/1908.09791). Cai, Zhu, Han. ProxylessNAS. ICLR 2019; "
+        "[arXiv:1812.00332](https://arxiv.org/abs/1812.00332).",
+        "",
+        "```bibtex",
+        OFA_CITATION,
+        "",
+        CITATION,
+        "```",
+        "",
+    ]
+    return f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines)

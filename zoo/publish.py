@@ -9,6 +9,11 @@ PyTorch: the file ``proxyless export`` wrote (``--onnx FILE``, the one its laten
 export made here with ``torch.onnx`` (opset 18, dynamic batch; zoo does not import ``export``); ``--no-onnx``
 leaves it out. Either is checked against the weights with ONNX Runtime when that is installed. On any failure
 the staging folder is removed and nothing partial is left locally.
+
+A trained elastic supernet's folder (``supernet.json`` + ``supernet.safetensors``, with the accuracy predictor and
+its measured subnets when present) is published the same way, as those files and a card of its own (it is not one
+network: ``proxyless search specialize --supernet hf-hub:ORG/REPO@REV`` uses it). The folder is checked first
+(``zoo.supernet_folder``): a torn one is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,22 +28,30 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from zoo.model_card import read_report, render_card
+from zoo import supernet_folder as supernet
+from zoo.model_card import read_report, render_card, render_supernet_card
 from zoo.registry import build_network, create_model, weights_dir_info
+from zoo.supernet_folder import SupernetFolder, is_supernet_folder, read_supernet
 from zoo.weights import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained, sha256_file
 
 ONNX_FILE = "model.onnx"
 CARD_FILE = "README.md"
 ONNX_TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale, fp32 ORT vs torch
 ONNX_OPSET = 18  # what `proxyless export` writes too
+# Files a publish of either kind writes: those of an earlier version that the new one lacks are deleted in its commit
+# (an ONNX or a predictor of the previous weights, or a network's files replaced by a supernet with --force).
+PUBLISHED_FILES = (WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE, *supernet.FILES)
+
+
+Kind = Literal["network", "supernet"]
 
 
 class PublishError(ValueError):
@@ -56,11 +69,20 @@ class PublishResult:
     sha256: str
     files: list[str]
     folder: str | None = None  # the --dry-run folder
+    kind: Kind = "network"
 
     @property
-    def weights_ref(self) -> str:
-        """The line to paste into a registry entry (``zoo.registry.WeightsRef``)."""
+    def weights_ref(self) -> str | None:
+        """The line to paste into a registry entry (``zoo.registry.WeightsRef``); None for a dry run or a supernet,
+        which no registry entry can load."""
+        if self.commit is None or self.kind != "network":
+            return None
         return f'WeightsRef(sha256="{self.sha256}", repo_id="{self.repo_id}", revision="{self.commit}")'
+
+    @property
+    def source(self) -> str | None:
+        """``hf-hub:ORG/REPO@COMMIT``: what loads exactly these files (``--supernet`` of ``specialize``)."""
+        return None if self.commit is None else f"hf-hub:{self.repo_id}@{self.commit}"
 
 
 def load_model(name: str) -> nn.Module:
@@ -185,14 +207,33 @@ def stage(
     return sorted(p.name for p in folder.iterdir())
 
 
-def write_dry_run(model: nn.Module, out: Path, **stage_args: Any) -> list[str]:
-    """Stage into a temp folder beside ``out``, then rename it to ``out``: a crash never leaves half a folder."""
+def stage_supernet(sn: SupernetFolder, folder: Path, *, repo_id: str, revision: str, license: str = "mit") -> list[str]:
+    """Copy the supernet's files and write its card into the existing empty ``folder``; returns its files. The
+    copies are checked again: a folder rewritten since ``read_supernet`` (a training still saving) is refused."""
+    from huggingface_hub import ModelCard
+
+    card = render_supernet_card(sn, repo_id=repo_id, revision=revision, license=license)
+    ModelCard(card)  # parses the front matter: a card the Hub would reject fails here, before any upload
+    for name in sn.files:
+        shutil.copyfile(sn.path / name, folder / name)
+    checked = {supernet.WEIGHTS: sn.sha256}
+    if sn.predictor is not None:
+        checked[supernet.PREDICTOR_WEIGHTS] = sn.predictor.sha256
+    for name, sha in checked.items():
+        if sha256_file(folder / name) != sha:
+            raise PublishError(f"{sn.path / name}: changed while it was being copied; publish again when it is saved")
+    (folder / CARD_FILE).write_text(card)
+    return sorted(p.name for p in folder.iterdir())
+
+
+def write_dry_run(out: Path, fill: Callable[[Path], list[str]]) -> list[str]:
+    """``fill`` a temp folder beside ``out``, then rename it to ``out``: a crash never leaves half a folder."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PublishError(f"--dry-run {out}: already exists and is not an empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
-        files = stage(model, tmp, **stage_args)
+        files = fill(tmp)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -212,8 +253,11 @@ def _reason(e: BaseException) -> str:
     return text
 
 
-def _remote_config(api: Any, repo_id: str, revision: str, token: str, cache_dir: Path) -> dict[str, Any] | None:
-    """The ``config.json`` already at ``repo_id@revision``; None when the repo, branch or file does not exist."""
+def _remote_json(
+    api: Any, repo_id: str, revision: str, token: str, cache_dir: Path, filename: str
+) -> dict[str, Any] | None:
+    """The JSON file ``filename`` already at ``repo_id@revision``; None when the repo, branch or file does not
+    exist, {} when it is not a JSON object."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -224,14 +268,14 @@ def _remote_config(api: Any, repo_id: str, revision: str, token: str, cache_dir:
 
     try:
         path = hf_hub_download(
-            repo_id, CONFIG_FILE, revision=revision, token=token, cache_dir=cache_dir, endpoint=api.endpoint
+            repo_id, filename, revision=revision, token=token, cache_dir=cache_dir, endpoint=api.endpoint
         )
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
     except LocalEntryNotFoundError as e:  # the HEAD request failed for network reasons (cache_dir is empty)
         cause = f" ({_reason(e.__cause__)})" if e.__cause__ else ""
         raise PublishError(f"cannot reach the Hub at {api.endpoint}{cause}") from e
-    except EntryNotFoundError:  # no config.json there (RemoteEntryNotFoundError in huggingface_hub >= 1.0)
+    except EntryNotFoundError:  # no such file there (RemoteEntryNotFoundError in huggingface_hub >= 1.0)
         return None
     try:
         config = json.loads(Path(path).read_text())
@@ -252,6 +296,28 @@ def _same_model(remote: dict[str, Any], ours: dict[str, Any]) -> bool:
     }
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What a publish puts in the repo, to tell an earlier version of it (replaced) from anything else (refused
+    without --force): the file naming it (``config.json`` or ``supernet.json``) and that file's content."""
+
+    config_file: str
+    config: dict[str, Any]  # a network's arch dict, or the supernet.json
+
+
+def _occupant(filename: str, remote: dict[str, Any], ours: Identity) -> str | None:
+    """What the repo's ``filename`` says it holds, when that is not an earlier version of ours; else None.
+    A supernet may be retrained (new weights, figures, recipe), not moved to another space definition."""
+    if filename == CONFIG_FILE:
+        if ours.config_file == CONFIG_FILE and _same_model(remote, ours.config):
+            return None
+        other = remote.get("arch", {}).get("name") if isinstance(remote.get("arch"), dict) else None
+        return f"another model ({other!r})" if other else "a config.json that is not this model's"
+    if ours.config_file == supernet.CONFIG and remote.get("space_definition") == ours.config["space_definition"]:
+        return None
+    return f"an elastic supernet (space {remote.get('space')!r})"
+
+
 def upload(
     folder: Path,
     *,
@@ -260,7 +326,7 @@ def upload(
     private: bool,
     token: str,
     force: bool,
-    arch: dict[str, Any],
+    identity: Identity,
     cache_dir: Path,
     message: str,
 ) -> str:
@@ -270,23 +336,76 @@ def upload(
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     where = f"{api.endpoint}/{repo_id}@{revision}"
     try:
-        remote = _remote_config(api, repo_id, revision, token, cache_dir)
-        if remote is not None and not force and not _same_model(remote, arch):
-            other = remote.get("arch", {}).get("name") if isinstance(remote.get("arch"), dict) else None
-            what = f"another model ({other!r})" if other else "a config.json that is not this model's"
-            raise PublishError(f"{where} already holds {what}; refusing to overwrite it (pass --force to replace it)")
+        for filename in (CONFIG_FILE, supernet.CONFIG):
+            remote = None if force else _remote_json(api, repo_id, revision, token, cache_dir, filename)
+            what = None if remote is None else _occupant(filename, remote, identity)
+            if what:
+                raise PublishError(
+                    f"{where} already holds {what}; refusing to overwrite it (pass --force to replace it)"
+                )
         api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the org's default
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         ops: list[Any] = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=p) for p in sorted(folder.iterdir())]
-        if not (folder / ONNX_FILE).exists() and api.file_exists(repo_id, ONNX_FILE, revision=revision):
-            ops.append(CommitOperationDelete(path_in_repo=ONNX_FILE))  # an ONNX of the previous weights
+        present = {s.rfilename for s in api.repo_info(repo_id, revision=revision).siblings or []}
+        stale = sorted(present.intersection(PUBLISHED_FILES) - {p.name for p in folder.iterdir()})
+        ops += [CommitOperationDelete(path_in_repo=name) for name in stale]  # files of the previous version
         info = api.create_commit(repo_id, ops, commit_message=message, revision=revision)
     except PublishError:
         raise
     except Exception as e:  # transport errors differ across huggingface_hub versions (requests/httpx/httpx2)
         raise PublishError(f"upload to {where} failed: {_reason(e)}") from e
     return str(info.oid)
+
+
+@dataclass(frozen=True)
+class Publishable:
+    """A network or a supernet, ready to stage: its name, kind, repo identity, weights file and how to stage it."""
+
+    label: str
+    kind: Kind
+    identity: Identity
+    weights_file: str
+    fill: Callable[[Path], list[str]]  # stage the repo folder into an existing empty folder; returns its files
+
+
+def _publishable(
+    name: str,
+    *,
+    repo_id: str,
+    revision: str,
+    reports: Sequence[str | Path],
+    onnx: str | Path | bool,
+    license: str,
+    code_repo: str | None,
+) -> Publishable:
+    """A supernet folder (checked; refused in one line when torn), or a registered net or weights directory."""
+    if is_supernet_folder(name):
+        sn = read_supernet(name)
+        return Publishable(
+            f"{sn.space.name} supernet",
+            "supernet",
+            Identity(supernet.CONFIG, sn.config),
+            supernet.WEIGHTS,
+            lambda folder: stage_supernet(sn, folder, repo_id=repo_id, revision=revision, license=license),
+        )
+    model = load_model(name)
+    return Publishable(
+        model.info.name,
+        "network",
+        Identity(CONFIG_FILE, model.info.arch.to_dict()),
+        WEIGHTS_FILE,
+        lambda folder: stage(
+            model,
+            folder,
+            repo_id=repo_id,
+            revision=revision,
+            reports=reports,
+            onnx=onnx,
+            license=license,
+            code_repo=code_repo,
+        ),
+    )
 
 
 def publish(
@@ -303,15 +422,17 @@ def publish(
     license: str = "mit",
     code_repo: str | None = None,
 ) -> PublishResult:
-    """Publish model ``name`` (registered name or weights directory) to ``repo_id``, or to a folder with
-    ``dry_run``. ``onnx``: a ``proxyless export`` file, True to export one here (the default), False for none.
-    Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
+    """Publish model ``name`` (registered name, weights directory or supernet folder) to ``repo_id``, or to a folder
+    with ``dry_run``. ``onnx``: a ``proxyless export`` file, True to export one here (the default), False for none
+    (a supernet has none). Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO")
     if re.fullmatch(r"[0-9a-f]{40}", revision) or not revision.strip():
         raise PublishError(f"--revision {revision!r}: expected a branch name (commits are made on branches)")
     if code_repo is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w./-]+)?", code_repo):
         raise PublishError(f"--code-repo {code_repo!r}: expected GitHub OWNER/REPO[:REF] (torch.hub's form)")
+    if is_supernet_folder(name) and (reports or isinstance(onnx, str | Path) or code_repo is not None):
+        raise PublishError(f"{name} is a supernet folder: --report, --onnx and --code-repo are for single networks")
     if dry_run is None:
         from huggingface_hub import get_token
 
@@ -320,24 +441,18 @@ def publish(
             raise PublishError("no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token")
         if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
             raise PublishError("HF_HUB_OFFLINE is set: cannot upload (use --dry-run DIR to write the folder)")
-    model = load_model(name)
-    args = {
-        "repo_id": repo_id,
-        "revision": revision,
-        "reports": reports,
-        "onnx": onnx,
-        "license": license,
-        "code_repo": code_repo,
-    }
+    item = _publishable(
+        name, repo_id=repo_id, revision=revision, reports=reports, onnx=onnx, license=license, code_repo=code_repo
+    )
     if dry_run is not None:
-        files = write_dry_run(model, Path(dry_run), **args)
-        sha = sha256_file(Path(dry_run) / WEIGHTS_FILE)
-        return PublishResult(model.info.name, repo_id, revision, None, sha, files, str(dry_run))
+        files = write_dry_run(Path(dry_run), item.fill)
+        sha = sha256_file(Path(dry_run) / item.weights_file)
+        return PublishResult(item.label, repo_id, revision, None, sha, files, str(dry_run), item.kind)
     with tempfile.TemporaryDirectory(prefix="proxyless-publish-") as tmp:
         folder, cache = Path(tmp, "repo"), Path(tmp, "cache")
         folder.mkdir()
-        files = stage(model, folder, **args)
-        sha = sha256_file(folder / WEIGHTS_FILE)
+        files = item.fill(folder)
+        sha = sha256_file(folder / item.weights_file)
         print(f"staged {', '.join(files)}; uploading to {repo_id}@{revision}")
         commit = upload(
             folder,
@@ -346,11 +461,11 @@ def publish(
             private=private,
             token=str(token),
             force=force,
-            arch=model.info.arch.to_dict(),
+            identity=item.identity,
             cache_dir=cache,
-            message=f"Publish {model.info.name} (weights sha256 {sha[:12]})",
+            message=f"Publish {item.label} (weights sha256 {sha[:12]})",
         )
-    return PublishResult(model.info.name, repo_id, revision, commit, sha, files)
+    return PublishResult(item.label, repo_id, revision, commit, sha, files, kind=item.kind)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -371,22 +486,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {result.folder}: {', '.join(result.files)} (dry run: nothing uploaded)")
     else:
         print(f"published {result.name} to {result.repo_id}@{result.revision}: commit {result.commit}")
+    if result.commit and result.kind == "supernet":
+        print("specialize a net from exactly these files with:")
+        print(f"    proxyless search specialize --supernet {result.source} --lut cpu --factor 0.75 --out DIR")
+    elif result.commit:
         print("pin a registry entry to it with:")
         print(f"    weights={result.weights_ref},")
     if args.json:
-        print(json.dumps({**asdict(result), "weights_ref": result.weights_ref if result.commit else None}))
+        print(json.dumps({**asdict(result), "weights_ref": result.weights_ref, "source": result.source}))
     return 0
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "publish",
-        help="upload a model (weights, config, ONNX, model card) to the Hugging Face Hub",
+        help="upload a model (weights, config, ONNX, model card) or an elastic supernet to the Hugging Face Hub",
         description="Upload a zoo network (weights, config, ONNX, model card) to the Hugging Face Hub in one "
-        "commit and print the WeightsRef that pins it; --dry-run DIR writes the folder instead.",
+        "commit and print the WeightsRef that pins it; or a trained elastic supernet's folder (supernet, "
+        "predictor, card) and the specialize command that uses it. --dry-run DIR writes the folder instead.",
     )
-    p.add_argument("name", help="registered model name, or a save_pretrained weights directory")
-    p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub")
+    p.add_argument(
+        "name", help="registered model name, a save_pretrained weights directory, or a supernet folder (supernet.json)"
+    )
+    p.add_argument("--repo-id", "--repo", dest="repo_id", required=True, help="ORG/REPO on the Hub")
     p.add_argument("--revision", default="main", help="branch to commit to (created if missing; default main)")
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN, else the one saved by `hf auth login`)")

@@ -7,14 +7,17 @@ for. Loading reads safetensors only (nothing is unpickled).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from search.elastic.predictor import CONFIG as PREDICTOR_CONFIG
+from search.elastic.predictor import WEIGHTS as PREDICTOR_WEIGHTS
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.supernet import ElasticSupernet
 from zoo.files import atomic_output, atomic_write
-from zoo.weights import HUB_PREFIX, WeightsError, hub_file, sha256_file
+from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, sha256_file
 
 FORMAT = "proxyless-elastic-supernet/1"
 BUNDLED = Path(__file__).parent / "pretrained"  # one folder per space: the supernets a fresh clone specializes
@@ -69,17 +72,35 @@ def resolve_supernet(source: str | Path | None, space: str = "fmnist") -> Path:
             )
         return folder
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
-        hub_file(source, CONFIG)
-        folder = hub_file(source, WEIGHTS).parent
-        for optional in ("predictor.json", "predictor.safetensors"):
-            try:
-                hub_file(source, optional)
-            except WeightsError:
-                break
-        return folder
+        return _fetch_from_hub(source)
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise WeightsError(f"supernet {folder}: no such folder (a supernet folder holds {WEIGHTS} + {CONFIG})")
+    return folder
+
+
+def _fetch_from_hub(source: str) -> Path:
+    """The snapshot folder of ``source`` holding the supernet and, where the repo has one, its predictor.
+
+    The revision is resolved once (by fetching ``supernet.json``) and every other file is fetched at that commit, so
+    a branch that moves meanwhile cannot mix two versions. A missing predictor is told from a failed download by
+    the client's record of absent files (``.no_exist`` in the cache, also read offline): any other failure to fetch
+    it is an error, not a silent "no predictor".
+    """
+    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache  # the documented way to test for it
+
+    repo_id, _ = parse_hub_source(source)
+    folder = hub_file(source, CONFIG).parent  # .../snapshots/<commit>
+    pinned = f"{HUB_PREFIX}{repo_id}@{folder.name}"
+    hub_file(pinned, WEIGHTS)
+    try:
+        hub_file(pinned, PREDICTOR_CONFIG)
+    except WeightsError:
+        cache = os.environ.get("HF_HUB_CACHE") or None
+        if try_to_load_from_cache(repo_id, PREDICTOR_CONFIG, cache_dir=cache, revision=folder.name) is _CACHED_NO_EXIST:
+            return folder  # the repo has no predictor: specialize says how to fit one
+        raise
+    hub_file(pinned, PREDICTOR_WEIGHTS)
     return folder
 
 
