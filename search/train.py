@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import json
-import signal
 import sys
-import threading
-import time
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +29,23 @@ from tqdm import tqdm
 
 from search import distributed as dist
 from search.data import Augment, TrainData, build_train_data
+from search.loop import EpochLoop, TrainError
 from search.schedule import cosine
 from search.space import get_space
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
-from zoo.files import atomic_write, verify_checksum, write_checksummed
+from zoo.files import atomic_write
 from zoo.network import count_macs, count_params
 from zoo.options import add_options, from_args, option
 from zoo.registry import build_network, get_model_info, spec_from_dict
 from zoo.weights import load_pretrained, read_config, save_pretrained
 
-CHECKPOINT = "checkpoint.pt"
 # Changing these between a run and its --resume would silently change the experiment.
 _RESUME_KEYS = (
     "dataset", "epochs", "batch_size", "lr", "warmup_epochs", "wd", "momentum", "label_smoothing", "ema", "seed",
     "limit_train", "val_size", "pad", "flip", "erase", "init", "teacher", "kd_weight",
 )  # fmt: skip
-
-
-class TrainError(ValueError):
-    """A training configuration that cannot run, or a checkpoint that does not fit it."""
 
 
 @dataclass
@@ -176,10 +167,6 @@ def _network_of(arch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arch.items() if k not in ("name", "extra")}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    write_checksummed(path, lambda f: torch.save(obj, f))
-
-
 def _teacher(path: str, device: torch.device, classes: int) -> nn.Module:
     """The frozen teacher of a distillation: a weights folder's network in eval mode."""
     spec = resolve_arch(path)
@@ -190,15 +177,17 @@ def _teacher(path: str, device: torch.device, classes: int) -> nn.Module:
     return net.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
-class Trainer:
+class Trainer(EpochLoop):
     """One run: builds data, network, optimizer; ``run()`` trains to the end (or a stop) and returns metrics."""
+
+    FORMAT = "proxyless-train-checkpoint/1"
+    RESUME_KEYS = _RESUME_KEYS
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = c = config
         self._validate()
         self.device = dist.init_distributed(c.device)
         self.rank, self.world = dist.rank(), dist.world_size()
-        self.terminated = False
         self.main = dist.is_main()
         self.out = Path(c.out)
         self.spec = resolve_arch(c.arch)
@@ -250,6 +239,7 @@ class Trainer:
         )
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.amp or "")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
+        self.loader = self.data.train
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, hits, count of this epoch
@@ -274,8 +264,6 @@ class Trainer:
 
     def _checkpoint(self) -> dict[str, Any]:
         return {
-            "format": "proxyless-train-checkpoint/1",
-            "config": asdict(self.config),
             "arch": self.spec.to_dict(),
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema else None,
@@ -291,26 +279,9 @@ class Trainer:
             "train_seconds": self.train_seconds,
         }
 
-    def save_checkpoint(self) -> None:
-        if self.main:
-            _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
-
-    def load_checkpoint(self, path: Path) -> None:
-        verify_checksum(path)
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: one line saying which (torch's can run to many)
-            first = (str(e).splitlines() or [""])[0]
-            raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
-        if not isinstance(ck, dict) or ck.get("format") != "proxyless-train-checkpoint/1":
-            raise TrainError(f"{path}: not a proxyless training checkpoint")
+    def _restore(self, ck: dict[str, Any], path: Path) -> None:
         if _network_of(ck["arch"]) != _network_of(self.spec.to_dict()):
             raise TrainError(f"{path}: checkpoint is of another architecture ({ck['arch'].get('name')!r})")
-        now = asdict(self.config)
-        changed = [k for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
-        if changed:
-            k = changed[0]
-            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {ck['config'].get(k)!r}")
         self.model.load_state_dict(ck["model"])
         if self.ema:
             self.ema.module.load_state_dict(ck["ema"])
@@ -326,21 +297,6 @@ class Trainer:
 
     # ------------------------------------------------------------ logs
 
-    def _write_logs(self, row: dict[str, Any], tb: Any) -> None:
-        if not self.main:
-            return
-        keys = list(dict.fromkeys(k for r in self.history for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write(self.out / "log.csv", buf.getvalue())
-        atomic_write(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
-        for k, v in row.items():
-            if k != "epoch" and isinstance(v, (int, float)):
-                tb.add_scalar(k, v, row["epoch"])
-        tb.flush()
-
     # ------------------------------------------------------------ loop
 
     def evaluate(self, module: nn.Module, loader: Any, autocast: bool = True) -> EvalResult:
@@ -348,68 +304,32 @@ class Trainer:
         dtype = self.autocast if autocast else None
         return summarize(dist.all_reduce_sum(accumulate(module, loader, self.device, dtype)))
 
-    def _stop_requested(self, started: float, steps_run: int) -> bool:
-        """After ``--stop-after-steps``, past ``--time-limit``, or once SIGTERM came; all ranks at the same step."""
-        c = self.config
-        stop = c.stop_after_steps is not None and steps_run >= c.stop_after_steps
-        over = c.time_limit_minutes is not None and time.monotonic() - started > 60 * c.time_limit_minutes
-        local = self.terminated or over
-        if self.world == 1:
-            return stop or local
-        if steps_run % 20 == 0:
-            flag = torch.tensor(float(local), device=self.device)
-            stop = stop or bool(dist.all_reduce_sum(flag).item() > 0)
-        return stop
-
-    def _train_epoch(self, epoch: int, started: float, steps_run: int) -> tuple[int, bool]:
-        """Train from the loader's position to the epoch's end; returns (steps run so far, stopped early)."""
-        c, loader = self.config, self.data.train
+    def _train_mode(self) -> None:
         self.net.train()
-        bar = tqdm(
-            total=len(loader),
-            initial=loader.batch,
-            desc=f"epoch {epoch + 1}/{c.epochs}",
-            disable=not (self.main and c.progress),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        last_save = time.monotonic()
-        tick = time.monotonic()
-        for x, y in loader:
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                logits = self.net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
-                if self.teacher is not None:
-                    with torch.no_grad():
-                        soft = self.teacher(x).softmax(1)
-                    loss = loss + c.kd_weight * -(soft * logits.log_softmax(1)).sum(1).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema:
-                self.ema.update()
-            with torch.no_grad():
-                self.sums[0] += loss.detach().double() * len(y)
-                self.sums[1] += (logits.argmax(1) == y).sum()
-                self.sums[2] += len(y)
-            self.step += 1
-            steps_run += 1
-            bar.update(1)
-            if bar.n % 50 == 0 and self.main and c.progress:
-                bar.set_postfix(loss=f"{self.sums[0].item() / max(1.0, self.sums[2].item()):.3f}")
-            now = time.monotonic()
-            self.train_seconds += now - tick
-            tick = now
-            if self._stop_requested(started, steps_run):
-                bar.close()
-                return steps_run, True
-            if now - last_save > 60 * c.checkpoint_minutes:
-                self.save_checkpoint()
-                last_save = tick = time.monotonic()
-        bar.close()
-        return steps_run, False
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        c = self.config
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    soft = self.teacher(x).softmax(1)
+                loss = loss + c.kd_weight * -(soft * logits.log_softmax(1)).sum(1).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update()
+        with torch.no_grad():
+            self.sums[0] += loss.detach().double() * len(y)
+            self.sums[1] += (logits.argmax(1) == y).sum()
+            self.sums[2] += len(y)
+
+    def _postfix(self) -> dict[str, str]:
+        return {"loss": f"{self.sums[0].item() / max(1.0, self.sums[2].item()):.3f}"}
 
     def _end_epoch(self, epoch: int, tb: Any) -> dict[str, Any]:
         c = self.config
@@ -434,7 +354,7 @@ class Trainer:
                     m = self.evaluate(self.ema.module, loader)
                     row |= {f"ema_{split}_top1": m.top1, f"ema_{split}_loss": m.loss}
         self.history.append(row)
-        self._write_logs(row, tb)
+        self.write_logs(row, tb)
         if self.main:
             shown = [f"train loss {row['train_loss']:.3f} top-1 {row['train_top1'] * 100:.2f}%"]
             if "test_top1" in row:
@@ -445,49 +365,6 @@ class Trainer:
                 shown.append(f"val top-1 {row['val_top1'] * 100:.2f}%")
             tqdm.write(f"epoch {epoch + 1}/{c.epochs}: " + " | ".join(shown) + f" | {self.train_seconds:.0f} s")
         return row
-
-    def run(self) -> dict[str, Any]:
-        """Train (resuming if asked); returns the final metrics, or ``{"finished": False, ...}`` after a stop.
-
-        The process group stays up (callers run ``search.distributed.cleanup()``), so rank checks still work.
-        """
-        c = self.config
-        ckpt = self.out / CHECKPOINT
-        if c.resume and ckpt.is_file():
-            self.load_checkpoint(ckpt)
-        elif ckpt.is_file() and not c.resume:
-            raise TrainError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        dist.barrier()
-        tb = None
-        if self.main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(self.out / "tb"), purge_step=len(self.history) + 1)
-        started, steps_run = time.monotonic(), 0
-        # SIGTERM (a batch scheduler's preemption, a session's end, `kill`) stops at the next step, checkpointed
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        try:
-            while self.data.train.epoch < c.epochs:
-                epoch = self.data.train.epoch
-                steps_run, stopped = self._train_epoch(epoch, started, steps_run)
-                if stopped:
-                    self.save_checkpoint()
-                    return {"finished": False, "epoch": epoch, "step": self.step, "checkpoint": str(ckpt)}
-                self._end_epoch(epoch, tb)
-                self.save_checkpoint()
-            return self._finish()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            if tb is not None:
-                tb.close()
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.terminated = True
 
     def _finish(self) -> dict[str, Any]:
         """Evaluate the weights that ship (EMA when on) on the full test split in float32; write weights + metrics."""

@@ -205,7 +205,7 @@ def test_unreadable_checkpoints_are_one_line_errors(
     out.mkdir()
     cases = [(b"", "cannot read checkpoint"), (b"not a checkpoint", "cannot read checkpoint")]
     torch.save({"format": "something/else"}, out / "other.pt")
-    cases.append(((out / "other.pt").read_bytes(), "not a proxyless training checkpoint"))
+    cases.append(((out / "other.pt").read_bytes(), "not a proxyless-train-checkpoint/1 checkpoint"))
     for content, message in cases:
         (out / "checkpoint.pt").write_bytes(content)
         assert search_main(["train", "--arch", str(arch), "--out", str(out), *ARGS, "--resume"]) == 2

@@ -16,14 +16,9 @@ Under ``torchrun`` each process takes its shard of every batch and gradients are
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import random
-import signal
 import sys
-import threading
-import time
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +33,13 @@ from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.store import save_supernet
 from search.elastic.supernet import ElasticSupernet
+from search.loop import EpochLoop, TrainError
 from search.run import allreduce_mean_, mix_seed
-from search.train import EMA, TrainError, _atomic_save, _param_groups, lr_factor
+from search.train import EMA, _param_groups, lr_factor
 from zoo.datasets import get_dataset
-from zoo.files import atomic_write, verify_checksum
+from zoo.files import atomic_write
 from zoo.options import add_options, from_args, option
 
-CHECKPOINT = "checkpoint.pt"
 STATE_DTYPES = ("float16", "bfloat16", "float32")
 FORMAT = "proxyless-elastic-checkpoint/1"
 # Changing these between a run and its --resume would silently change the experiment.
@@ -128,8 +123,11 @@ class StepLosses:
     distill: float
 
 
-class ElasticTrainer:
+class ElasticTrainer(EpochLoop):
     """Builds data, supernet and optimizer; ``run()`` trains to the end (or a stop) and returns a summary."""
+
+    FORMAT = FORMAT
+    RESUME_KEYS = _RESUME_KEYS
 
     def __init__(self, config: ElasticTrainConfig) -> None:
         config.validate()
@@ -140,7 +138,6 @@ class ElasticTrainer:
         self.device = dist.init_distributed(c.device)
         self.rank, self.world, self.main = dist.rank(), dist.world_size(), dist.is_main()
         self.out = Path(c.out)
-        self.terminated = False
         torch.manual_seed(c.seed)  # same initial weights on every rank
         backbone = self.space.backbone
         data = build_train_data(
@@ -182,6 +179,7 @@ class ElasticTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps)
         )
+        self.loader = data.train
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.sums = torch.zeros(3, dtype=torch.float64)  # largest loss, distill loss, steps of this epoch
@@ -194,7 +192,10 @@ class ElasticTrainer:
         rng = random.Random(mix_seed(self.config.seed, step))
         return [self.space.smallest(), *(self.space.sample(rng) for _ in range(self.config.random_subnets))]
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
+    def _train_mode(self) -> None:
+        self.model.train()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x, self.space.largest())
@@ -214,8 +215,11 @@ class ElasticTrainer:
         self.scheduler.step()
         if self.ema:
             self.ema.update()
-        self.step += 1
-        return StepLosses(loss.item(), distill / max(1, len(students)))
+        self.last = StepLosses(loss.item(), distill / max(1, len(students)))
+        self.sums += torch.tensor([self.last.largest, self.last.distill, 1.0], dtype=torch.float64)
+
+    def _postfix(self) -> dict[str, str]:
+        return {"largest": f"{self.last.largest:.3f}", "distill": f"{self.last.distill:.3f}"}
 
     # ------------------------------------------------------------ checkpoints
 
@@ -230,8 +234,6 @@ class ElasticTrainer:
         if self.ema:
             ema = {k: v.to(low) if v.is_floating_point() else v for k, v in self.ema.module.state_dict().items()}
         return {
-            "format": FORMAT,
-            "config": asdict(self.config),
             "model": self.model.state_dict(),
             "ema": ema,
             "ema_updates": self.ema.updates if self.ema else 0,
@@ -244,24 +246,7 @@ class ElasticTrainer:
             "train_seconds": self.train_seconds,
         }
 
-    def save_checkpoint(self) -> None:
-        if self.main:
-            _atomic_save(self._checkpoint(), self.out / CHECKPOINT)
-
-    def load_checkpoint(self, path: Path) -> None:
-        verify_checksum(path)  # a flipped byte is refused in one line, not resumed from
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: one line saying which
-            first = (str(e).splitlines() or [""])[0]
-            raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
-        if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-            raise TrainError(f"{path}: not an elastic supernet checkpoint")
-        now = asdict(self.config)
-        changed = [k for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
-        if changed:
-            k = changed[0]
-            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {ck['config'].get(k)!r}")
+    def _restore(self, ck: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(ck["model"])
         if self.ema:
             self.ema.module.load_state_dict(ck["ema"])  # load_state_dict copies into float32
@@ -277,19 +262,6 @@ class ElasticTrainer:
         self.train_seconds = ck["train_seconds"]
 
     # ------------------------------------------------------------ logs and evaluation
-
-    def _write_logs(self, row: dict[str, Any], tb: Any) -> None:
-        keys = list(dict.fromkeys(k for r in self.history for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write(self.out / "log.csv", buf.getvalue())
-        atomic_write(self.out / "log.json", json.dumps({"config": asdict(self.config), "epochs": self.history}))
-        for k, v in row.items():
-            if k != "epoch" and isinstance(v, int | float):
-                tb.add_scalar(k, v, row["epoch"])
-        tb.flush()
 
     def final_module(self) -> ElasticSupernet:
         return self.ema.module if self.ema else self.model
@@ -315,91 +287,13 @@ class ElasticTrainer:
             for name, subnet in named.items():
                 row[f"val_top1_{name}"] = self.evaluator.top1(self.final_module(), subnet)
         self.history.append(row)
+        self.write_logs(row, tb)
         if self.main:
-            self._write_logs(row, tb)
             shown = " | ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "val")))
             tqdm.write(f"epoch {epoch + 1}/{c.epochs}: {shown} | {self.train_seconds:.0f} s")
         dist.barrier()
 
     # ------------------------------------------------------------ loop
-
-    def _stop_requested(self, started: float, steps_run: int) -> bool:
-        c = self.config
-        stop = c.stop_after_steps is not None and steps_run >= c.stop_after_steps
-        over = c.time_limit_minutes is not None and time.monotonic() - started > 60 * c.time_limit_minutes
-        local = self.terminated or over
-        if self.world == 1:
-            return stop or local
-        flag = torch.tensor(float(local), device=self.device)
-        return stop or bool(dist.all_reduce_sum(flag).item() > 0)
-
-    def _train_epoch(self, epoch: int, started: float, steps_run: int) -> tuple[int, bool]:
-        c, loader = self.config, self.data.train
-        self.model.train()
-        bar = tqdm(
-            total=len(loader),
-            initial=loader.batch,
-            desc=f"epoch {epoch + 1}/{c.epochs}",
-            disable=not (self.main and c.progress),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        last_save = tick = time.monotonic()
-        for x, y in loader:
-            losses = self.train_step(x, y)
-            self.sums += torch.tensor([losses.largest, losses.distill, 1.0], dtype=torch.float64)
-            steps_run += 1
-            bar.update(1)
-            bar.set_postfix(largest=f"{losses.largest:.3f}", distill=f"{losses.distill:.3f}")
-            now = time.monotonic()
-            self.train_seconds += now - tick
-            tick = now
-            if self._stop_requested(started, steps_run):
-                bar.close()
-                return steps_run, True
-            if now - last_save > 60 * c.checkpoint_minutes:
-                self.save_checkpoint()
-                last_save = tick = time.monotonic()
-        bar.close()
-        return steps_run, False
-
-    def run(self) -> dict[str, Any]:
-        """Train (resuming if asked); returns the summary, or ``{"finished": False, ...}`` after a stop."""
-        c = self.config
-        ckpt = self.out / CHECKPOINT
-        if c.resume and ckpt.is_file():
-            self.load_checkpoint(ckpt)
-        elif ckpt.is_file():
-            raise TrainError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
-        tb = None
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(self.out / "tb"), purge_step=len(self.history) + 1)
-        dist.barrier()
-        started, steps_run = time.monotonic(), 0
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        try:
-            while self.data.train.epoch < c.epochs:
-                epoch = self.data.train.epoch
-                steps_run, stopped = self._train_epoch(epoch, started, steps_run)
-                if stopped:
-                    self.save_checkpoint()
-                    return {"finished": False, "epoch": epoch, "step": self.step, "checkpoint": str(ckpt)}
-                self._end_epoch(epoch, tb)
-                self.save_checkpoint()
-            return self._finish()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            if tb is not None:
-                tb.close()
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.terminated = True
 
     def _finish(self) -> dict[str, Any]:
         """Write the supernet that ships (EMA weights when on) with its recipe and last validation figures."""
