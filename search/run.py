@@ -73,7 +73,8 @@ class SearchConfig:
     loss: str = "mul#ratio"
     reg_scale: float = 0.2
     reg_beta: float = 0.3
-    reg_beta_over: float = 3.0
+    ratio_beta: float = 0.07
+    ratio_beta_over: float = 3.0
     reg_lambda: float = 0.1
     rl_samples: int = 10
     rl_tradeoff: float = 0.1
@@ -211,7 +212,8 @@ class Search:
                 cfg.reg_beta,
                 cfg.reg_lambda,
                 self.latency.unit,
-                cfg.reg_beta_over,
+                cfg.ratio_beta,
+                cfg.ratio_beta_over,
             ).to(self.device)
         self.rl = Reinforce(cfg.rl_samples, cfg.rl_tradeoff, cfg.rl_baseline_decay)
         self._build_data()
@@ -628,8 +630,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--grad-mode", choices=GRAD_MODES, default=d.grad_mode)
     r.add_argument("--loss", choices=LOSSES, default=d.loss)
     r.add_argument("--reg-scale", type=float, default=d.reg_scale, help="mul#log: scale (authors' alpha)")
-    r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#ratio (up to T), mul#log: exponent")
-    r.add_argument("--reg-beta-over", type=float, default=d.reg_beta_over, help="mul#ratio: exponent beyond T")
+    r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#log: exponent beta")
+    r.add_argument("--ratio-beta", type=float, default=d.ratio_beta, help="mul#ratio: exponent up to T")
+    r.add_argument("--ratio-beta-over", type=float, default=d.ratio_beta_over, help="mul#ratio: exponent beyond T")
     r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear, add#hinge: lambda")
     r.add_argument("--rl-samples", type=int, default=d.rl_samples, help="REINFORCE: nets sampled per alpha step")
     r.add_argument("--rl-tradeoff", type=float, default=d.rl_tradeoff, help="REINFORCE: w in acc*(T/LAT)^w")

@@ -169,7 +169,7 @@ def _by_hand_expected() -> float:
     ("loss", "target", "kw"),
     [
         ("mul#ratio", 10.0, {}),  # E[LAT] = 5.6 and the argmax's 6.5 both below T: exponent beta
-        ("mul#ratio", 6.0, {"beta": 0.2, "beta_over": 2.0}),  # E[LAT] below T, the argmax above it: beta_over
+        ("mul#ratio", 6.0, {"ratio_beta": 0.2, "ratio_beta_over": 2.0}),  # E[LAT] < T < the argmax's: beta_over
         ("mul#ratio", 5.0, {}),  # both above T
         ("mul#log", 3.0, {}),  # E[LAT] = 5.6: above T
         ("mul#log", 20.0, {"scale": 0.5, "beta": 0.6}),  # below T
@@ -180,8 +180,8 @@ def _by_hand_expected() -> float:
     ],
 )
 def test_objectives_match_the_papers_formulas(loss, target, kw):
-    """mul#ratio: CE * (LAT / T) ** w, LAT = max(E[LAT], argmax latency) with E[LAT]'s gradient, w = beta up to T
-    and beta_over beyond it (defaults 0.3 / 3);
+    """mul#ratio: CE * (LAT / T) ** w, LAT = max(E[LAT], argmax latency) with E[LAT]'s gradient, w = ratio_beta up
+    to T and ratio_beta_over beyond it (defaults 0.07 / 3);
     mul#log: scale * CE * (log E[LAT] / log T) ** beta (ProxylessNAS, defaults 0.2 / 0.3);
     add#linear: CE + lambda (E[LAT] - T) / T; add#hinge: CE + lambda max(0, E[LAT] - T) / T (default lambda 0.1)."""
     e = _by_hand_expected()
@@ -189,7 +189,7 @@ def test_objectives_match_the_papers_formulas(loss, target, kw):
     scale, beta, lam = kw.get("scale", 0.2), kw.get("beta", 0.3), kw.get("lam", 0.1)
     ce_value = 1.7
     argmax = FIXED + 4.0 + 1.0  # the most probable candidates: 4 ms and 1 ms
-    w = kw.get("beta_over", 3.0) if argmax > target else beta
+    w = kw.get("ratio_beta_over", 3.0) if argmax > target else kw.get("ratio_beta", 0.07)
     if loss == "mul#ratio":
         want = ce_value * (argmax / target) ** w
     elif loss == "mul#log":
