@@ -83,9 +83,10 @@ class LatencyObjective:
 
     def __call__(self, ce: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(search loss, E[LAT]) for cross-entropy ``ce`` and the current probabilities."""
-        lat = self.expected(probs.float())
+        probs = probs.float()
+        lat = self.expected(probs)
         if self.loss_type == "mul#ratio":
-            return ce * self.ratio_factor(lat, self.argmax_latency(probs.float())), lat
+            return ce * self.ratio_factor(lat, self.argmax_latency(probs)), lat
         if self.loss_type == "mul#log":
             ratio = (torch.log(lat) / math.log(self.target)).clamp_min(1e-6)  # E < 1 unit: far under target
             return self.scale * ce * ratio**self.beta, lat
