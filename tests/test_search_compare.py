@@ -52,15 +52,16 @@ def test_compare_cli_writes_the_json_and_refuses_a_folder_without_a_search_recor
 
 @pytest.mark.slow
 def test_the_pipelines_search_only_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
-    """The command of the real fmnist searches, tiny: a shared warm-up, the cpu / mobile / gpu searches with the
-    default loss and schedule, and search/compare.json with every net on all three tables."""
+    """`make fmnist-search`'s command, tiny: a shared warm-up, the cpu / mobile / gpu searches at 1.0x with the
+    default loss and schedule (alpha lr 1e-2), and search/compare.json with every net on all three tables."""
     try:
         load_arrays("fashion-mnist", "train")
     except DatasetError as e:
         pytest.skip(f"no Fashion-MNIST here: {e}")
     out = tmp_path / "fm"
     cmd = [sys.executable, "scripts/fmnist_pipeline.py", "--smoke", "--device", "cpu", "--threads", "1"]
-    cmd += ["--search-only", "--targets", "cpu,mobile,gpu", "--out", str(out)]
+    cmd += ["--search-only", "--targets", "cpu,mobile,gpu", "--factor", "1.0", "--search-args", "--arch-lr 1e-2"]
+    cmd += ["--out", str(out)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:]
     report = json.loads((out / "search" / "compare.json").read_text())
@@ -70,4 +71,6 @@ def test_the_pipelines_search_only_smoke_run_writes_the_comparison(tmp_path: Pat
     assert "differ in" in (out / "pipeline.log").read_text()
     record = json.loads((out / "search" / "cpu" / "arch.json").read_text())["extra"]["search"]
     assert record["loss"] == "mul#ratio" and record["config"]["arch_skip_epochs"] == 1
+    assert record["config"]["arch_lr"] == 1e-2 and record["config"]["arch_every"] == 5
+    assert record["target_latency"] == json.loads((out / "targets.json").read_text())["cpu"]["baseline_ms"]
     assert len(record["convergence"]["entropy"]) == 2
