@@ -80,14 +80,19 @@ fmnist-train-1x: $(VENV)/.installed-dev
 		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" $(BUNDLE) \
 		--out runs/fmnist_train_1x
 
-# The three 12-epoch searches alone on this CPU (a 5-minute shared warm-up, then 88 minutes with the three side by
-# side; resumable), each under FACTOR x the baseline's predicted latency; then train their archs with the
-# pipeline's --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder.
+# The three 12-epoch searches alone on this CPU (a 5-minute shared warm-up, then about 90 minutes with the three
+# side by side; resumable), each under FACTOR x the baseline's predicted latency, with the default loss (mul#ratio)
+# and the authors' schedule (full_v2 gates, an alpha step every 5 weight steps, none in the first search epoch),
+# except the alpha lr: 1e-2, as 12 short epochs give about 340 alpha steps (docs/latency-loss.md). It ends with
+# search/compare.json (each net on all three tables, the layers each pair differs in) and a convergence report
+# per arch.json. Then train their archs with the pipeline's --archs-from=runs/fmnist_search_$(FACTOR)/search.
+# Each FACTOR has its own folder.
 FACTOR ?= 1.0
+ARCH_LR ?= 1e-2
 fmnist-search: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu --factor $(FACTOR) \
 		--search-only --search-limit-train 20000 --warmup-epochs 3 --search-epochs 12 --batch-size 128 \
-		--search-args "--grad-mode two --arch-every 2 --arch-lr 1e-2" --out runs/fmnist_search_$(FACTOR)
+		--search-args "--arch-lr $(ARCH_LR)" --out runs/fmnist_search_$(FACTOR)
 
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).
 fmnist-zoo: $(VENV)/.installed-dev

@@ -7,7 +7,9 @@
    CPU search that show the latency term working), each derived net trained from scratch with one recipe beside
    the MobileNetV2-style baseline (all k3 e6).
    ``--archs-from DIR`` skips the warm-up and searches and trains the archs searched before (DIR/<target>/arch.json);
-   ``--search-only`` stops after the searches (train their archs later with ``--archs-from``).
+   ``--search-only`` stops after the searches (train their archs later with ``--archs-from``). Once two or more
+   searches are derived, ``search/compare.json`` holds each net's latency on every search's table and the
+   number of layers in which each pair differs (``proxyless search compare``).
 3. (``--bench``) latency reports (``export bench``) of the trained nets and ``proxyless_mobile``.
 
 Jobs run as parallel processes (on a GPU these nets are far too small to fill it); every training gets a time
@@ -219,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
     ap.add_argument("--train-args", default="", help="extra `search train` options (the same for every net)")
-    ap.add_argument("--loss", default="add#hinge", help="search loss (search/objective.py)")
-    ap.add_argument("--reg-lambda", type=float, default=1.0, help="weight of the latency term")
+    ap.add_argument("--loss", default="mul#ratio", help="search loss (search/objective.py)")
+    ap.add_argument("--reg-lambda", type=float, help="add#linear / add#hinge: weight of the latency term")
     ap.add_argument("--threads", type=int, help="torch threads per job (OMP_NUM_THREADS)")
     ap.add_argument("--warmup-epochs", type=int, default=10)
     ap.add_argument("--search-epochs", type=int, default=15)
@@ -234,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit 1 when a stage raised or a job failed (what finished is kept; run again to continue)."""
     args = build_parser().parse_args(argv)
-    if args.smoke:
-        args.warmup_epochs, args.search_epochs, args.train_epochs = 1, 1, 1
+    if args.smoke:  # two search epochs: the first has no alpha step (--arch-skip-epochs 1)
+        args.warmup_epochs, args.search_epochs, args.train_epochs = 1, 2, 1
     p = Pipeline(args)
     try:
         stages(p)
@@ -374,8 +376,7 @@ def stages(p: Pipeline) -> None:
             str(t["target_ms"]),
             "--loss",
             args.loss,
-            "--reg-lambda",
-            str(args.reg_lambda),
+            *(["--reg-lambda", str(args.reg_lambda)] if args.reg_lambda is not None else []),
             "--init-from",
             str(warm / "checkpoint.pt"),
             "--epochs",
@@ -415,6 +416,8 @@ def stages(p: Pipeline) -> None:
         out = train / f"fmnist_proxyless_{name}"
         if name in TRAINED and (search / name / "arch.json").exists() and not trained(out) and not args.search_only:
             p.train(f"train_{name}", str(search / name / "arch.json"), out)
+    if not args.archs_from:
+        compare_searches(p, [search / name for name in targets if (search / name / "arch.json").exists()])
     if args.gpu_tables:
         for sp in lut:
             p.wait(f"validate_{sp}")
@@ -446,6 +449,17 @@ def stages(p: Pipeline) -> None:
     if args.smoke:
         bench += ["--iters", "3", "--warmup", "1", "--rounds", "1", "--batches", "1"]
     p.run("bench", *bench, deadline=args.budget + 60)
+
+
+def compare_searches(p: Pipeline, runs: list[Path]) -> None:
+    """search/compare.json: the derived nets on each other's tables and how many layers each pair differs in."""
+    if len(runs) < 2:
+        return
+    out = runs[0].parent / "compare.json"
+    if not p.run("compare_searches", "-m", "search", "compare", *map(str, runs), "--out", str(out)):
+        raise ValueError("comparing the searches failed (see logs/compare_searches.log)")
+    for pair in json.loads(out.read_text())["pairs"]:
+        p.note(f"{pair['a']} and {pair['b']} differ in {pair['differing_layers']} layers")
 
 
 def take_archs(source: Path, search: Path, wanted: list[str]) -> None:

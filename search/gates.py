@@ -145,14 +145,15 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """BN layers in ``module`` normalize with batch statistics but leave their running statistics unchanged.
 
     Alpha steps and gate recomputation see validation data; it must not leak into the weights' BN statistics.
-    (Momentum 0 makes the running-average update a no-op; ``num_batches_tracked`` is unused when momentum is set.)
+    Momentum 0 makes the running-average update a no-op; ``num_batches_tracked`` is set aside meanwhile (BN skips
+    counting when it is None), so a checkpoint's BN state is what the weight steps alone made of it.
     """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
+    saved = [(m.momentum, m.num_batches_tracked) for m in bns]
     for m in bns:
-        m.momentum = 0.0
+        m.momentum, m.num_batches_tracked = 0.0, None
     try:
         yield
     finally:
-        for m, momentum in zip(bns, saved, strict=True):
-            m.momentum = momentum
+        for m, (momentum, tracked) in zip(bns, saved, strict=True):
+            m.momentum, m.num_batches_tracked = momentum, tracked

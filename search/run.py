@@ -2,9 +2,12 @@
 
 1. Warm-up: weights train on paths sampled uniformly (zero op included); alpha is not touched.
 2. Search: every batch is a weight step on one path sampled from softmax(alpha); every ``arch_every`` batches an
-   alpha step on a batch of the held-out, class-balanced validation split (ProxylessNAS-G gates or REINFORCE).
+   alpha step on a batch of the held-out, class-balanced validation split (ProxylessNAS-G gates or REINFORCE),
+   except in the first ``arch_skip_epochs`` search epochs. The defaults are the authors': Adam (lr 1e-3, betas
+   0 and 0.999) every 5 weight steps, none in the first search epoch; the loss ``mul#ratio`` (search/objective.py).
 3. Derivation: argmax per layer (zero = skip the layer), written as an ArchSpec with its predicted latency; where
-   the argmax exceeds the target latency, the most probable path within it (search/derive.py).
+   the argmax exceeds the target latency, the most probable path within it (search/derive.py). With it, a
+   convergence report (search/search_log.py): entropy per layer and epoch, argmax changes, near-ties (warned).
 
 Reproducibility: the paths of step s come from a generator seeded by (seed, s), the data position is the loader's
 (epoch, batch), so a run resumed from its checkpoint replays exactly what an uninterrupted run does. Under
@@ -18,6 +21,7 @@ import argparse
 import json
 import math
 import shlex
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,12 +35,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from search import distributed as D
+from search.compare import add_parser as add_compare_parser
 from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
 from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
 from search.latency import LatencyModel, load_latency_model
 from search.objective import LOSSES, LatencyObjective
 from search.reinforce import Reinforce
-from search.search_log import SearchLog, op_label
+from search.search_log import SearchLog, convergence, layer_entropy, op_label
 from search.space import get_space
 from search.supernet import Supernet
 from zoo.files import atomic_write, verify_checksum, write_checksummed
@@ -65,9 +70,11 @@ class SearchConfig:
     target_latency: float | None = None
     algo: str | None = "grad"
     grad_mode: str = "full_v2"
-    loss: str = "mul#log"
+    loss: str = "mul#ratio"
     reg_scale: float = 0.2
     reg_beta: float = 0.3
+    ratio_beta: float = 0.07
+    ratio_beta_over: float = 3.0
     reg_lambda: float = 0.1
     rl_samples: int = 10
     rl_tradeoff: float = 0.1
@@ -85,6 +92,7 @@ class SearchConfig:
     label_smoothing: float = 0.1
     arch_lr: float = 1e-3
     arch_every: int = 5
+    arch_skip_epochs: int = 1
     alpha_init_std: float = 1e-3
     seed: int = 0
     device: str = "cpu"
@@ -109,6 +117,11 @@ class SearchConfig:
                 raise SearchError("--target-latency must be given and > 0 (in the latency model's unit)")
             if self.epochs < 1:
                 raise SearchError(f"--epochs must be >= 1 for a search, got {self.epochs}")
+            if not 0 <= self.arch_skip_epochs < self.epochs:
+                raise SearchError(
+                    f"--arch-skip-epochs must be >= 0 and below --epochs ({self.epochs}) so that alpha is searched, "
+                    f"got {self.arch_skip_epochs}"
+                )
         for name in ("batch_size", "val_batch_size", "arch_every", "val_size"):
             if getattr(self, name) < 1:
                 raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -199,6 +212,8 @@ class Search:
                 cfg.reg_beta,
                 cfg.reg_lambda,
                 self.latency.unit,
+                cfg.ratio_beta,
+                cfg.ratio_beta_over,
             ).to(self.device)
         self.rl = Reinforce(cfg.rl_samples, cfg.rl_tradeoff, cfg.rl_baseline_decay)
         self._build_data()
@@ -211,10 +226,10 @@ class Search:
         self.probs_cpu = self.net.probs().detach().cpu()
         self.uniform_cpu = self.net.valid.float().cpu()
         self.log = None
+        self.op_labels = [[op_label(b) for b in cands] for cands in self.net.candidates]
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            labels = [[op_label(b) for b in cands] for cands in self.net.candidates]
-            self.log = SearchLog(self.out, labels, cfg.tensorboard, len(self.history))
+            self.log = SearchLog(self.out, self.op_labels, cfg.tensorboard, len(self.history))
 
     # ------------------------------------------------------------------ setup
 
@@ -449,7 +464,7 @@ class Search:
                 lr = self._lr(warm, self.train.batch - 1)
                 self.weight_step(x, y, lr, warm)
                 self.step += 1
-                if not warm and self.train.batch % cfg.arch_every == 0:
+                if self._searching(warm) and self.train.batch % cfg.arch_every == 0:
                     self.alpha_step()
                 bar.update(1)
                 if bar.n % 50 == 0 and self.main and cfg.progress:
@@ -466,12 +481,18 @@ class Search:
         result["steps_per_s"] = (self.step - steps0) / seconds if self.step > steps0 else None
         return result
 
+    def _searching(self, warm: bool) -> bool:
+        """Alpha steps run from search epoch ``arch_skip_epochs`` + 1 on: the authors skip the first search epoch,
+        so the weights first adapt to paths sampled from the search's own distribution."""
+        return not warm and self.epoch - self.cfg.warmup_epochs >= self.cfg.arch_skip_epochs
+
     def _end_epoch(self, phase: str, lr: float) -> None:
         keys = sorted(self.stats)
         totals = D.all_reduce_sum(torch.stack([self.stats[k].float() for k in keys])).tolist()  # over ranks
         s = dict(zip(keys, totals, strict=True))
         probs = self.net.probs().detach()
         path = probs.argmax(1).tolist()
+        entropy = layer_entropy(probs.cpu().tolist(), self.net.counts)
         entry: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "phase": phase,
@@ -487,6 +508,8 @@ class Search:
             "argmax": self._labels(path),
             "alpha": self.net.alpha.detach().cpu().tolist(),
             "probs": probs.cpu().tolist(),
+            "entropy": entropy,
+            "mean_entropy": sum(entropy) / len(entropy),
         }
         self.history.append(entry)
         if self.log is not None:
@@ -537,11 +560,15 @@ class Search:
             # every setting of the run (where it ran and how it logged aside): enough to run it again
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
         }
+        report = convergence(self.history, self.op_labels, path)
+        search_info["convergence"] = asdict(report)
         search_info["command"] = run_command(search_info["config"], self.out)
         if self.warmup_command:  # the shared warm-up it started from, to rerun it too
             search_info["warmup_command"] = self.warmup_command
         arch = replace(arch, extra={"search": search_info})
         if self.main:
+            if report.warning:
+                print(f"warning: {self.out}: {report.warning}", file=sys.stderr, flush=True)
             atomic_write(self.out / "arch.json", arch.to_json() + "\n")
             shown = None if path == argmax else (self._labels(path), breakdown.total_ms)
             self.log.plot(self.history, self.out / "alpha_evolution.png", cfg.target_latency, self.latency.unit, shown)
@@ -551,6 +578,7 @@ class Search:
             target_latency=cfg.target_latency,
             unit=self.latency.unit,
             arch_json=str(self.out / "arch.json"),
+            convergence=asdict(report),
         )
         return result
 
@@ -586,7 +614,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``warmup`` and ``run`` on ``proxyless search``."""
+    """Register ``warmup``, ``run`` and ``compare`` on ``proxyless search``."""
     d = SearchConfig(out="")
     w = subparsers.add_parser("warmup", help="train supernet weights on uniformly sampled paths (shared warm-up)")
     _common(w)
@@ -603,6 +631,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--loss", choices=LOSSES, default=d.loss)
     r.add_argument("--reg-scale", type=float, default=d.reg_scale, help="mul#log: scale (authors' alpha)")
     r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#log: exponent beta")
+    r.add_argument("--ratio-beta", type=float, default=d.ratio_beta, help="mul#ratio: exponent up to T")
+    r.add_argument("--ratio-beta-over", type=float, default=d.ratio_beta_over, help="mul#ratio: exponent beyond T")
     r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear, add#hinge: lambda")
     r.add_argument("--rl-samples", type=int, default=d.rl_samples, help="REINFORCE: nets sampled per alpha step")
     r.add_argument("--rl-tradeoff", type=float, default=d.rl_tradeoff, help="REINFORCE: w in acc*(T/LAT)^w")
@@ -613,9 +643,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--lr", type=float, default=d.lr, help="weights: cosine from this over the search epochs")
     r.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of alpha (betas 0, 0.999)")
     r.add_argument("--arch-every", type=int, default=d.arch_every, help="one alpha step every N weight steps")
+    r.add_argument(
+        "--arch-skip-epochs", type=int, default=d.arch_skip_epochs, help="first search epochs without alpha steps"
+    )
     r.add_argument("--val-batch-size", type=int, default=d.val_batch_size, help="batch of an alpha step")
     r.add_argument("--alpha-init-std", type=float, default=d.alpha_init_std, help="alpha ~ N(0, std) (paper: 1e-3)")
     r.set_defaults(func=_cmd_run)
+    add_compare_parser(subparsers)
 
 
 _FLAGS = ("amp", "channels_last")  # store_true options

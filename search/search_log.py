@@ -1,8 +1,9 @@
 """What a search run records per epoch: JSON history, a CSV of alpha/probabilities, TensorBoard, and a PNG.
 
-``history.json`` is a list of epoch records (losses, E[LAT], the argmax arch and its latency, alpha and
-probabilities per layer); ``probs.csv`` has one row per (epoch, layer, candidate). Both are rewritten atomically
-each epoch, so a killed run leaves readable files; the history also travels in the checkpoint for ``--resume``.
+``history.json`` is a list of epoch records (losses, E[LAT], the argmax arch and its latency, alpha, probabilities
+and normalized entropy per layer); ``probs.csv`` has one row per (epoch, layer, candidate). Both are rewritten
+atomically each epoch, so a killed run leaves readable files; the history also travels in the checkpoint for
+``--resume``. ``convergence`` sums a finished search up: whether its derived net was decided or a coin toss.
 """
 
 from __future__ import annotations
@@ -10,16 +11,91 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zoo.arch import BlockSpec
 from zoo.files import atomic_write
 
+# A layer's choice is a near-tie when it leads its runner-up by less than this in log-probability (= in alpha):
+# p(runner-up) / p(chosen) > 0.905. Adam moves an alpha by up to about lr per step, so a few dozen noisy alpha
+# steps at lr 1e-2 (or a hundred at the authors' 1e-3) can close such a lead.
+TIE_MARGIN = 0.1
+
 
 def op_label(block: BlockSpec) -> str:
     """Short candidate name for tables and plots: ``k5e3`` or ``zero``."""
     return "zero" if block.zero else f"k{block.kernel}e{block.expand}"
+
+
+def layer_entropy(probs: Sequence[Sequence[float]], counts: Sequence[int]) -> list[float]:
+    """Entropy of each layer's distribution over its ``counts[i]`` candidates, divided by log(count): 1 is
+    uniform (nothing learnt), 0 a single candidate."""
+    out = []
+    for row, n in zip(probs, counts, strict=True):
+        h = -sum(p * math.log(p) for p in row[:n] if p > 0)
+        out.append(h / math.log(n) if n > 1 else 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class NearTie:
+    """A layer of the derived net whose choice leads its runner-up by less than ``TIE_MARGIN``."""
+
+    layer: int
+    chosen: str
+    runner_up: str
+    margin: float  # log p(chosen) - log p(runner-up)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How settled a search ended: per-layer entropy per search epoch, the argmax changes of the last epoch, and
+    the derived net's near-ties (``warning`` says so when there are any)."""
+
+    entropy: list[list[float]]  # [search epoch][layer], normalized (1 = uniform)
+    final_mean_entropy: float
+    argmax_changed_last_epoch: int | None  # layers whose argmax differs from the previous epoch's (None: no such)
+    near_ties: list[NearTie]
+    warning: str | None
+
+
+def convergence(history: Sequence[dict[str, Any]], labels: Sequence[Sequence[str]], path: Sequence[int]) -> Convergence:
+    """The convergence report of a finished search whose derived net is ``path`` (one index per layer)."""
+    counts = [len(row) for row in labels]
+    search = [e for e in history if e["phase"] == "search"]
+    entropy = [[round(h, 4) for h in layer_entropy(e["probs"], counts)] for e in search]
+    final = history[-1]["probs"]
+    changed = None
+    if len(history) > 1:
+        before = [_argmax(row[:n]) for row, n in zip(history[-2]["probs"], counts, strict=True)]
+        changed = sum(b != _argmax(row[:n]) for b, row, n in zip(before, final, counts, strict=True))
+    ties = [tie for i, j in enumerate(path) if (tie := _near_tie(i, j, final[i][: counts[i]], labels[i]))]
+    mean = sum(entropy[-1]) / len(entropy[-1]) if entropy else 1.0
+    warning = None
+    if ties:
+        warning = (
+            f"the derived net is decided by near-ties in {len(ties)} of {len(path)} layers "
+            f"({', '.join(str(t.layer) for t in ties)}: the choice leads the runner-up by < {TIE_MARGIN} in "
+            f"log-probability; mean normalized entropy {mean:.2f}); another seed may well derive another net"
+        )
+    return Convergence(entropy, round(mean, 4), changed, ties, warning)
+
+
+def _argmax(row: Sequence[float]) -> int:
+    return max(range(len(row)), key=row.__getitem__)
+
+
+def _near_tie(layer: int, chosen: int, probs: Sequence[float], labels: Sequence[str]) -> NearTie | None:
+    others = [j for j in range(len(probs)) if j != chosen and probs[j] > 0]
+    if not others or probs[chosen] <= 0:
+        return None
+    best = max(others, key=probs.__getitem__)
+    margin = math.log(probs[chosen]) - math.log(probs[best])
+    return NearTie(layer, labels[chosen], labels[best], round(margin, 4)) if abs(margin) < TIE_MARGIN else None
 
 
 class SearchLog:

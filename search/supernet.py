@@ -6,12 +6,15 @@ weight decay and no momentum update). Architecture parameters ``alpha`` are one 
 largest candidate count (padding masked out of the softmax), candidates in ``space.candidates(layer)`` order —
 the layout of the latency model's ``candidate_matrix``.
 
+Weights start as the authors' search (``model_init='he_fout'``, ``init_div_groups`` off): see ``he_fout_init``.
+
 Module names follow the authors' supernet (``blocks.N.mobile_inverted_conv.candidate_ops.M``), so a derived net's
 weights are the chosen candidates' weights renamed (``extract``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -22,6 +25,24 @@ from search.space import Layer, SearchSpace
 from zoo.arch import BlockSpec
 from zoo.layers import ConvLayer, LinearClassifier, MBInvertedConv, MobileInvertedResidualBlock
 from zoo.network import ProxylessNet
+
+
+def he_fout_init(module: nn.Module) -> None:
+    """The authors' supernet initialization: conv weights ~ N(0, 2 / (k * k * out_channels)) (fan-out, groups not
+    divided out, so depthwise convs start small), BN scale 1 and shift 0, linear weights ~ U(+-1/sqrt(in)) and
+    biases 0. PyTorch's default (fan-in, uniform) starts the searched layers at another scale."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.weight.size(1))
+            nn.init.uniform_(m.weight, -bound, bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class MixedOp(nn.Module):
@@ -88,6 +109,7 @@ class Supernet(nn.Module):
         valid = torch.arange(width)[None, :] < torch.tensor(self.counts)[:, None]
         self.register_buffer("valid", valid, persistent=False)
         self.alpha = nn.Parameter(torch.zeros(len(layers), width))
+        he_fout_init(self)
 
     def init_alpha(self, std: float = 1e-3, generator: torch.Generator | None = None) -> None:
         """alpha ~ N(0, std) (the paper: 1e-3), i.e. near-uniform initial probabilities."""

@@ -100,7 +100,7 @@ def _objective(space, loss="mul#log", target=20.0):
     return LatencyObjective(matrix, fixed, target, loss)
 
 
-@pytest.mark.parametrize("loss", ["mul#log", "add#linear"])
+@pytest.mark.parametrize("loss", ["mul#ratio", "mul#log", "add#linear"])
 def test_latency_gradient_reaches_every_alpha_including_zero(loss):
     space = get_space("fmnist")
     net = Supernet(space)
@@ -136,7 +136,7 @@ def test_alpha_step_with_zero_active_keeps_latency_gradient(mode):
 
 
 def test_mul_log_refuses_targets_at_or_below_one_unit():
-    with pytest.raises(ObjectiveError, match="add#linear"):
+    with pytest.raises(ObjectiveError, match="use --loss mul#ratio"):
         _objective(get_space("fmnist"), "mul#log", 0.8)
 
 
@@ -168,6 +168,9 @@ def _by_hand_expected() -> float:
 @pytest.mark.parametrize(
     ("loss", "target", "kw"),
     [
+        ("mul#ratio", 10.0, {}),  # E[LAT] = 5.6 and the argmax's 6.5 both below T: exponent beta
+        ("mul#ratio", 6.0, {"ratio_beta": 0.2, "ratio_beta_over": 2.0}),  # E[LAT] < T < the argmax's: beta_over
+        ("mul#ratio", 5.0, {}),  # both above T
         ("mul#log", 3.0, {}),  # E[LAT] = 5.6: above T
         ("mul#log", 20.0, {"scale": 0.5, "beta": 0.6}),  # below T
         ("add#linear", 5.0, {}),
@@ -177,13 +180,19 @@ def _by_hand_expected() -> float:
     ],
 )
 def test_objectives_match_the_papers_formulas(loss, target, kw):
-    """mul#log: scale * CE * (log E[LAT] / log T) ** beta (ProxylessNAS, defaults 0.2 / 0.3);
+    """mul#ratio: CE * (LAT / T) ** w, LAT = max(E[LAT], argmax latency) with E[LAT]'s gradient, w = ratio_beta up
+    to T and ratio_beta_over beyond it (defaults 0.07 / 3);
+    mul#log: scale * CE * (log E[LAT] / log T) ** beta (ProxylessNAS, defaults 0.2 / 0.3);
     add#linear: CE + lambda (E[LAT] - T) / T; add#hinge: CE + lambda max(0, E[LAT] - T) / T (default lambda 0.1)."""
     e = _by_hand_expected()
     assert e == pytest.approx(5.6)  # 1.5 + (2 + 0.6 + 0) + (0.75 + 0.75)
     scale, beta, lam = kw.get("scale", 0.2), kw.get("beta", 0.3), kw.get("lam", 0.1)
     ce_value = 1.7
-    if loss == "mul#log":
+    argmax = FIXED + 4.0 + 1.0  # the most probable candidates: 4 ms and 1 ms
+    w = kw.get("ratio_beta_over", 3.0) if argmax > target else kw.get("ratio_beta", 0.07)
+    if loss == "mul#ratio":
+        want = ce_value * (argmax / target) ** w
+    elif loss == "mul#log":
         want = scale * ce_value * (math.log(e) / math.log(target)) ** beta
     elif loss == "add#linear":
         want = ce_value + lam * (e - target) / target
@@ -197,14 +206,17 @@ def test_objectives_match_the_papers_formulas(loss, target, kw):
     assert value.item() == pytest.approx(want, rel=1e-6)
     value.backward()
     # d loss / d p_lj = d loss / d E * LAT_lj, with d loss / d E differentiated by hand
-    if loss == "mul#log":
+    if loss == "mul#ratio":
+        d_e = ce_value * w * (argmax / target) ** (w - 1) / target
+        d_ce = (argmax / target) ** w
+    elif loss == "mul#log":
         ratio = math.log(e) / math.log(target)
         d_e = scale * ce_value * beta * ratio ** (beta - 1) / (e * math.log(target))
         d_ce = scale * ratio**beta
     else:
         d_e = lam / target if (loss == "add#linear" or e > target) else 0.0
         d_ce = 1.0
-    assert probs.grad.tolist() == [[pytest.approx(d_e * t, abs=1e-7) for t in row] for row in TABLE]
+    assert probs.grad.tolist() == [[pytest.approx(d_e * t, rel=1e-6, abs=1e-7) for t in row] for row in TABLE]
     assert ce.grad.item() == pytest.approx(d_ce, rel=1e-6)
 
 

@@ -24,10 +24,11 @@ from search.reinforce import Reinforce, reward
 from search.run import add_parsers, config_from_args, mix_seed, run_argv
 
 ROOT = Path(__file__).resolve().parents[1]
+# One-epoch searches: alpha steps from the first search epoch on (the authors skip it: --arch-skip-epochs 1).
 TINY = [
     "--space", "fmnist", "--dataset", "synthetic", "--target", "flops", "--target-latency", "15",
     "--batch-size", "4", "--val-size", "16", "--val-batch-size", "4", "--limit-train", "16",
-    "--arch-every", "2", "--no-tensorboard", "--no-progress", "--seed", "3",
+    "--arch-every", "2", "--no-tensorboard", "--no-progress", "--seed", "3", "--arch-skip-epochs", "0",
 ]  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -44,7 +45,8 @@ def _run(capsys, *args: str) -> dict:
 @pytest.mark.slow
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, capsys):
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "search", "run", *TINY, "--epochs", "2", "--warmup-epochs", "1"]
+    schedule = ["--epochs", "2", "--warmup-epochs", "1", "--arch-skip-epochs", "1"]  # the authors' schedule
+    cmd = [sys.executable, "-m", "search", "run", *TINY, *schedule]
     proc = subprocess.Popen([*cmd, "--ckpt-every", "1", "--out", str(killed)], env=ENV, cwd=ROOT)
     state = {}
 
@@ -56,14 +58,14 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, capsys):
 
     killer = threading.Thread(target=kill_after_first_checkpoint)
     killer.start()
-    full = _run(capsys, "--epochs", "2", "--warmup-epochs", "1", "--out", str(tmp_path / "full"))
+    full = _run(capsys, *schedule, "--out", str(tmp_path / "full"))
     killer.join(timeout=120)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not state["finished_before_kill"]
     steps_at_kill = _ckpt(killed)["counters"]["step"]
     assert 1 <= steps_at_kill < full["steps"]
 
-    resumed = _run(capsys, "--epochs", "2", "--warmup-epochs", "1", "--out", str(killed), "--resume")
+    resumed = _run(capsys, *schedule, "--out", str(killed), "--resume")
     assert resumed["arch"] == full["arch"]
     a, b = _ckpt(tmp_path / "full"), _ckpt(killed)
     assert b["done"] and b["counters"] == a["counters"]
@@ -175,7 +177,7 @@ def test_recorded_cpu_search_config_renders_to_a_command_that_parses_back():
     ("args", "message"),
     [
         (["--out", "{tmp}/x", "--resume"], "no checkpoint"),
-        (["--out", "{tmp}/x", "--loss", "mul#log", "--target-latency", "0.5"], "add#linear"),
+        (["--out", "{tmp}/x", "--loss", "mul#log", "--target-latency", "0.5"], "use --loss mul#ratio"),
         (["--out", "{tmp}/x", "--init-from", "{tmp}/missing.pt"], "cannot read checkpoint"),
     ],
 )
