@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -41,6 +40,7 @@ from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs,
 from search.latency import LatencyModel, load_latency_model
 from search.objective import LOSSES, LatencyObjective
 from search.reinforce import Reinforce
+from search.schedule import cosine
 from search.search_log import SearchLog, convergence, layer_entropy, op_label
 from search.space import get_space
 from search.supernet import Supernet
@@ -171,10 +171,6 @@ def allreduce_mean_(tensors: list[torch.Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
-
-
-def _cosine(lr: float, t: int, total: int) -> float:
-    return 0.5 * lr * (1 + math.cos(math.pi * t / max(total, 1)))
 
 
 class Search:
@@ -372,8 +368,8 @@ class Search:
     def _lr(self, warm: bool, batch: int) -> float:
         n = len(self.train)
         if warm:
-            return _cosine(self.cfg.warmup_lr, self.epoch * n + batch, self.cfg.warmup_epochs * n)
-        return _cosine(self.cfg.lr, (self.epoch - self.cfg.warmup_epochs) * n + batch, self.cfg.epochs * n)
+            return self.cfg.warmup_lr * cosine((self.epoch * n + batch) / max(self.cfg.warmup_epochs * n, 1))
+        return self.cfg.lr * cosine(((self.epoch - self.cfg.warmup_epochs) * n + batch) / max(self.cfg.epochs * n, 1))
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, warm: bool) -> None:
         """One path (uniform in warm-up, else from softmax(alpha)); only its weights get gradients."""
