@@ -3,6 +3,7 @@ convergence report."""
 
 from __future__ import annotations
 
+import time
 from math import log
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def test_a_resume_replaces_the_points_written_after_its_checkpoint(tmp_path: Pat
     for n in (1, 2):
         log.record(history[:n])
     log.close()
+    # Event files sort by name: whole-second timestamp, host, pid, then a per-process counter that sorts as text
+    # ("10" < "9"). A real resume is a new process in a later second; start the resumed writer in a new second too,
+    # or the order depends on how many writers earlier tests made.
+    time.sleep(1.01 - time.time() % 1)
     resumed = SearchLog(tmp_path, LABELS, tensorboard=True, epochs_done=1)
     history = [_entry(1, 1.0), _entry(2, 0.8), _entry(3, 0.7)]
     for n in (2, 3):
