@@ -44,7 +44,7 @@ class SubnetEvaluator:
         data = build_train_data(
             dataset,
             data_dir,
-            CALIB_BATCH,
+            1,  # the loader is only read for calibration batches below: any training-set size will do
             input_size=space.backbone.input_size,
             device=device,
             val_size=val_size,
@@ -55,7 +55,7 @@ class SubnetEvaluator:
         train, val = data.train, data.val
         keep = balanced_subset(train.labels.cpu(), min(calib_images, train.num_samples), seed=1).to(train.labels.device)
         train.images, train.labels = train.images[keep], train.labels[keep]
-        train.train = False  # in order, unaugmented, last partial batch kept
+        train.train, train.batch_size = False, CALIB_BATCH  # in order, unaugmented, last partial batch kept
         calib = [x for x, _ in train]
         if val_limit is not None:
             val.images, val.labels = val.images[:val_limit], val.labels[:val_limit]

@@ -268,6 +268,9 @@ class ElasticTrainer(EpochLoop):
 
     def _end_epoch(self, epoch: int, tb: Any) -> None:
         c = self.config
+        dist.average_buffers(self.model)  # BN statistics of each rank's shards: one set, as one process keeps
+        if self.ema:
+            dist.average_buffers(self.ema.module)
         largest, distill, steps = self.sums.tolist()
         row: dict[str, Any] = {
             "epoch": epoch + 1,
