@@ -84,6 +84,7 @@ class TrainConfig:
     init: str | None = option(None, "start from these weights (fine-tuning): weights folder, .safetensors or hf-hub:")
     teacher: str | None = option(None, "weights folder of a teacher: adds CE to its soft predictions (distillation)")
     kd_weight: float = option(1.0, "weight of the teacher's term")
+    test: bool = option(True, "score the test split (off: the val split only, for a protocol that scores test once)")
 
 
 def resolve_arch(text: str) -> Any:
@@ -247,6 +248,8 @@ class Trainer(EpochLoop):
 
     def _validate(self) -> None:
         c = self.config
+        if not c.test and not c.val_size:
+            raise TrainError("--no-test needs a --val-size split to score instead")
         if c.dataset not in dataset_names():
             raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(dataset_names())}")
         if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0 or c.eval_every < 1:
@@ -346,7 +349,8 @@ class Trainer(EpochLoop):
         }
         self.sums.zero_()
         if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
-            splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None else {})
+            splits = {"test": self.data.test} if c.test else {}
+            splits |= {"val": self.data.val} if self.data.val is not None else {}
             for split, loader in splits.items():
                 m = self.evaluate(self.model, loader)
                 row |= {f"{split}_top1": m.top1, f"{split}_top5": m.top5, f"{split}_loss": m.loss}
@@ -370,10 +374,11 @@ class Trainer(EpochLoop):
         """Evaluate the weights that ship (EMA when on) on the full test split in float32; write weights + metrics."""
         c = self.config
         final = self.ema.module if self.ema else self.model
-        test = self.evaluate(final, self.data.test, autocast=False)
-        result: dict[str, Any] = {"finished": True, **test.to_dict()}
+        split = "test" if c.test else "val"
+        test = self.evaluate(final, self.data.test if c.test else self.data.val, autocast=False)
+        result: dict[str, Any] = {"finished": True, "split": split, **test.to_dict()}
         if self.data.val is not None:
-            result["val_top1"] = self.evaluate(final, self.data.val, autocast=False).top1
+            result["val_top1"] = test.top1 if not c.test else self.evaluate(final, self.data.val, autocast=False).top1
         if not self.main:
             return result
         name = c.dataset
@@ -383,9 +388,9 @@ class Trainer(EpochLoop):
             how += f" with distillation from {c.teacher} (weight {c.kd_weight})"
         source = (
             f"{how} with `proxyless search train` on {name} ({c.epochs} epochs, batch {c.batch_size}, "
-            f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} test split"
+            f"lr {c.lr}/256, wd {c.wd}, seed {c.seed}); {what}; top1 on the full {name} {split} split"
         )
-        metrics = {"top1": test.top1, "top5": test.top5, "source": f"{test.n} {name} test images"}
+        metrics = {"top1": test.top1, "top5": test.top5, "source": f"{test.n} {name} {split} images"}
         metadata = {
             "dataset": name,
             "input_size": [self.spec.in_chans, self.spec.input_size, self.spec.input_size],
@@ -443,7 +448,7 @@ def _run(args: argparse.Namespace) -> int:
         dist.cleanup()
     if trainer.main:
         if result["finished"]:
-            print(f"wrote {config.out}: test top-1 {result['top1'] * 100:.2f}% on {result['n']} images")
+            print(f"wrote {config.out}: {result['split']} top-1 {result['top1'] * 100:.2f}% on {result['n']} images")
         else:
             print(f"stopped at step {result['step']}; continue with --resume", file=sys.stderr)
         print(json.dumps(result))

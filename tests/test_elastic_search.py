@@ -232,3 +232,25 @@ def test_a_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     ckpt.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256"):
         train_supernet(replace(cfg, resume=True))
+
+
+def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.train as train_module
+
+    seen = []
+    real = train_module.Trainer.evaluate
+    monkeypatch.setattr(
+        train_module.Trainer, "evaluate", lambda self, m, loader, **k: seen.append(loader) or real(self, m, loader, **k)
+    )
+    out = tmp_path / "t"
+    args = ["train", "--arch", "uniform:fmnist:k3e3", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32"]
+    assert (
+        search_main(
+            [*args, "--limit-train", "64", "--val-size", "100", "--no-test", "--no-progress", "--out", str(out)]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["n"] == 100 and metrics["val_top1"] == metrics["top1"]
+    assert seen and all(loader.num_samples == 100 for loader in seen)  # the 500 test images never scored
+    assert search_main([*args, "--no-test", "--out", str(tmp_path / "u")]) == 2
