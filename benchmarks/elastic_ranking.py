@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet
-from search.elastic.stats import bootstrap_tau, kendall_tau
 from search.elastic.store import load_supernet, resolve_supernet
+from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainConfig, train
 from zoo.files import atomic_write
 

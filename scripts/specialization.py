@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from export.files import write_text  # noqa: E402
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
+from search.stats import mcnemar  # noqa: E402
 from zoo import list_models  # noqa: E402
 from zoo.datasets import build_eval_dataset  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
@@ -108,15 +108,6 @@ def right_answers(model: torch.nn.Module, limit: int | None) -> np.ndarray:
         for x, y in torch.utils.data.DataLoader(data, batch_size=500):
             out.append((model(x).argmax(1) == y).numpy())
     return np.concatenate(out)
-
-
-def mcnemar(base_right: np.ndarray, net_right: np.ndarray) -> dict[str, float | int]:
-    """Exact two-sided McNemar test of two nets judged on the same images (binomial on those only one gets right)."""
-    if base_right.shape != net_right.shape:
-        raise ValueError(f"paired answers differ in length: {base_right.shape} vs {net_right.shape}")
-    b, c = int(np.sum(base_right & ~net_right)), int(np.sum(net_right & ~base_right))
-    tail = sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c)
-    return {"baseline_only": b, "net_only": c, "images": len(base_right), "p": round(min(1.0, 2 * tail), 4)}
 
 
 def verdicts(

@@ -15,10 +15,10 @@ from search.cli import main as search_main
 from search.elastic.evolution import EvolutionConfig, SearchLimitError, evolve, random_search
 from search.elastic.latency import SubnetLatency
 from search.elastic.space import get_elastic_space
-from search.elastic.stats import bootstrap_tau, kendall_tau
 from search.elastic.store import WEIGHTS, load_supernet
 from search.elastic.train import ElasticTrainConfig, train_supernet
 from search.latency.predict import load_latency_model
+from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainError
 from zoo import create_model
 from zoo.registry import weights_dir_info

@@ -1,10 +1,13 @@
-"""Rank agreement with an honest interval: Kendall's tau-b and a percentile bootstrap over the paired items."""
+"""Paired statistics for comparing nets honestly: Kendall's tau-b with a bootstrap interval (rank agreement),
+the exact McNemar test (two nets on the same images) and Student-t intervals (a mean over seeds)."""
 
 from __future__ import annotations
 
 import math
 import random
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -44,3 +47,27 @@ def bootstrap_tau(
     lo = taus[int((1 - level) / 2 * len(taus))]
     hi = taus[min(len(taus) - 1, int((1 + level) / 2 * len(taus)))]
     return lo, hi
+
+
+def mcnemar(base_right: np.ndarray, net_right: np.ndarray) -> dict[str, float | int]:
+    """Exact two-sided McNemar test of two nets judged on the same images (binomial on those only one gets right)."""
+    if base_right.shape != net_right.shape:
+        raise ValueError(f"paired answers differ in length: {base_right.shape} vs {net_right.shape}")
+    b, c = int(np.sum(base_right & ~net_right)), int(np.sum(net_right & ~base_right))
+    tail = sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c)
+    return {"baseline_only": b, "net_only": c, "images": len(base_right), "p": round(min(1.0, 2 * tail), 4)}
+
+
+# two-sided 95% Student-t quantiles by degrees of freedom (seeds - 1)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of a few values (e.g. one figure per seed)."""
+    n = len(values)
+    if not 2 <= n <= 10:
+        raise ValueError(f"t_interval takes 2..10 values, got {n}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _T975[n - 1] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
