@@ -254,3 +254,47 @@ def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: p
     assert metrics["split"] == "val" and metrics["n"] == 100 and metrics["val_top1"] == metrics["top1"]
     assert seen and all(loader.num_samples == 100 for loader in seen)  # the 500 test images never scored
     assert search_main([*args, "--no-test", "--out", str(tmp_path / "u")]) == 2
+
+
+def _benchmark(name: str, args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = sys.argv
+    sys.argv = [name, *args]
+    try:
+        assert module.main() == 0
+    finally:
+        sys.argv = argv
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def with_predictor(trained: Path) -> Path:
+    if not (trained / "predictor.json").is_file():
+        assert search_main(["elastic-predictor", "--supernet", str(trained), "--subnets", "12", "--no-progress"]) == 0
+    return trained
+
+
+def test_the_search_benchmark_runs_on_a_tiny_supernet(with_predictor: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--supernet", str(with_predictor), "--seeds", "1", "--population", "8", "--generations", "2"]
+    summary = _benchmark("elastic_search", args, capsys)
+    assert len(summary["rows"]) == 9 and summary["all_meet_limit"]
+
+
+def test_the_protocol_runs_end_to_end_on_a_tiny_supernet(
+    with_predictor: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--supernet", str(with_predictor), "--out", str(tmp_path), "--luts", "cpu", "--factors", "0.75,1.0"]
+    args += ["--seeds", "2", "--population", "8", "--generations", "2", "--limit-train", "256"]
+    summary = _benchmark("specialization_protocol", args, capsys)
+    assert summary["predictor_check"]["nets"]["proxyless_mobile"]["paper_ms"] == 78.0
+    cpu = summary["hardware"]["cpu"]
+    assert (
+        set(cpu["rule1_inherited"]) == {"0.75", "1.0"} and len(cpu["rule2_fine_tuned"]["1.0"]["mcnemar_per_seed"]) == 2
+    )
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["bundle"]["cpu"] == cpu["bundle"] and (tmp_path / "pareto.png").is_file()
