@@ -4,14 +4,18 @@ K subnets spanning the latency range (sorted by the CPU table's latency, one at 
 quantiles of 2,000 seeded draws: chosen before any accuracy is seen) are each trained alone with one short
 schedule (``proxyless search train``: same training split, the validation split held out) and scored on the
 validation split; their supernet-inherited accuracies (BN recalibrated) are scored on the same images. Resumable:
-each training lives in OUT/standalone/<subnet>/ and one counts as done once its metrics.json exists;
-``--budget-min`` stops the running one checkpointed. The acceptance of issue 24 is tau >= 0.6. The last line
+each training lives in RUNS/<subnet>/ (large, not kept) and a subnet counts as done once its validation
+accuracy is in OUT/standalone.csv (small, kept); ``--budget-min`` stops the running one checkpointed, and
+``--standalone-only`` trains them before any supernet exists (the choice of subnets needs only the space and
+the table). The acceptance of issue 24 is tau >= 0.6. The last line
 is JSON; ``OUT/ranking.png`` plots the two accuracies.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import random
 import sys
@@ -23,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.latency import SubnetLatency
-from search.elastic.space import ElasticSpace, Subnet
+from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
 from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.train import ElasticTrainConfig
 from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainConfig, train
 from zoo.files import atomic_write
@@ -36,10 +41,28 @@ def spanning_subnets(space: ElasticSpace, latency: SubnetLatency, k: int, seed: 
     return [drawn[int((i + 0.5) / k * len(drawn))] for i in range(k)]
 
 
+def _settings(out: Path, settings: dict) -> None:
+    """The stand-alone schedule a results folder was made with; another one would mix incomparable figures."""
+    path = out / "settings.json"
+    if path.is_file() and json.loads(path.read_text()) != settings:
+        raise SystemExit(f"{path} holds other settings ({path.read_text().strip()}); use another --out")
+    atomic_write(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _done(csv_path: Path) -> dict[str, float]:
+    if not csv_path.is_file():
+        return {}
+    with csv_path.open() as f:
+        return {r["subnet"]: float(r["standalone_val_top1"]) for r in csv.DictReader(f)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO (default: the bundled one)")
-    p.add_argument("--out", default="runs/elastic_ranking", help="run folder (resumable)")
+    p.add_argument("--standalone-only", action="store_true", help="train the stand-alone subnets only (no supernet)")
+    p.add_argument("--space", default="fmnist", help="elastic space (with --standalone-only)")
+    p.add_argument("--out", default="benchmarks/results/elastic_ranking", help="results: CSV, JSON, PNG (small)")
+    p.add_argument("--runs", default="runs/elastic_ranking", help="the stand-alone trainings (resumable, large)")
     p.add_argument("--subnets", type=int, default=12, help="K subnets spanning the CPU-latency range")
     p.add_argument("--epochs", type=int, default=4, help="stand-alone schedule: epochs (cosine, batch 256)")
     p.add_argument("--budget-min", type=float, help="stop (checkpointed) after this many minutes of training")
@@ -48,14 +71,25 @@ def main() -> int:
     args = p.parse_args()
     if args.subnets < 4:
         p.error("--subnets must be >= 4 for a rank correlation to mean anything")
-    folder = resolve_supernet(args.supernet)
-    supernet, meta = load_supernet(folder)
-    space, recipe = supernet.space, meta["metadata"]["recipe"]
+    supernet = None
+    if args.standalone_only:
+        space, defaults = get_elastic_space(args.space), ElasticTrainConfig(out="")
+        recipe = {"dataset": defaults.dataset, "val_size": defaults.val_size}
+    else:
+        supernet, meta = load_supernet(resolve_supernet(args.supernet))
+        space, recipe = supernet.space, meta["metadata"]["recipe"]
+    out, runs = Path(args.out), Path(args.runs)
+    settings = {
+        "space": space.name,
+        "dataset": recipe["dataset"],
+        "val_size": recipe["val_size"],
+        "subnets": args.subnets,
+        "epochs": args.epochs,
+        "limit_train": args.limit_train,
+    }
+    _settings(out, settings)
     latency = SubnetLatency.load(space, "cpu")
     chosen = spanning_subnets(space, latency, args.subnets)
-    out = Path(args.out)
-    evaluator = SubnetEvaluator.for_supernet(space, recipe, args.data_dir)
-    started = time.monotonic()
     base = TrainConfig(
         arch="",
         out="",
@@ -69,41 +103,59 @@ def main() -> int:
         eval_every=args.epochs,
         progress=False,
         resume=True,
+        test=False,
     )
-    rows = []
+    csv_path = out / "standalone.csv"
+    done, started = _done(csv_path), time.monotonic()
     for i, subnet in enumerate(chosen):
-        run = out / "standalone" / str(subnet)
-        arch_file = out / "archs" / f"{subnet}.json"
+        if str(subnet) in done:
+            continue
+        left = None if args.budget_min is None else args.budget_min - (time.monotonic() - started) / 60
+        if left is not None and left <= 0:
+            break
+        arch_file = runs / "archs" / f"{subnet}.json"
         atomic_write(arch_file, space.arch(subnet, f"rank{i}").to_json())
-        if not (run / "metrics.json").is_file():
-            left = None if args.budget_min is None else args.budget_min - (time.monotonic() - started) / 60
-            if left is not None and left <= 0:
-                break
-            result = train(replace(base, arch=str(arch_file), out=str(run), time_limit_minutes=left))
-            if not result["finished"]:
-                break
-        standalone = json.loads((run / "metrics.json").read_text())["val_top1"]
-        rows.append(
-            {
-                "subnet": str(subnet),
-                "cpu_ms": round(latency(subnet), 4),
-                "standalone_val_top1": standalone,
-                "inherited_val_top1": evaluator.top1(supernet, subnet),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    summary: dict = {"subnets": len(rows), "of": len(chosen), "epochs": args.epochs, "rows": rows}
-    if len(rows) == len(chosen):
-        a = [r["standalone_val_top1"] for r in rows]
-        b = [r["inherited_val_top1"] for r in rows]
-        lo, hi = bootstrap_tau(a, b)
-        summary |= {"kendall_tau": round(kendall_tau(a, b), 4), "tau_95": [round(lo, 4), round(hi, 4)]}
-        _plot(rows, summary, out / "ranking.png")
-        atomic_write(out / "ranking.json", json.dumps(summary, indent=1) + "\n")
-    else:
-        print(f"{len(rows)} of {len(chosen)} subnets trained; run again to continue", file=sys.stderr)
+        result = train(replace(base, arch=str(arch_file), out=str(runs / str(subnet)), time_limit_minutes=left))
+        if not result["finished"]:
+            break
+        done[str(subnet)] = result["val_top1"]
+        rows = [
+            {"subnet": k, "cpu_ms": round(latency(s), 4), "standalone_val_top1": done[k]}
+            for s in chosen
+            if (k := str(s)) in done
+        ]
+        atomic_write(csv_path, _csv(rows))
+    summary: dict = {"subnets": len(done), "of": len(chosen), "epochs": args.epochs}
+    if len(done) < len(chosen) or supernet is None:
+        print(f"{len(done)} of {len(chosen)} subnets trained alone; run again to continue", file=sys.stderr)
+        print(json.dumps(summary))
+        return 0
+    evaluator = SubnetEvaluator.for_supernet(space, recipe, args.data_dir)
+    rows = [
+        {
+            "subnet": str(s),
+            "cpu_ms": round(latency(s), 4),
+            "standalone_val_top1": done[str(s)],
+            "inherited_val_top1": evaluator.top1(supernet, s),
+        }
+        for s in chosen
+    ]
+    a = [r["standalone_val_top1"] for r in rows]
+    b = [r["inherited_val_top1"] for r in rows]
+    lo, hi = bootstrap_tau(a, b)
+    summary |= {"kendall_tau": round(kendall_tau(a, b), 4), "tau_95": [round(lo, 4), round(hi, 4)], "rows": rows}
+    _plot(rows, summary, out / "ranking.png")
+    atomic_write(out / "ranking.json", json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _plot(rows: list[dict], summary: dict, path: Path) -> None:
