@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from torchrun_env import free_port, set_rank_env
 
 TINY = {
     "format": "proxyless-arch/1",
@@ -23,16 +22,9 @@ TINY = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, tmp: str) -> None:
     """One torchrun-style process: the environment torchrun sets, then an ordinary training run."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
-    os.environ["WORLD_SIZE"] = "2"
+    set_rank_env(rank, port)
     torch.set_num_threads(1)
     from search import distributed as dist
     from search.train import TrainConfig, Trainer
@@ -53,7 +45,7 @@ def _rank_main(rank: int, port: int, tmp: str) -> None:
 
 def test_two_rank_ddp_ranks_agree(tmp_path: Path) -> None:
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
-    mp.spawn(_rank_main, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert a.keys() == b.keys()
