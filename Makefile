@@ -105,8 +105,9 @@ fmnist-zoo: $(VENV)/.installed-dev
 # 7 hours of one core here, run in resumable chunks of SUPERNET_MIN minutes. Its folder is committed while the run
 # lasts (checkpoint with float16 EMA/momentum, logs) so the next session continues it; removed when it ends.
 SUPERNET_MIN ?= 140
+THREADS ?= 1
 fmnist-supernet: $(VENV)/.installed-dev
-	$(BIN)/proxyless search elastic-train --space fmnist --threads 1 --time-limit $(SUPERNET_MIN) --resume \
+	$(BIN)/proxyless search elastic-train --space fmnist --threads $(THREADS) --time-limit $(SUPERNET_MIN) --resume \
 		--out checkpoints/fmnist_supernet
 
 # The same training on a GPU machine (no venv needed): minutes. Not yet run on one.
