@@ -84,6 +84,10 @@ class SearchSpace:
             if b not in self.candidates(layer):
                 raise ArchError(f"{b} is not a candidate of layer {layer.index} in space {self.name}")
             blocks.append(b)
+        return self.spec(blocks, name)
+
+    def spec(self, blocks: list[BlockSpec], name: str) -> ArchSpec:
+        """The arch of this space's stem and head around ``blocks`` (the fixed first block included)."""
         return ArchSpec(
             name=name,
             blocks=tuple(blocks),

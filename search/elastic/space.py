@@ -118,18 +118,7 @@ class ElasticSpace:
         for i in self.active(subnet):
             ly = layers[i]
             blocks.append(BlockSpec(subnet.expands[i], subnet.kernels[i], ly.stride, ly.out_channels, ly.residual))
-        return ArchSpec(
-            name=name,
-            blocks=tuple(blocks),
-            stem_channels=b.stem_channels,
-            stem_stride=b.stem_stride,
-            feature_mix=b.feature_mix,
-            in_chans=b.in_chans,
-            input_size=b.input_size,
-            num_classes=b.num_classes,
-            bn_eps=b.bn_eps,
-            bn_momentum=b.bn_momentum,
-        )
+        return b.spec(blocks, name)
 
     def subnet_of(self, arch: ArchSpec) -> Subnet:
         """Inverse of ``arch``: the subnet a plain network of this space is (skipped ``zero`` blocks allowed)."""
