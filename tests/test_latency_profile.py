@@ -185,7 +185,8 @@ def test_cli_profile_validate_and_latency(tmp_path, monkeypatch, capsys):
     details = json.loads(out.with_suffix(".validate.json").read_text())
     recomputed = metrics(np.array(details["predicted_ms"]), np.array(details["measured_ms"]))
     assert last["n"] == len(details["archs"]) == 3  # the printed figures are those of the recorded timings
-    assert {k: last[k] for k in recomputed} == recomputed
+    for k, v in recomputed.items():  # the recorded timings are rounded: one unit of the printed 4th decimal apart
+        assert last[k] == pytest.approx(v, abs=1.5e-4), k
     assert out.with_suffix(".validate.png").exists()
 
     arch = tmp_path / "arch.json"
