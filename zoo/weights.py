@@ -137,21 +137,29 @@ def regular_file(path: Path, what: str) -> Path:
     return path
 
 
+def read_json_object(file: Path, what: str) -> dict[str, Any]:
+    """The JSON object of a small file that may be untrusted: a regular file of at most ``MAX_CONFIG_BYTES``,
+    refused in one line otherwise (``what`` names it in the messages)."""
+    file = regular_file(file, what)
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{file}: {size:,} bytes; a {what} is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{file}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{file}: expected a JSON object")
+    return data
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a weights directory (or the file itself), checked for the keys loading needs."""
     path = Path(path)
-    file = regular_file(path / CONFIG_FILE if path.is_dir() else path, CONFIG_FILE)
-    size = file.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise WeightsError(f"{file}: {size:,} bytes; a {CONFIG_FILE} is at most {MAX_CONFIG_BYTES:,}")
-    try:
-        config = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{file}: missing (a weights directory holds {WEIGHTS_FILE} + {CONFIG_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise WeightsError(f"{file}: expected a JSON object")
+    file = path / CONFIG_FILE if path.is_dir() else path
+    config = read_json_object(file, CONFIG_FILE)
     for key, kind in (("arch", dict), ("metadata", dict), ("weights_sha256", str)):
         if not isinstance(config.get(key), kind):
             raise WeightsError(f"{file}: no {key!r} entry: not a proxyless-zoo weights config")

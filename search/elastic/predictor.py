@@ -20,7 +20,7 @@ from torch import nn
 from search.elastic.space import ElasticSpace, Subnet
 from search.stats import kendall_tau
 from zoo.files import atomic_output, atomic_write
-from zoo.weights import WeightsError, sha256_file
+from zoo.weights import WeightsError, read_json_object, sha256_file
 
 WEIGHTS = "predictor.safetensors"
 CONFIG = "predictor.json"
@@ -121,7 +121,7 @@ def load_predictor(space: ElasticSpace, folder: str | Path) -> tuple[AccuracyPre
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         return None
-    config = json.loads((folder / CONFIG).read_text())
+    config = read_json_object(folder / CONFIG, CONFIG)
     if config.get("format") != FORMAT or sha256_file(folder / WEIGHTS) != config.get("weights_sha256"):
         raise WeightsError(f"{folder / WEIGHTS}: not the predictor its {CONFIG} names (sha256 differs)")
     model = AccuracyPredictor(encode(space, [space.smallest()]).shape[1])

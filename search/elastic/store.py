@@ -17,7 +17,7 @@ from search.elastic.predictor import WEIGHTS as PREDICTOR_WEIGHTS
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.supernet import ElasticSupernet
 from zoo.files import atomic_output, atomic_write
-from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, sha256_file
+from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, read_json_object, sha256_file
 
 FORMAT = "proxyless-elastic-supernet/1"
 BUNDLED = Path(__file__).parent / "pretrained"  # one folder per space: the supernets a fresh clone specializes
@@ -50,13 +50,10 @@ def save_supernet(model: ElasticSupernet, out: str | Path, metadata: dict[str, A
 
 def read_supernet_config(folder: str | Path) -> dict[str, Any]:
     file = Path(folder) / CONFIG
-    try:
-        config = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    if not file.exists():
+        raise WeightsError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})")
+    config = read_json_object(file, CONFIG)
+    if config.get("format") != FORMAT:
         raise WeightsError(f"{file}: not a {FORMAT} config")
     return config
 
