@@ -10,13 +10,12 @@ supernet) in one line, before anything is uploaded.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.weights import WeightsError, sha256_file
+from zoo.weights import WeightsError, read_json_object, sha256_file
 
 FORMAT = "proxyless-elastic-supernet/1"
 WEIGHTS = "supernet.safetensors"
@@ -110,14 +109,15 @@ def is_supernet_folder(path: str | Path) -> bool:
 
 
 def _json(file: Path, fmt: str) -> dict[str, Any]:
-    """The JSON object in ``file``, refused in one line unless it declares ``fmt``."""
+    """The JSON object in ``file`` (read through the config reader's size and type guards), refused in one line
+    unless it declares ``fmt``."""
+    if not file.exists():
+        raise SupernetFolderError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})")
     try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise SupernetFolderError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SupernetFolderError(f"{file}: not readable JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != fmt:
+        data = read_json_object(file, file.name)
+    except WeightsError as e:
+        raise SupernetFolderError(str(e)) from None
+    if data.get("format") != fmt:
         raise SupernetFolderError(f"{file}: not a {fmt} file")
     return data
 
