@@ -1,14 +1,14 @@
 """Does the supernet rank subnets as training them alone would? Kendall tau with a bootstrap interval.
 
 K subnets spanning the latency range (sorted by the CPU table's latency, one at each of K evenly spaced
-quantiles of 2,000 seeded draws: chosen before any accuracy is seen) are each trained alone with one short
-schedule (``proxyless search train``: same training split, the validation split held out) and scored on the
-validation split; their supernet-inherited accuracies (BN recalibrated) are scored on the same images. Resumable:
-each training lives in RUNS/<subnet>/ (large, not kept) and a subnet counts as done once its validation
-accuracy is in OUT/standalone.csv (small, kept); ``--budget-min`` stops the running one checkpointed, and
-``--standalone-only`` trains them before any supernet exists (the choice of subnets needs only the space and
-the table). The acceptance of issue 24 is tau >= 0.6. The last line
-is JSON; ``OUT/ranking.png`` plots the two accuracies.
+quantiles of 2,000 seeded draws: chosen before any accuracy is seen, and pinned in OUT/subnets.json) are each
+trained alone with one short schedule (``proxyless search train``: same training split, the validation split
+held out) and scored on the validation split; their supernet-inherited accuracies (BN recalibrated) are scored
+on the same images. Resumable: each training lives in RUNS/<subnet>/ (large, not kept) and a subnet counts as
+done once its validation accuracy is in OUT/standalone.csv (small, kept); ``--budget-min`` stops the running
+one checkpointed, and ``--standalone-only`` trains them before any supernet exists (the choice of subnets needs
+only the space and the table). The acceptance of issue 24 is tau >= 0.6. The last line is JSON;
+``OUT/ranking.png`` plots the two accuracies.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
 from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.subnet_folder import parse_subnet
 from search.elastic.train import ElasticTrainConfig
 from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainConfig, train
@@ -47,6 +48,17 @@ def _settings(out: Path, settings: dict) -> None:
     if path.is_file() and json.loads(path.read_text()) != settings:
         raise SystemExit(f"{path} holds other settings ({path.read_text().strip()}); use another --out")
     atomic_write(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _chosen(out: Path, space: ElasticSpace, latency: SubnetLatency, k: int) -> list[Subnet]:
+    """The K subnets, drawn once and pinned in OUT/subnets.json: re-profiling the CPU table later must not swap
+    the subnets of a half-done run for others."""
+    path = out / "subnets.json"
+    if path.is_file():
+        return [parse_subnet(space, name) for name in json.loads(path.read_text())]
+    chosen = spanning_subnets(space, latency, k)
+    atomic_write(path, json.dumps([str(s) for s in chosen], indent=1) + "\n")
+    return chosen
 
 
 def _done(csv_path: Path) -> dict[str, float]:
@@ -89,7 +101,7 @@ def main() -> int:
     }
     _settings(out, settings)
     latency = SubnetLatency.load(space, "cpu")
-    chosen = spanning_subnets(space, latency, args.subnets)
+    chosen = _chosen(out, space, latency, args.subnets)
     base = TrainConfig(
         arch="",
         out="",
