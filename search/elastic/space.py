@@ -155,7 +155,7 @@ class ElasticSpace:
 ELASTIC_SPACES: dict[str, ElasticSpace] = {
     # Fashion-MNIST: the ``fmnist`` backbone (its latency tables price every op) with each stage 1..its depth.
     # fmnist_mobilenetv2 (k3 e6, full depth) is a subnet. On the shipped CPU table the largest subnet (k7 e6) is
-    # 6.9x the smallest (k3 e3, one layer a stage) and they span 0.23x..1.61x of the baseline. Deeper stages
+    # 5.3x the smallest (k3 e3, one layer a stage) and they span 0.23x..1.21x of the baseline. Deeper stages
     # (3, 4, 4, 3) made a sandwich training step 1.6x dearer (6.3 s against 4.0 s, batch 256, one thread).
     "fmnist": ElasticSpace("fmnist", SPACES["fmnist"], min_depths=(1, 1, 1, 1)),
     # The ImageNet backbone of the paper with Once-for-All's depths {2, 3, 4} per stage (the last stage fixed).
