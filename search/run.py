@@ -38,6 +38,7 @@ from search.compare import add_parser as add_compare_parser
 from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
 from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
 from search.latency import LatencyModel, load_latency_model
+from search.latency.predict import TARGETS
 from search.objective import LOSSES, LatencyObjective
 from search.reinforce import Reinforce
 from search.schedule import cosine
@@ -619,7 +620,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser("run", help="architecture search (ProxylessNAS-G or -R) for one latency target")
     _common(r)
-    r.add_argument("--target", default=d.target, help="cpu, cpu-torch, gpu, mobile, flops, or a LUT file")
+    r.add_argument("--target", default=d.target, help=f"{', '.join(TARGETS)}, or a LUT file")
     r.add_argument("--lut", default=None, help="LUT file to use instead of --target's shipped table")
     r.add_argument("--target-latency", type=float, required=True, help="T, in the latency model's unit")
     r.add_argument("--algo", choices=ALGOS, default=d.algo)

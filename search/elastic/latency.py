@@ -26,7 +26,7 @@ class SubnetLatency:
 
     @classmethod
     def load(cls, space: ElasticSpace, target: str) -> SubnetLatency:
-        """``target``: a shipped table name (cpu, cpu-torch, gpu, mobile, flops) or a LUT file of the backbone."""
+        """``target``: a target of ``search.latency.predict.TARGETS`` or a LUT file of the backbone."""
         return cls(space, load_latency_model(target, space.backbone))
 
     @property

@@ -19,8 +19,15 @@ from search.space import SearchSpace
 from zoo.arch import ArchSpec
 
 TABLES = Path(__file__).parent / "tables"
-TARGETS = ("cpu", "cpu-torch", "gpu", "mobile", "flops")
-SHIPPED = {"cpu": ("cpu", "onnxruntime", 1), "cpu-torch": ("cpu", "torch", 1), "gpu": ("cuda", "torch", 8)}
+# The shipped tables by target name: (device, runtime, batch). A new hardware target is one entry here plus its
+# table under tables/ (``proxyless search profile``).
+SHIPPED = {
+    "cpu": ("cpu", "onnxruntime", 1),
+    "cpu-openvino": ("cpu", "openvino", 1),
+    "cpu-torch": ("cpu", "torch", 1),
+    "gpu": ("cuda", "torch", 8),
+}
+TARGETS = (*SHIPPED, "mobile", "flops")
 MOBILE_TABLE = TABLES / "imagenet_pixel1_tflite_b1.json"
 
 
@@ -125,7 +132,7 @@ class FlopsModel(LatencyModel):
 
 
 def load_latency_model(target: str, space: SearchSpace) -> LatencyModel:
-    """``cpu`` / ``cpu-torch`` / ``gpu`` (shipped tables of ``space``), ``mobile``, ``flops``, or a LUT file path."""
+    """A shipped table of ``space`` (``SHIPPED``), ``mobile``, ``flops``, or a LUT file path."""
     if target == "flops":
         return FlopsModel()
     if target == "mobile":
@@ -134,7 +141,7 @@ def load_latency_model(target: str, space: SearchSpace) -> LatencyModel:
         device, runtime, batch = SHIPPED[target]
         path = shipped_table(space.name, device, runtime, batch)
         if not path.exists():
-            what = "GPU" if target == "gpu" else f"{runtime} CPU"
+            what = "GPU" if device == "cuda" else f"{runtime} CPU"
             raise LatencyError(
                 f"no {what} table has been measured yet for space {space.name!r} ({path.name}); make one with "
                 f"`proxyless search profile --space {space.name} --device {device} --runtime {runtime} "
@@ -146,7 +153,26 @@ def load_latency_model(target: str, space: SearchSpace) -> LatencyModel:
             raise LatencyError(f"latency target {target!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
     model = TableModel(Lut.load(path), name=f"{target} ({path.name})" if target in TARGETS else str(path))
     model.check_space(space)
+    _refuse_negative(model, space)
     return model
+
+
+def _refuse_negative(model: TableModel, space: SearchSpace) -> None:
+    """A search would chase a meaningless optimum where the calibrated sum goes to zero or below: a table whose
+    ops, each timed alone, carry a runtime's per-request cost that its negative per-network overhead takes off
+    only for networks of typical depth (OpenVINO on the 28x28 ops)."""
+    try:
+        _, fixed = model.candidate_matrix(space)
+        layers = [min(model.op_cost(layer_key(ly, b)) for b in space.candidates(ly)) for ly in space.layers()]
+    except LatencyError:  # a table with gaps: each gap is named where an arch needs it
+        return
+    cheapest = fixed + sum(layers)
+    if cheapest <= 0:
+        raise LatencyError(
+            f"{model.name}: predicts {cheapest:.3f} ms for the cheapest network of space {space.name!r} (its "
+            f"calibrated overhead {model.overhead:+.3f} ms outweighs the smallest nets); the table's ops are "
+            "dominated by per-request cost, so use another runtime's table for this space"
+        )
 
 
 def expected_latency(probs: torch.Tensor, matrix: torch.Tensor, fixed_ms: float) -> torch.Tensor:
