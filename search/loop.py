@@ -17,7 +17,7 @@ import json
 import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -95,10 +95,12 @@ class EpochLoop:
         if not isinstance(ck, dict) or ck.get("format") != self.FORMAT:
             raise TrainError(f"{path}: not a {self.FORMAT} checkpoint")
         now = asdict(self.config)
-        changed = [k for k in self.RESUME_KEYS if ck["config"].get(k) != now[k]]
+        # a setting added after the checkpoint was written: the run had its default
+        then = {f.name: f.default for f in fields(self.config)} | ck["config"]
+        changed = [k for k in self.RESUME_KEYS if then.get(k) != now[k]]
         if changed:
             k = changed[0]
-            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {ck['config'].get(k)!r}")
+            raise TrainError(f"{path}: --resume with {k}={now[k]!r}, but the run used {then.get(k)!r}")
         self._restore(ck, path)
 
     # ------------------------------------------------------------ logs and stops

@@ -14,13 +14,15 @@ from safetensors.torch import load_file
 from search.cli import main as search_main
 from search.elastic.evolution import EvolutionConfig, SearchLimitError, evolve, random_search
 from search.elastic.latency import SubnetLatency
+from search.elastic.shrinking import PHASES, phase_of, progressive_students
 from search.elastic.space import get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet
-from search.elastic.train import ElasticTrainConfig, train_supernet
+from search.elastic.train import ElasticTrainConfig, ElasticTrainer, train_supernet
 from search.latency.predict import load_latency_model
 from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainError
 from zoo import create_model
+from zoo.files import write_checksummed
 from zoo.registry import weights_dir_info
 from zoo.weights import load_pretrained
 
@@ -74,6 +76,37 @@ def test_half_precision_checkpoint_resumes(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="lr"):
         train_supernet(ElasticTrainConfig(out=str(out), resume=True, **{**TINY, "lr": 0.1}))
     assert train_supernet(ElasticTrainConfig(out=str(out), resume=True, **TINY))["steps"] == 8
+
+
+def test_progressive_shrinking_opens_kernel_then_depth_then_expand(tmp_path: Path) -> None:
+    top, rng = FMNIST.largest(), random.Random(0)
+    assert [phase_of(s, 8) for s in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3] and len(PHASES) == 4
+    assert progressive_students(FMNIST, rng, 0, 3) == []
+    opened = []
+    for phase in (1, 2, 3):
+        drawn = progressive_students(FMNIST, rng, phase, 50)
+        assert len(drawn) == 50
+        varied = {"depths"} if any(s.depths != top.depths for s in drawn) else set()
+        for dim in ("kernels", "expands"):  # of the layers a subnet runs (skipped ones are normalized)
+            if any(getattr(s, dim)[i] != getattr(top, dim)[i] for s in drawn for i in FMNIST.active(s)):
+                varied.add(dim)
+        opened.append(varied)
+    assert opened == [{"kernels"}, {"kernels", "depths"}, {"kernels", "depths", "expands"}]
+    trainer = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "p"), schedule="progressive", **TINY))
+    assert [len(trainer.subnets_of_step(s)) for s in range(8)] == [0, 0, 3, 3, 3, 3, 3, 3]
+    assert trainer.subnets_of_step(5) == trainer.subnets_of_step(5)  # seeded by (seed, step): resumable
+
+
+def test_schedule_is_a_resume_key_and_older_checkpoints_had_the_sandwich(tmp_path: Path) -> None:
+    cfg = ElasticTrainConfig(out=str(tmp_path / "s"), stop_after_steps=2, **TINY)
+    train_supernet(cfg)
+    with pytest.raises(TrainError, match="schedule='progressive', but the run used 'sandwich'"):
+        train_supernet(replace(cfg, resume=True, schedule="progressive"))
+    path = tmp_path / "s" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    del ck["config"]["schedule"]  # as written before --schedule existed (the fmnist supernet's checkpoint)
+    write_checksummed(path, lambda f: torch.save(ck, f))
+    assert train_supernet(replace(cfg, resume=True, stop_after_steps=None))["steps"] == 8
 
 
 def test_predictor_then_specialize_end_to_end(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -298,3 +331,21 @@ def test_the_protocol_runs_end_to_end_on_a_tiny_supernet(
     )
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["bundle"]["cpu"] == cpu["bundle"] and (tmp_path / "pareto.png").is_file()
+
+
+def test_the_schedule_benchmark_trains_both_schedules_and_ranks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ranking = tmp_path / "ranking"
+    ranking.mkdir()
+    names = [str(FMNIST.sample(random.Random(i))) for i in range(5)]
+    (ranking / "subnets.json").write_text(json.dumps(names))
+    rows = "".join(f"{n},0.5,0.{90 + i}\n" for i, n in enumerate(names[:4]))  # the 5th not trained alone yet
+    (ranking / "standalone.csv").write_text("subnet,cpu_ms,standalone_val_top1\n" + rows)
+    args = ["--dataset", "synthetic", "--epochs", "1", "--limit-train", "256", "--val-size", "200"]
+    args += ["--calib-images", "64", "--ranking", str(ranking), "--runs", str(tmp_path / "runs")]
+    args += ["--out", str(tmp_path / "out"), "--budget-min", "0"]
+    assert _benchmark("elastic_schedule", args, capsys)["pending"] == ["sandwich", "progressive"]
+    summary = _benchmark("elastic_schedule", args[:-2], capsys)
+    assert summary["subnets"] == 4 and set(summary["runs"]) == {"sandwich", "progressive"}
+    assert list(summary["runs"]["progressive"]["inherited_val_top1"]) == names[:4]
+    assert summary["ranks_better"] in summary["runs"]
+    assert json.loads((tmp_path / "out" / "schedule.json").read_text()) == summary

@@ -2,7 +2,8 @@
 
 Sandwich rule with in-place distillation (Yu et al., slimmable / BigNAS): every step the largest subnet learns
 from the labels (label-smoothed CE), then the smallest and ``random_subnets`` random subnets learn from the largest
-subnet's detached soft predictions; their gradients add up and one SGD step follows. Subnet draws come from a
+subnet's detached soft predictions; their gradients add up and one SGD step follows. ``--schedule progressive``
+draws the students by Once-for-All's progressive shrinking instead (``shrinking.py``). Subnet draws come from a
 generator seeded by (seed, step), so a resumed or multi-process run draws the same subnets.
 
 Checkpoints (``OUT/checkpoint.pt``, every ``checkpoint_minutes``, on SIGTERM and at a time limit) hold the
@@ -30,7 +31,8 @@ from tqdm import tqdm
 from search import distributed as dist
 from search.data import Augment, build_train_data
 from search.elastic.evaluate import SubnetEvaluator
-from search.elastic.space import ElasticSpace, get_elastic_space
+from search.elastic.shrinking import phase_of, progressive_students
+from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
 from search.elastic.store import save_supernet
 from search.elastic.supernet import ElasticSupernet
 from search.loop import EpochLoop, TrainError
@@ -41,6 +43,7 @@ from zoo.files import atomic_write
 from zoo.options import add_options, from_args, option
 
 STATE_DTYPES = ("float16", "bfloat16", "float32")
+SCHEDULES = ("sandwich", "progressive")
 FORMAT = "proxyless-elastic-checkpoint/1"
 # Changing these between a run and its --resume would silently change the experiment.
 _RESUME_KEYS = (
@@ -55,6 +58,7 @@ _RESUME_KEYS = (
     "label_smoothing",
     "ema",
     "random_subnets",
+    "schedule",
     "seed",
     "val_size",
     "limit_train",
@@ -82,6 +86,12 @@ class ElasticTrainConfig:
     label_smoothing: float = option(0.1, "of the largest subnet's label loss")
     ema: float = option(0.9995, "EMA decay of the shared weights; 0 turns EMA off")
     random_subnets: int = option(2, "random subnets per step besides the largest and the smallest")
+    schedule: str = option(
+        "sandwich",
+        "students of a step: sandwich (the smallest + random subnets) or progressive (random-subnets + 1 from "
+        "a space elastic in kernel, then depth, then expand ratio)",
+        choices=SCHEDULES,
+    )
     val_size: int = option(5000, "training images held out for validation (class-balanced)")
     calib_images: int = option(2000, "training images that recalibrate BN before a subnet is evaluated")
     eval_every: int = option(2, "validate the largest / baseline / smallest subnets every N epochs (and the last)")
@@ -109,6 +119,8 @@ class ElasticTrainConfig:
             raise TrainError("random-subnets must be >= 0, val-size and calib-images >= 1")
         if not 0 <= self.ema < 1:
             raise TrainError(f"EMA decay must be in [0, 1) (0 = off), got {self.ema}")
+        if self.schedule not in SCHEDULES:
+            raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.state_dtype not in STATE_DTYPES:
             raise TrainError(f"--state-dtype must be float16, bfloat16 or float32, got {self.state_dtype!r}")
         if self.threads is not None and self.threads < 1:
@@ -187,10 +199,14 @@ class ElasticTrainer(EpochLoop):
 
     # ------------------------------------------------------------ one step
 
-    def subnets_of_step(self, step: int) -> list:
-        """The students of ``step``: the smallest, then the random ones (same on every rank and after a resume)."""
-        rng = random.Random(mix_seed(self.config.seed, step))
-        return [self.space.smallest(), *(self.space.sample(rng) for _ in range(self.config.random_subnets))]
+    def subnets_of_step(self, step: int) -> list[Subnet]:
+        """The students of ``step`` (the same on every rank and after a resume): the smallest and the random ones,
+        or under progressive shrinking random ones from the space elastic so far."""
+        c = self.config
+        rng = random.Random(mix_seed(c.seed, step))
+        if c.schedule == "progressive":
+            return progressive_students(self.space, rng, phase_of(step, self.total_steps), c.random_subnets + 1)
+        return [self.space.smallest(), *(self.space.sample(rng) for _ in range(c.random_subnets))]
 
     def _train_mode(self) -> None:
         self.model.train()
