@@ -61,7 +61,8 @@ def _chosen(out: Path, space: ElasticSpace, latency: SubnetLatency, k: int) -> l
     return chosen
 
 
-def _done(csv_path: Path) -> dict[str, float]:
+def trained_alone(csv_path: Path) -> dict[str, float]:
+    """Stand-alone validation top-1 by subnet, of those in ``csv_path`` (OUT/standalone.csv) so far."""
     if not csv_path.is_file():
         return {}
     with csv_path.open() as f:
@@ -118,7 +119,7 @@ def main() -> int:
         test=False,
     )
     csv_path = out / "standalone.csv"
-    done, started = _done(csv_path), time.monotonic()
+    done, started = trained_alone(csv_path), time.monotonic()
     for i, subnet in enumerate(chosen):
         if str(subnet) in done:
             continue

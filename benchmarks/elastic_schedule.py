@@ -13,7 +13,6 @@ docs/elastic.md ("Which schedule"). Resumable: each training lives in RUNS/<sche
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.elastic_ranking import trained_alone
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.store import load_supernet
 from search.elastic.subnet_folder import parse_subnet
@@ -32,8 +32,7 @@ from zoo.files import atomic_write
 def _standalone(ranking: Path) -> dict[str, float]:
     """Stand-alone validation top-1 of the pinned subnets trained so far, in the pinned order."""
     pinned = json.loads((ranking / "subnets.json").read_text())
-    with (ranking / "standalone.csv").open() as f:
-        done = {r["subnet"]: float(r["standalone_val_top1"]) for r in csv.DictReader(f)}
+    done = trained_alone(ranking / "standalone.csv")
     return {name: done[name] for name in pinned if name in done}
 
 

@@ -108,7 +108,7 @@ def is_supernet_folder(path: str | Path) -> bool:
     return path.is_dir() and ((path / CONFIG).is_file() or (path / WEIGHTS).is_file())
 
 
-def _json(file: Path, fmt: str) -> dict[str, Any]:
+def read_format_json(file: Path, fmt: str) -> dict[str, Any]:
     """The JSON object in ``file`` (read through the config reader's size and type guards), refused in one line
     unless it declares ``fmt``."""
     if not file.exists():
@@ -162,7 +162,7 @@ def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
         if (folder / PREDICTOR_WEIGHTS).exists():
             raise SupernetFolderError(f"{folder / PREDICTOR_WEIGHTS}: there is no {PREDICTOR_CONFIG} beside it")
         return None
-    config = _json(file, PREDICTOR_FORMAT)
+    config = read_format_json(file, PREDICTOR_FORMAT)
     if config.get("supernet_sha256") != supernet_sha:
         raise SupernetFolderError(
             f"{file}: fit for another supernet (sha256 {str(config.get('supernet_sha256'))[:12]}...): "
@@ -191,7 +191,7 @@ def _measured(file: Path) -> int | None:
 def read_supernet(folder: str | Path) -> SupernetFolder:
     """The checked supernet folder: config, weights' sha256, predictor (if any) fit for these weights."""
     folder = Path(folder)
-    config = _json(folder / CONFIG, FORMAT)
+    config = read_format_json(folder / CONFIG, FORMAT)
     sha = _check_sha(folder / WEIGHTS, config.get("weights_sha256"), CONFIG, "save the supernet again")
     metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
     return SupernetFolder(

@@ -17,7 +17,8 @@ from search.elastic.predictor import WEIGHTS as PREDICTOR_WEIGHTS
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.supernet import ElasticSupernet
 from zoo.files import atomic_output, atomic_write
-from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, read_json_object, sha256_file
+from zoo.supernet_folder import read_format_json
+from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, sha256_file
 
 FORMAT = "proxyless-elastic-supernet/1"
 BUNDLED = Path(__file__).parent / "pretrained"  # one folder per space: the supernets a fresh clone specializes
@@ -49,13 +50,7 @@ def save_supernet(model: ElasticSupernet, out: str | Path, metadata: dict[str, A
 
 
 def read_supernet_config(folder: str | Path) -> dict[str, Any]:
-    file = Path(folder) / CONFIG
-    if not file.exists():
-        raise WeightsError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})")
-    config = read_json_object(file, CONFIG)
-    if config.get("format") != FORMAT:
-        raise WeightsError(f"{file}: not a {FORMAT} config")
-    return config
+    return read_format_json(Path(folder) / CONFIG, FORMAT)
 
 
 def resolve_supernet(source: str | Path | None, space: str = "fmnist") -> Path:

@@ -162,11 +162,11 @@ def _refuse_negative(model: TableModel, space: SearchSpace) -> None:
     ops, each timed alone, carry a runtime's per-request cost that its negative per-network overhead takes off
     only for networks of typical depth (OpenVINO on the 28x28 ops)."""
     try:
-        _, fixed = model.candidate_matrix(space)
-        layers = [min(model.op_cost(layer_key(ly, b)) for b in space.candidates(ly)) for ly in space.layers()]
+        matrix, fixed = model.candidate_matrix(space)
     except LatencyError:  # a table with gaps: each gap is named where an arch needs it
         return
-    cheapest = fixed + sum(layers)
+    widths = [len(space.candidates(ly)) for ly in space.layers()]  # rows are padded with 0 past their candidates
+    cheapest = fixed + sum(float(row[:n].min()) for row, n in zip(matrix, widths, strict=True))
     if cheapest <= 0:
         raise LatencyError(
             f"{model.name}: predicts {cheapest:.3f} ms for the cheapest network of space {space.name!r} (its "
