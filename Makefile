@@ -86,11 +86,12 @@ fmnist-train-1x: $(VENV)/.installed-dev
 # except the alpha lr: 1e-2, as 12 short epochs give about 340 alpha steps (docs/latency-loss.md). It ends with
 # search/compare.json (each net on all three tables, the layers each pair differs in) and a convergence report
 # per arch.json. Then train their archs with the pipeline's --archs-from=runs/fmnist_search_$(FACTOR)/search.
-# Each FACTOR has its own folder.
+# Each FACTOR has its own folder; TARGETS=cpu runs the CPU search alone (as the head-to-head with the elastic route
+# at 0.75x needs: benchmarks/search_head_to_head.py).
 FACTOR ?= 1.0
 ARCH_LR ?= 1e-2
 fmnist-search: $(VENV)/.installed-dev
-	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets cpu,mobile,gpu --factor $(FACTOR) \
+	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets $(TARGETS) --factor $(FACTOR) \
 		--search-only --search-limit-train 20000 --warmup-epochs 3 --search-epochs 12 --batch-size 128 \
 		--search-args "--arch-lr $(ARCH_LR)" --out runs/fmnist_search_$(FACTOR)
 

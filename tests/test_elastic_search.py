@@ -6,6 +6,7 @@ import json
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from search.latency.predict import load_latency_model
 from search.stats import bootstrap_tau, kendall_tau
 from search.train import TrainError
 from zoo import create_model
+from zoo.arch import ArchSpec
 from zoo.files import write_checksummed
 from zoo.registry import weights_dir_info
 from zoo.weights import load_pretrained
@@ -289,13 +291,19 @@ def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: p
     assert search_main([*args, "--no-test", "--out", str(tmp_path / "u")]) == 2
 
 
-def _benchmark(name: str, args: list[str], capsys: pytest.CaptureFixture) -> dict:
+def _load_benchmark(name: str) -> Any:
     import importlib.util
-    import sys
 
     spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _benchmark(name: str, args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    import sys
+
+    module = _load_benchmark(name)
     argv = sys.argv
     sys.argv = [name, *args]
     try:
@@ -349,3 +357,30 @@ def test_the_schedule_benchmark_trains_both_schedules_and_ranks(tmp_path: Path, 
     assert list(summary["runs"]["progressive"]["inherited_val_top1"]) == names[:4]
     assert summary["ranks_better"] in summary["runs"]
     assert json.loads((tmp_path / "out" / "schedule.json").read_text()) == summary
+
+
+def test_the_head_to_head_scores_both_routes_alike(
+    with_predictor: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    searched = Path(__file__).parents[1] / "benchmarks" / "results" / "fmnist_search_cpu_1x"
+    args = ["--supernet", str(with_predictor), "--out", str(tmp_path), "--population", "8", "--generations", "2"]
+    args += ["--gradient", f"1.0={searched / 'cpu'}", "--gradient", f"0.75={searched / 'mobile' / 'arch.json'}"]
+    summary = _benchmark("search_head_to_head", [*args, "--budget-s", "0.5"], capsys)
+    nets = summary["nets"]
+    assert list(nets) == ["baseline", "gradient_0.75", "elastic_0.75", "gradient_1.0", "elastic_1.0"]
+    cpu_arch = ArchSpec.from_json((searched / "cpu" / "arch.json").read_text())
+    assert nets["gradient_1.0"]["subnet"] == str(FMNIST.subnet_of(cpu_arch))  # its zero op is a skipped layer
+    for f, target in summary["targets"].items():
+        assert nets[f"elastic_{f}"]["predicted"] <= target["limit"]
+        assert target["mcnemar"]["images"] == 200 and target["winner"] in ("gradient", "elastic", "tie")
+    assert all(r["measured_ms"] > 0 for r in nets.values())  # the cpu table is this machine's kind: measured
+    assert json.loads((tmp_path / "head_to_head.json").read_text()) == summary
+
+
+def test_the_head_to_head_verdict_needs_significance_or_a_clear_speedup() -> None:
+    verdict = _load_benchmark("search_head_to_head").verdict
+    assert verdict(0.90, 0.92, 0.01, 1.0, 1.04) == "elastic"  # more accurate, at most 5% slower
+    assert verdict(0.90, 0.92, 0.01, 1.0, 1.20) == "tie"  # more accurate but much slower
+    assert verdict(0.92, 0.90, 0.01, 1.0, 0.96) == "gradient"
+    assert verdict(0.90, 0.92, 0.20, 1.0, 1.0) == "tie"  # not significant, same speed
+    assert verdict(0.90, 0.90, 0.90, 1.0, 0.85) == "elastic"  # as accurate, 15% faster

@@ -67,6 +67,14 @@ class SubnetEvaluator:
         recalibrate_bn(net, self.calib)
         return float(summarize(accumulate(net, self.val, self.device)).top1)
 
+    def answers(self, supernet: ElasticSupernet, subnet: Subnet) -> torch.Tensor:
+        """Which validation images ``subnet`` gets right (inherited, BN recalibrated): paired tests need them."""
+        net = supernet.extract(subnet).to(memory_format=torch.channels_last)
+        recalibrate_bn(net, self.calib)
+        net.eval()
+        with torch.inference_mode():
+            return torch.cat([net(x.to(self.device)).argmax(1).cpu() == y.cpu() for x, y in self.val])
+
     @classmethod
     def for_supernet(
         cls, space: ElasticSpace, recipe: dict, data_dir: str | None = None, val_limit: int | None = None
