@@ -7,7 +7,9 @@ held out) and scored on the validation split; their supernet-inherited accuracie
 on the same images. Resumable: each training lives in RUNS/<subnet>/ (large, not kept) and a subnet counts as
 done once its validation accuracy is in OUT/standalone.csv (small, kept); ``--budget-min`` stops the running
 one checkpointed, and ``--standalone-only`` trains them before any supernet exists (the choice of subnets needs
-only the space and the table). The acceptance of issue 24 is tau >= 0.6. The last line is JSON;
+only the space and the table). The acceptance of issue 24 is tau >= 0.6. ``--noise-seeds N`` then trains the
+median-latency subnet again with seeds 1..N (OUT/seed_noise.csv): if its seed-to-seed spread is as large as the
+spread between subnets, the stand-alone ranking is noise and tau cannot be read. The last line is JSON;
 ``OUT/ranking.png`` plots the two accuracies.
 """
 
@@ -18,6 +20,7 @@ import csv
 import io
 import json
 import random
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -81,6 +84,7 @@ def main() -> int:
     p.add_argument("--budget-min", type=float, help="stop (checkpointed) after this many minutes of training")
     p.add_argument("--data-dir", help="dataset folder")
     p.add_argument("--limit-train", type=int, help="stand-alone training on a class-balanced subset (smoke runs)")
+    p.add_argument("--noise-seeds", type=int, default=0, help="retrain the median subnet with seeds 1..N")
     args = p.parse_args()
     if args.subnets < 4:
         p.error("--subnets must be >= 4 for a rank correlation to mean anything")
@@ -139,6 +143,9 @@ def main() -> int:
         ]
         atomic_write(csv_path, _csv(rows))
     summary: dict = {"subnets": len(done), "of": len(chosen), "epochs": args.epochs}
+    if len(done) == len(chosen):
+        left = None if args.budget_min is None else args.budget_min - (time.monotonic() - started) / 60
+        summary["spread"] = _seed_noise(chosen, done, args.noise_seeds, base, runs, out / "seed_noise.csv", left)
     if len(done) < len(chosen) or supernet is None:
         print(f"{len(done)} of {len(chosen)} subnets trained alone; run again to continue", file=sys.stderr)
         print(json.dumps(summary))
@@ -161,6 +168,52 @@ def main() -> int:
     atomic_write(out / "ranking.json", json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
+
+
+def _seed_noise(
+    chosen: list[Subnet],
+    done: dict[str, float],
+    seeds: int,
+    base: TrainConfig,
+    runs: Path,
+    path: Path,
+    left: float | None,
+) -> dict:
+    """The median-latency subnet retrained with seeds 1..``seeds`` (within ``left`` minutes), against the spread
+    of the K subnets' accuracies: standard deviations in points."""
+    subnet = str(chosen[len(chosen) // 2])
+    rows = {0: done[subnet]}
+    if path.is_file():
+        with path.open() as f:
+            rows |= {int(r["seed"]): float(r["standalone_val_top1"]) for r in csv.DictReader(f)}
+    started = time.monotonic()
+    for seed in range(1, seeds + 1):
+        remaining = None if left is None else left - (time.monotonic() - started) / 60
+        if seed in rows or (remaining is not None and remaining <= 0):
+            continue
+        arch_file = runs / "archs" / f"{subnet}.json"
+        result = train(
+            replace(
+                base,
+                arch=str(arch_file),
+                out=str(runs / f"{subnet}-seed{seed}"),
+                seed=seed,
+                time_limit_minutes=remaining,
+            )
+        )
+        if not result["finished"]:
+            break
+        rows[seed] = result["val_top1"]
+        atomic_write(
+            path, _csv([{"seed": k, "subnet": subnet, "standalone_val_top1": v} for k, v in sorted(rows.items())])
+        )
+    sd = lambda v: round(statistics.stdev(v) * 100, 3) if len(v) > 1 else None  # noqa: E731
+    return {
+        "subnet": subnet,
+        "seed_val_top1": [rows[k] for k in sorted(rows)],
+        "seed_sd_points": sd(list(rows.values())),
+        "between_subnets_sd_points": sd([done[str(s)] for s in chosen]),
+    }
 
 
 def _csv(rows: list[dict]) -> str:

@@ -384,3 +384,19 @@ def test_the_head_to_head_verdict_needs_significance_or_a_clear_speedup() -> Non
     assert verdict(0.92, 0.90, 0.01, 1.0, 0.96) == "gradient"
     assert verdict(0.90, 0.92, 0.20, 1.0, 1.0) == "tie"  # not significant, same speed
     assert verdict(0.90, 0.90, 0.90, 1.0, 0.85) == "elastic"  # as accurate, 15% faster
+
+
+def test_the_ranking_benchmark_trains_alone_measures_seed_noise_and_ranks(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--supernet", str(trained), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+    args += ["--subnets", "4", "--epochs", "1", "--limit-train", "256", "--noise-seeds", "2"]
+    summary = _benchmark("elastic_ranking", args, capsys)
+    assert summary["subnets"] == 4 and len(summary["rows"]) == 4 and -1 <= summary["kendall_tau"] <= 1
+    spread = summary["spread"]
+    median = json.loads((tmp_path / "out" / "subnets.json").read_text())[2]
+    assert spread["subnet"] == median and len(spread["seed_val_top1"]) == 3
+    assert spread["seed_val_top1"][0] == summary["rows"][2]["standalone_val_top1"]  # seed 0 is the ranking's run
+    assert (tmp_path / "out" / "ranking.png").is_file()
+    with pytest.raises(SystemExit, match="other settings"):  # a different schedule never mixes into the results
+        _benchmark("elastic_ranking", [*args[:-5], "2", "--limit-train", "256"], capsys)
