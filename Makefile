@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo \
-	fmnist-supernet gpu-fmnist-supernet clean
+	fmnist-supernet fmnist-supernet-bundle gpu-fmnist-supernet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -110,6 +110,21 @@ THREADS ?= 1
 fmnist-supernet: $(VENV)/.installed-dev
 	$(BIN)/proxyless search elastic-train --space fmnist --threads $(THREADS) --time-limit $(SUPERNET_MIN) --resume \
 		--out checkpoints/fmnist_supernet
+
+# Once that run has finished: bundle the supernet where a fresh clone finds it (weights, config, training log),
+# drop the run's folder from the tree, and fit the accuracy predictor on 400 measured subnets (resumable: run it
+# again to continue).
+RUN_DIR := checkpoints/fmnist_supernet
+BUNDLE_DIR := search/elastic/pretrained/fmnist
+fmnist-supernet-bundle: $(VENV)/.installed-dev
+	@test -f $(BUNDLE_DIR)/supernet.json || test -f $(RUN_DIR)/supernet.json || \
+	  { echo "the supernet run has not finished: make fmnist-supernet"; exit 1; }
+	if [ -f $(RUN_DIR)/supernet.json ]; then mkdir -p $(BUNDLE_DIR) && \
+	  for f in supernet.safetensors supernet.json metrics.json log.csv; do cp $(RUN_DIR)/$$f $(BUNDLE_DIR)/ || exit 1; done && \
+	  $(BIN)/python -c "from search.elastic.store import load_supernet; load_supernet('$(BUNDLE_DIR)')" && \
+	  git rm -rq --cached --ignore-unmatch $(RUN_DIR) && \
+	  rm -rf $(RUN_DIR); fi
+	$(BIN)/proxyless search elastic-predictor --supernet $(BUNDLE_DIR) --threads $(THREADS)
 
 # The same training on a GPU machine (no venv needed): minutes. Not yet run on one.
 gpu-fmnist-supernet:
