@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo \
-	fmnist-supernet fmnist-supernet-bundle gpu-fmnist-supernet clean
+	fmnist-supernet fmnist-supernet-bundle fmnist-train-largest gpu-fmnist-supernet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -125,6 +125,13 @@ fmnist-supernet-bundle: $(VENV)/.installed-dev
 	  git rm -rq --cached --ignore-unmatch $(RUN_DIR) && \
 	  rm -rf $(RUN_DIR); fi
 	$(BIN)/proxyless search elastic-predictor --supernet $(BUNDLE_DIR) --threads $(THREADS)
+
+# The supernet's largest subnet (every layer k7 e6, full depth) trained alone with the bundled nets' 40-epoch recipe:
+# the reference of benchmarks/elastic_inheritance.py. About 5 hours of one core, in resumable chunks of SUPERNET_MIN
+# minutes; its folder is committed while the run lasts, like the supernet's.
+fmnist-train-largest: $(VENV)/.installed-dev
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch uniform:fmnist:k7e6 --epochs 40 --eval-every 5 \
+		--time-limit $(SUPERNET_MIN) --resume --out checkpoints/fmnist_largest
 
 # The same training on a GPU machine (no venv needed): minutes. Not yet run on one.
 gpu-fmnist-supernet:

@@ -400,3 +400,21 @@ def test_the_ranking_benchmark_trains_alone_measures_seed_noise_and_ranks(
     assert (tmp_path / "out" / "ranking.png").is_file()
     with pytest.raises(SystemExit, match="other settings"):  # a different schedule never mixes into the results
         _benchmark("elastic_ranking", [*args[:-5], "2", "--limit-train", "256"], capsys)
+
+
+def test_the_inheritance_benchmark_compares_with_runs_of_the_same_arch(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for arch in ("k7e6", "k3e6"):
+        args = ["train", "--arch", f"uniform:fmnist:{arch}", "--out", str(tmp_path / arch), "--dataset", "synthetic"]
+        args += ["--epochs", "1", "--batch-size", "32", "--limit-train", "64", "--no-progress"]
+        assert search_main(args) == 0
+    summary = _benchmark(
+        "elastic_inheritance", ["--supernet", str(trained), "--largest-run", str(tmp_path / "k7e6")], capsys
+    )
+    largest, baseline = summary["nets"]["largest"], summary["nets"]["baseline"]
+    assert largest["standalone_test_top1"] == json.loads((tmp_path / "k7e6" / "metrics.json").read_text())["top1"]
+    assert baseline["standalone_test_top1"] == 0.9459  # fmnist_mobilenetv2, bundled
+    assert largest["gap_points"] == round((largest["inherited_test_top1"] - largest["standalone_test_top1"]) * 100, 2)
+    with pytest.raises(SystemExit, match="another arch"):
+        _benchmark("elastic_inheritance", ["--supernet", str(trained), "--largest-run", str(tmp_path / "k3e6")], capsys)
