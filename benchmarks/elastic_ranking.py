@@ -84,6 +84,7 @@ def main() -> int:
     p.add_argument("--budget-min", type=float, help="stop (checkpointed) after this many minutes of training")
     p.add_argument("--data-dir", help="dataset folder")
     p.add_argument("--limit-train", type=int, help="stand-alone training on a class-balanced subset (smoke runs)")
+    p.add_argument("--device", default="cpu", help="where the stand-alone nets train (cuda: a 40-epoch ground truth)")
     p.add_argument("--noise-seeds", type=int, default=0, help="retrain the median subnet with seeds 1..N")
     args = p.parse_args()
     if args.subnets < 4:
@@ -118,6 +119,7 @@ def main() -> int:
         val_size=recipe["val_size"],
         limit_train=args.limit_train,
         eval_every=args.epochs,
+        device=args.device,
         progress=False,
         resume=True,
         test=False,
@@ -147,7 +149,8 @@ def main() -> int:
         left = None if args.budget_min is None else args.budget_min - (time.monotonic() - started) / 60
         summary["spread"] = _seed_noise(chosen, done, args.noise_seeds, base, runs, out / "seed_noise.csv", left)
     if len(done) < len(chosen) or supernet is None:
-        print(f"{len(done)} of {len(chosen)} subnets trained alone; run again to continue", file=sys.stderr)
+        then = "run again to continue" if len(done) < len(chosen) else "rank them once the supernet is trained"
+        print(f"{len(done)} of {len(chosen)} subnets trained alone; {then}", file=sys.stderr)
         print(json.dumps(summary))
         return 0
     evaluator = SubnetEvaluator.for_supernet(space, recipe, args.data_dir)
