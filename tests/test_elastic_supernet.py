@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +155,18 @@ def test_store_round_trip_and_refusals(supernet: ElasticSupernet, tmp_path, monk
     (tmp_path / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="sha256"):
         load_supernet(tmp_path)
+
+
+def test_the_bundled_supernet_loads_and_reproduces_its_recorded_validation() -> None:
+    """The shipped weights are the ones trained (sha256 checked) and score what their record says (within 3 of the
+    5,000 held-out images: thread counts may round a borderline logit the other way)."""
+    from search.elastic.evaluate import SubnetEvaluator
+    from search.elastic.store import resolve_supernet
+    from zoo.datasets import FMNIST_DEFAULT_DIR
+
+    if not (Path(FMNIST_DEFAULT_DIR) / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    supernet, config = load_supernet(resolve_supernet(None, "fmnist"))
+    recorded = config["metadata"]["validation"]
+    evaluator = SubnetEvaluator.for_supernet(supernet.space, config["metadata"]["recipe"])
+    assert evaluator.top1(supernet, supernet.space.baseline()) == pytest.approx(recorded["val_top1_baseline"], abs=6e-4)
