@@ -61,17 +61,19 @@ class SubnetEvaluator:
             val.images, val.labels = val.images[:val_limit], val.labels[:val_limit]
         return cls(calib, val, torch.device(device))
 
-    def top1(self, supernet: ElasticSupernet, subnet: Subnet) -> float:
-        """Top-1 (fraction) on the val split of ``subnet`` with the supernet's weights, BN recalibrated."""
+    def _recalibrated(self, supernet: ElasticSupernet, subnet: Subnet) -> torch.nn.Module:
+        """``subnet`` extracted with the supernet's weights and its BN statistics recalibrated on ``calib``."""
         net = supernet.extract(subnet).to(memory_format=torch.channels_last)
         recalibrate_bn(net, self.calib)
-        return float(summarize(accumulate(net, self.val, self.device)).top1)
+        return net
+
+    def top1(self, supernet: ElasticSupernet, subnet: Subnet) -> float:
+        """Top-1 (fraction) on the val split of ``subnet`` with the supernet's weights, BN recalibrated."""
+        return float(summarize(accumulate(self._recalibrated(supernet, subnet), self.val, self.device)).top1)
 
     def answers(self, supernet: ElasticSupernet, subnet: Subnet) -> torch.Tensor:
         """Which validation images ``subnet`` gets right (inherited, BN recalibrated): paired tests need them."""
-        net = supernet.extract(subnet).to(memory_format=torch.channels_last)
-        recalibrate_bn(net, self.calib)
-        net.eval()
+        net = self._recalibrated(supernet, subnet).eval()
         with torch.inference_mode():
             return torch.cat([net(x.to(self.device)).argmax(1).cpu() == y.cpu() for x, y in self.val])
 
