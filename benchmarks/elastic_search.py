@@ -24,6 +24,7 @@ from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.specialize import SpecializeConfig, run_search
 from search.elastic.store import load_supernet, resolve_supernet
+from zoo.files import atomic_write
 
 
 def main() -> int:
@@ -34,6 +35,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=5, help="searches per method and target")
     p.add_argument("--population", type=int, default=EvolutionConfig.population)
     p.add_argument("--generations", type=int, default=EvolutionConfig.generations)
+    p.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     args = p.parse_args()
     folder = resolve_supernet(args.supernet)
     supernet, _ = load_supernet(folder)
@@ -91,6 +93,8 @@ def main() -> int:
         "evolution_beats_random_everywhere": all(r["evolution_mean"] > r["random_mean"] for r in rows),
         "all_meet_limit": all(r["all_meet_limit"] for r in rows),
     }
+    if args.out:
+        atomic_write(args.out, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
 
