@@ -23,9 +23,6 @@ from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.specialize import SpecializeConfig, specialize
 from search.elastic.store import load_supernet, resolve_supernet
-from search.latency.predict import TableModel
-from search.latency.runtimes import make_runner
-from search.latency.validate import measure_networks
 from search.stats import mcnemar
 from zoo import create_model
 from zoo.arch import ArchSpec
@@ -44,18 +41,6 @@ def gradient_arg(text: str) -> tuple[float, Path]:
     if not arch.is_file():
         raise argparse.ArgumentTypeError(f"no arch file at {arch}")
     return value, arch
-
-
-def measured_ms(latency: SubnetLatency, archs: list[ArchSpec], budget_s: float) -> list[float] | None:
-    """Each arch's latency measured as the table was (its runtime, threads, batch, statistic), interleaved; None
-    where the table is not a measurement of this kind of machine (Pixel-1, GPU on a CPU-only host)."""
-    model = latency.model
-    if not isinstance(model, TableModel) or model.lut.header.device_kind != "cpu":
-        return None
-    h = model.lut.header
-    with make_runner(h.runtime, h.device_kind, h.threads, h.batch, h.clock) as runner:
-        stats = measure_networks(runner, archs, budget_s, progress=False)
-    return [round(s.get(h.statistic), 4) for s in stats]
 
 
 def verdict(acc_gradient: float, acc_elastic: float, p: float, ms_gradient: float, ms_elastic: float) -> str:
@@ -110,7 +95,7 @@ def main() -> int:
         nets[f"gradient_{factor}"], nets[f"elastic_{factor}"] = gradient[factor], elastic[factor]
     right = {name: ev.answers(supernet, s).numpy() for name, s in nets.items()}
     top1 = {name: float(r.mean()) for name, r in right.items()}
-    measured = measured_ms(latency, [space.arch(s, name) for name, s in nets.items()], args.budget_s)
+    measured = latency.measure([space.arch(s, name) for name, s in nets.items()], args.budget_s)
     rows = {
         name: {
             "subnet": str(s),

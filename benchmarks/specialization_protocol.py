@@ -5,7 +5,8 @@ Stages, each skipped where its files exist: (1) the Pixel-1 predictor checked ag
 with ``specialize`` for every table and factor; (3) the fine-tunes (``search train --init --teacher --no-test``,
 seeds 0..N-1) of B0 and each table's 0.75x and 1.0x nets; (4) the choice per table on the validation split,
 written to ``selection.json`` *before* (5) every net is scored once on the test set, with McNemar tests,
-t-intervals, the decision rule, the cross-hardware table and a Pareto plot per table.
+t-intervals, the decision rule, the cross-hardware table and a Pareto plot per table; the chosen seed of each
+table's chosen net is written, BN recalibrated as scored, to ``OUT/bundle/<table>`` with those figures.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from zoo import create_model
 from zoo.datasets import build_eval_dataset, get_dataset
 from zoo.files import atomic_write
 from zoo.registry import get_model_info
+from zoo.weights import save_pretrained
 
 PAPER_PIXEL1_MS = {"proxyless_mobile": 78.0, "proxyless_cpu": 116.0, "proxyless_gpu": 124.0}  # Table 4
 BASELINES = {  # (kernel, expand, depths): uniform nets of the space, B0 = fmnist_mobilenetv2
@@ -140,6 +142,27 @@ def answers(folder: Path, ev: SubnetEvaluator, split: Any) -> np.ndarray:
     return np.concatenate(right)
 
 
+def write_bundle(dest: Path, run: Path, specialized: Path, ev: SubnetEvaluator, figures: dict, top1: float) -> None:
+    """The chosen seed's fine-tuned net, BN recalibrated as it was scored, as a zoo weights folder whose metadata
+    carries the protocol's figures (``scripts/bundle_fmnist.py`` then measures it into ``zoo/pretrained``)."""
+    net = create_model(str(run), pretrained=True).eval()
+    recalibrate_bn(net, ev.calib)
+    meta = json.loads((run / "config.json").read_text())["metadata"]
+    made = json.loads((specialized / "config.json").read_text())["metadata"]["metrics"]
+    meta["source"] = (
+        f"specialized for {figures['hardware']} from the elastic supernet ({made.get('command', 'specialize')}), "
+        f"fine-tuned 1 epoch with distillation from its largest subnet, seed {figures['bundled_seed']} of "
+        f"{len(figures['seeds'])} chosen on the validation split, BN recalibrated (docs/protocol-specialization.md)"
+    )
+    meta["metrics"] = {
+        "top1": top1,
+        "source": "fashion-mnist test images, evaluated once after every choice",
+        "protocol": {**figures, "command": "python benchmarks/specialization_protocol.py"},
+        "specialized": made,
+    }
+    save_pretrained(net, dest, meta)
+
+
 def choose(val: dict[str, float], lut: str) -> str | None:
     """Rule (2) on validation accuracies: the 0.75x net if within 0.1 points of B0, else the 1.0x net if 0.3 points
     above it, else none."""
@@ -167,6 +190,83 @@ def front(points: list[tuple[float, float]], latency: float) -> float:
     return hull[-1][1]
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _ci(c: list[float]) -> str:
+    return f"{100 * c[0]:.2f}% [{100 * c[1]:.2f}, {100 * c[2]:.2f}]"
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The protocol's figures as a page: predictor check, each table's fronts and rules, the cross-hardware table."""
+    check = summary["predictor_check"]
+    lines = [
+        "# Specialization protocol: results",
+        "",
+        "Made by `python benchmarks/specialization_protocol.py` (protocol: docs/protocol-specialization.md); test",
+        f"top-1 on the 10,000 test images, evaluated once. Fine-tunes: {summary['finetune_epochs']} epoch(s), "
+        f"{summary['seeds']} seeds; intervals are 95% t-intervals over the seeds.",
+        "",
+        "## Pixel-1 predictor against the paper's Table 4 (held out)",
+        "",
+        "| net | predicted ms | paper ms | error | extrapolated ops |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in check["nets"].items():
+        lines.append(
+            f"| `{name}` | {r['predicted_ms']} | {r['paper_ms']} | {100 * r['error']:+.1f}% | {r['extrapolated_ops']} |"
+        )
+    same = "the same order as" if check["same_order_as_paper"] else "a different order from"
+    lines += ["", f"The predictor ranks the three nets in {same} the paper's measurements.", ""]
+    for lut, h in summary["hardware"].items():
+        lines += [f"## {lut}", "", "| net | latency | inherited test top-1 | baseline front there | McNemar p vs B0 |"]
+        lines.append("| --- | ---: | ---: | ---: | ---: |")
+        for b, r in h["baselines"].items():
+            lines.append(f"| {b} (uniform) | {r['ms']} | {_pct(r['top1'])} | | |")
+        for f, r in h["rule1_inherited"].items():
+            lines.append(
+                f"| {f}x specialized | {r['ms']} | {_pct(r['top1'])} | {_pct(r['front'])} | {r['mcnemar_vs_B0']['p']} |"
+            )
+        lines += [
+            "",
+            f"Rule 1 (the specialized front dominates the baseline front): {'yes' if h['dominates'] else 'no'}.",
+        ]
+        lines += ["", "| fine-tuned net | test top-1, mean [95%] | minus B0, mean [95%] | McNemar p per seed |"]
+        lines.append("| --- | ---: | ---: | --- |")
+        lines.append(f"| B0 (`fmnist_mobilenetv2`'s subnet) | {_pct(h['B0_fine_tuned_mean'])} | | |")
+        for f, r in h["rule2_fine_tuned"].items():
+            diff = r["diff_vs_B0_ci"]
+            ps = ", ".join(str(m["p"]) for m in r["mcnemar_per_seed"])
+            lines.append(
+                f"| {f}x specialized | {_ci(r['mean_ci'])} | {100 * diff[0]:+.2f} [{100 * diff[1]:+.2f}, "
+                f"{100 * diff[2]:+.2f}] points | {ps} |"
+            )
+        chosen = f"`{h['bundle']}` (chosen on validation)" if h["bundle"] else "none (rule 2 fails on validation)"
+        lines += [
+            "",
+            f"Rule 2: {'yes' if h['meets_rule2'] else 'no'}. Decision: **{'holds' if h['decision'] else 'fails'}**. "
+            f"Bundled: {chosen}.",
+            "",
+        ]
+    cross = summary["cross_hardware_ms"]
+    if cross:
+        luts = list(summary["hardware"])
+        lines += ["## Cross-hardware table (each table's unit; bold: fastest of the bundled nets there)", ""]
+        lines += ["| net | " + " | ".join(luts) + " |", "| --- |" + " ---: |" * len(luts)]
+        for n, row in cross.items():
+            cells = [
+                f"**{row[lut]}**" if row[lut] == min(r[lut] for r in cross.values()) else str(row[lut]) for lut in luts
+            ]
+            lines.append(f"| `{n}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    if summary.get("cpu_measured_ms"):
+        measured = ", ".join(f"{n} {ms} ms" for n, ms in summary["cpu_measured_ms"].items())
+        lines += [f"Measured here as the cpu table was (interleaved): {measured}.", ""]
+    lines += ["![accuracy against latency per table](pareto.png)", ""]
+    return "\n".join(lines)
+
+
 def _plot(path: Path, hw: dict[str, Any], luts: list[str]) -> None:
     """Accuracy against latency per table: inherited specialized nets against the baseline front, and the
     fine-tuned means with their 95% intervals."""
@@ -176,7 +276,8 @@ def _plot(path: Path, hw: dict[str, Any], luts: list[str]) -> None:
     for ax, lut in zip(axes[0], luts, strict=True):
         rule1 = hw[lut]["rule1_inherited"]
         ms = [r["ms"] for r in rule1.values()]
-        ax.plot(ms, [r["front"] * 100 for r in rule1.values()], "s--", color="gray", label="baseline front")
+        base = sorted((r["ms"], r["top1"] * 100) for r in hw[lut]["baselines"].values())
+        ax.plot(*zip(*base, strict=True), "s--", color="gray", label="uniform baselines (inherited)")
         ax.plot(ms, [r["top1"] * 100 for r in rule1.values()], "o-", label="specialized (inherited)")
         for f, r in hw[lut]["rule2_fine_tuned"].items():
             mean, lo, hi = (v * 100 for v in r["mean_ci"])
@@ -185,7 +286,7 @@ def _plot(path: Path, hw: dict[str, Any], luts: list[str]) -> None:
             )
         ax.axhline(hw[lut]["B0_fine_tuned_mean"] * 100, color="k", lw=0.8, label="B0 fine-tuned")
         ax.set_title(lut)
-        ax.set_xlabel("latency (table)")
+        ax.set_xlabel("latency (ms, from the table)")
         ax.set_ylabel("test top-1 %")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -205,8 +306,26 @@ def main() -> int:
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--data-dir")
     p.add_argument("--limit-train", type=int, help="fine-tune on a subset (smoke runs only)")
+    p.add_argument("--docs", type=Path, help="also write the report and plot here as DOCS.md and DOCS.png")
     args = p.parse_args()
     out = Path(args.out)
+    if (out / "protocol.json").is_file():  # finished: report again from its figures, never the test set twice
+        summary = json.loads((out / "protocol.json").read_text())
+    else:
+        summary = run(args, out)
+        atomic_write(out / "protocol.json", json.dumps(summary, indent=1, default=float) + "\n")
+    text = report(summary)
+    atomic_write(out / "report.md", text)
+    _plot(out / "pareto.png", summary["hardware"], list(summary["hardware"]))
+    if args.docs:
+        atomic_write(args.docs.with_suffix(".md"), text.replace("(pareto.png)", f"({args.docs.name}.png)"))
+        atomic_write(args.docs.with_suffix(".png"), (out / "pareto.png").read_bytes())
+    print(json.dumps(summary, default=float))
+    return 0
+
+
+def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Stages 1-5; returns every figure."""
     folder = resolve_supernet(args.supernet)
     supernet, meta = load_supernet(folder)
     recipe = meta["metadata"]["recipe"]
@@ -215,10 +334,12 @@ def main() -> int:
     folders = make_nets(out, args, supernet, meta, ev)
     runs = fine_tune(out, args, recipe, folders)
     # (4) choices on validation, fixed in a file before the test set is read
-    tuned_val = {n: [answers(r, ev, ev.val).mean() for r in rs] for n, rs in runs.items()}
+    tuned_val = {n: [float(answers(r, ev, ev.val).mean()) for r in rs] for n, rs in runs.items()}
     val_mean = {n: float(np.mean(v)) for n, v in tuned_val.items()}
     selection = {lut: choose(val_mean, lut) for lut in args.luts}
-    atomic_write(out / "selection.json", json.dumps({"val_mean": val_mean, "bundle": selection}, indent=1) + "\n")
+    seed_of = {lut: int(np.argmax(tuned_val[n])) for lut, n in selection.items() if n}  # the seed bundled
+    record = {"val_mean": val_mean, "val_per_seed": tuned_val, "bundle": selection, "bundle_seed": seed_of}
+    atomic_write(out / "selection.json", json.dumps(record, indent=1) + "\n")
     # (5) the test set, once
     data = get_dataset(recipe["dataset"])
     test = build_eval_dataset(data.name, "test", args.data_dir, supernet.space.backbone.input_size, data.mean, data.std)
@@ -259,6 +380,7 @@ def main() -> int:
             "1.0" in rule2 and rule2["1.0"]["mean_ci"][0] >= b0_mean + 0.003
         )
         hw[lut] = {
+            "baselines": {b: {"ms": round(ms, 4), "top1": a} for b, (ms, a) in zip(BASELINES, base_pts, strict=True)},
             "rule1_inherited": rule1,
             "rule2_fine_tuned": rule2,
             "B0_fine_tuned_mean": b0_mean,
@@ -267,18 +389,33 @@ def main() -> int:
             "decision": dominates and meets2,
             "bundle": selection[lut],
         }
+    for lut, seed in seed_of.items():
+        n = selection[lut]
+        figures = {
+            "hardware": lut,
+            "net": n,
+            "seeds": list(range(args.seeds)),
+            "bundled_seed": seed,
+            "val_top1_per_seed": tuned_val[n],
+            "test_top1_per_seed": [float(a.mean()) for a in tuned[n]],
+            "test_top1_mean_ci": hw[lut]["rule2_fine_tuned"][n.removeprefix(f"{lut}_")]["mean_ci"],
+            "diff_vs_fmnist_mobilenetv2_ci": hw[lut]["rule2_fine_tuned"][n.removeprefix(f"{lut}_")]["diff_vs_B0_ci"],
+            "fmnist_mobilenetv2_test_top1_mean": hw[lut]["B0_fine_tuned_mean"],
+            "decision": hw[lut]["decision"],
+        }
+        write_bundle(out / "bundle" / lut, runs[n][seed], folders[n], ev, figures, float(tuned[n][seed].mean()))
     cross = {n: {lut: round(lat[lut](subnet_of[n]), 4) for lut in args.luts} for n in selection.values() if n}
-    summary = {
+    # the final nets measured here, as the cpu table was (runtime, threads, batch), interleaved
+    final = ["B0", *sorted({n for n in selection.values() if n})]
+    measured = lat["cpu"].measure([supernet.space.arch(subnet_of[n], n) for n in final], 30.0) if "cpu" in lat else None
+    return {
         "predictor_check": check,
         "hardware": hw,
         "cross_hardware_ms": cross,
+        "cpu_measured_ms": dict(zip(final, measured, strict=True)) if measured else None,
         "seeds": args.seeds,
         "finetune_epochs": args.finetune_epochs,
     }
-    atomic_write(out / "protocol.json", json.dumps(summary, indent=1, default=float) + "\n")
-    _plot(out / "pareto.png", hw, args.luts)
-    print(json.dumps(summary, default=float))
-    return 0
 
 
 if __name__ == "__main__":

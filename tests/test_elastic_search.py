@@ -327,18 +327,48 @@ def test_the_search_benchmark_runs_on_a_tiny_supernet(with_predictor: Path, caps
 
 
 def test_the_protocol_runs_end_to_end_on_a_tiny_supernet(
-    with_predictor: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    with_predictor: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sys
+
+    module = _load_benchmark("specialization_protocol")
+    # on a tiny supernet the rule's outcome is chance: choose the 1.0x net, so the bundle step runs
+    monkeypatch.setattr(module, "choose", lambda val, lut: f"{lut}_1.0")
     args = ["--supernet", str(with_predictor), "--out", str(tmp_path), "--luts", "cpu", "--factors", "0.75,1.0"]
     args += ["--seeds", "2", "--population", "8", "--generations", "2", "--limit-train", "256"]
-    summary = _benchmark("specialization_protocol", args, capsys)
+    monkeypatch.setattr(sys, "argv", ["specialization_protocol", *args])
+    assert module.main() == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["predictor_check"]["nets"]["proxyless_mobile"]["paper_ms"] == 78.0
     cpu = summary["hardware"]["cpu"]
     assert (
         set(cpu["rule1_inherited"]) == {"0.75", "1.0"} and len(cpu["rule2_fine_tuned"]["1.0"]["mcnemar_per_seed"]) == 2
     )
     selection = json.loads((tmp_path / "selection.json").read_text())
-    assert selection["bundle"]["cpu"] == cpu["bundle"] and (tmp_path / "pareto.png").is_file()
+    assert selection["bundle"]["cpu"] == cpu["bundle"] == "cpu_1.0" and (tmp_path / "pareto.png").is_file()
+    seed = selection["bundle_seed"]["cpu"]
+    assert selection["val_per_seed"]["cpu_1.0"][seed] == max(selection["val_per_seed"]["cpu_1.0"])
+    assert set(summary["cpu_measured_ms"]) == {"B0", "cpu_1.0"} and min(summary["cpu_measured_ms"].values()) > 0
+    # the bundle folder holds the chosen seed's weights exactly as they were scored on the test set
+    net = create_model(str(tmp_path / "bundle" / "cpu"), pretrained=True).eval()
+    protocol = net.info.metrics["protocol"]
+    assert protocol["bundled_seed"] == seed and protocol["seeds"] == [0, 1]
+    assert net.info.metrics["top1"] == protocol["test_top1_per_seed"][seed]
+    info = net.info
+    test = module.build_eval_dataset(info.dataset, "test", None, info.input_size[1], info.mean, info.std)
+    right = 0
+    with torch.inference_mode():
+        for x, y in torch.utils.data.DataLoader(test, batch_size=1000):
+            right += int((net(x).argmax(1) == y).sum())
+    assert right / len(test) == pytest.approx(net.info.metrics["top1"], abs=1e-9)
+    # a finished run reports again from its figures, without reading the test set a second time
+    monkeypatch.setattr(module, "run", lambda *a: pytest.fail("the protocol ran again"))
+    monkeypatch.setattr(sys, "argv", ["specialization_protocol", *args, "--docs", str(tmp_path / "docs" / "results")])
+    (tmp_path / "docs").mkdir()
+    assert module.main() == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(summary))
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "Decision:" in page and "(results.png)" in page and (tmp_path / "docs" / "results.png").is_file()
 
 
 def test_the_schedule_benchmark_trains_both_schedules_and_ranks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

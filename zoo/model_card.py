@@ -243,6 +243,19 @@ def _provenance(metrics: Mapping[str, Any], key: str, what: str) -> list[str]:
     return [f"**{what}:**", "", *[f"- {k}: {_value_text(v)}" for k, v in record.items()]]
 
 
+def _provenance_sections(metrics: Mapping[str, Any]) -> list[str]:
+    """How the net came about: a ProxylessNAS search, or specialization from an elastic supernet with the
+    protocol's seeds and intervals; then its training."""
+    if metrics.get("specialized"):
+        keys = [("specialized", "Specialized from an elastic supernet"), ("protocol", "Evaluation protocol")]
+    else:
+        keys = [("search", "Search")]
+    lines: list[str] = []
+    for key, what in [*keys, ("train", "Training")]:
+        lines += [*_provenance(metrics, key, what), ""]
+    return lines[:-1]
+
+
 def _latency_table(rows: Sequence[LatencyRow]) -> list[str]:
     if not rows:
         return ["No latency has been measured for this model yet (`proxyless export` writes a report)."]
@@ -359,9 +372,7 @@ def render_card(
         "",
         "## How it was searched and trained",
         "",
-        *_provenance(metrics, "search", "Search"),
-        "",
-        *_provenance(metrics, "train", "Training"),
+        *_provenance_sections(metrics),
         "",
         "## Usage",
         "",

@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 
 from search.elastic.space import ElasticSpace, Subnet
-from search.latency.predict import LatencyModel, load_latency_model
+from search.latency.predict import LatencyModel, TableModel, load_latency_model
+from search.latency.runtimes import make_runner
+from search.latency.validate import measure_networks
+from zoo.arch import ArchSpec
 
 
 class SubnetLatency:
@@ -38,3 +41,14 @@ class SubnetLatency:
 
     def batch(self, subnets: list[Subnet]) -> torch.Tensor:
         return torch.tensor([self(s) for s in subnets], dtype=torch.float64)
+
+    def measure(self, archs: list[ArchSpec], budget_s: float) -> list[float] | None:
+        """Each arch's latency measured here as the table was (its runtime, threads, batch, statistic),
+        interleaved; None where the table is not a measurement of this kind of machine (Pixel-1, FLOPs, a GPU
+        table on a CPU-only host)."""
+        if not isinstance(self.model, TableModel) or self.model.lut.header.device_kind != "cpu":
+            return None
+        h = self.model.lut.header
+        with make_runner(h.runtime, h.device_kind, h.threads, h.batch, h.clock) as runner:
+            stats = measure_networks(runner, archs, budget_s, progress=False)
+        return [round(s.get(h.statistic), 4) for s in stats]
