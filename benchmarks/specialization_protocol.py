@@ -149,9 +149,11 @@ def write_bundle(dest: Path, run: Path, specialized: Path, ev: SubnetEvaluator, 
     recalibrate_bn(net, ev.calib)
     meta = json.loads((run / "config.json").read_text())["metadata"]
     made = json.loads((specialized / "config.json").read_text())["metadata"]["metrics"]
+    hw, factor = figures["hardware"], figures["net"].removeprefix(f"{figures['hardware']}_")
     meta["source"] = (
-        f"specialized for {figures['hardware']} from the elastic supernet ({made.get('command', 'specialize')}), "
-        f"fine-tuned 1 epoch with distillation from its largest subnet, seed {figures['bundled_seed']} of "
+        f"specialized for {hw} from the elastic supernet (`proxyless search specialize --lut {hw} --factor {factor}`), "
+        f"fine-tuned {figures['finetune_epochs']} epoch(s) with distillation from its largest subnet, seed "
+        f"{figures['bundled_seed']} of "
         f"{len(figures['seeds'])} chosen on the validation split, BN recalibrated (docs/protocol-specialization.md)"
     )
     meta["metrics"] = {
@@ -395,6 +397,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "hardware": lut,
             "net": n,
             "seeds": list(range(args.seeds)),
+            "finetune_epochs": args.finetune_epochs,
             "bundled_seed": seed,
             "val_top1_per_seed": tuned_val[n],
             "test_top1_per_seed": [float(a.mean()) for a in tuned[n]],

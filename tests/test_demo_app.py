@@ -272,7 +272,8 @@ def test_api_every_model_and_runtime_agree(served: Served) -> None:
                     continue
                 ranked = list(probs) if precision == "fp32" else list(probs)[:1]  # bf16 may swap near-ties
                 assert ranked == list(reference)[: len(ranked)], f"{model}: {kind} ranks the classes differently"
-                diff = max(abs(probs[c] - reference[c]) for c in reference)
+                # classes both list: at reduced precision the near-equal tail of the top-k may hold other classes
+                diff = max(abs(probs[c] - reference[c]) for c in reference.keys() & probs.keys())
                 assert diff <= tolerance, f"{model}: {kind} and PyTorch differ by {diff:.2e} on {path.name}"
 
 

@@ -362,3 +362,7 @@ def test_card_names_the_metadata_latencies_in_words() -> None:
     assert f"| CPU / ONNX Runtime | 1 | {measured:.3g} | measured when bundled" in card
     latency = card[card.index("## Latency") : card.index("## How it was searched")]
     assert not any(key in latency for key in info.metrics["latency_ms"]), "a raw metadata key in the card"
+    # the bundled cpu net comes from the specialization protocol: the card tells how, with its seeds and intervals
+    how = card[card.index("## How it was searched") : card.index("## Usage")]
+    assert "**Specialized from an elastic supernet:**" in how and "**Search:**" not in how
+    assert "- bundled_seed: " in how and "- test_top1_mean_ci: " in how

@@ -13,7 +13,7 @@ from zoo import get_model_info
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)% \| ([\d.]+)-([\d.]+)% \| ([\d.]+)M \| (.+) \|$", re.M)
+ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)% \| ([\d.]+)-([\d.]+)% \| ([^|]+) \| ([\d.]+)M \| (.+) \|$", re.M)
 
 
 def _generated_latencies(name: str) -> list[str]:
@@ -23,6 +23,11 @@ def _generated_latencies(name: str) -> list[str]:
     return [cells[4], cells[6], cells[7]]
 
 
+def seeds_cell(protocol: dict) -> str:
+    mean, low, high = (100 * v for v in protocol["test_top1_mean_ci"])
+    return f"{mean:.2f}% [{low:.2f}, {high:.2f}] ({len(protocol['seeds'])} seeds)"
+
+
 def test_readme_is_short() -> None:
     assert len(README.splitlines()) <= 150
 
@@ -30,12 +35,15 @@ def test_readme_is_short() -> None:
 def test_results_table_is_the_recorded_figures() -> None:
     rows = ROW.findall(README)
     assert len(rows) >= 4, "the README's results table was not found"
-    for name, top1, low, high, macs, latencies in rows:
+    for name, top1, low, high, seeds, macs, latencies in rows:
         info = get_model_info(name)
         n, recorded = info.metrics["n_test"], info.metrics["top1"]
         assert float(top1) == pytest.approx(100 * recorded, abs=1e-9), name
         ci = binomtest(round(recorded * n), n).proportion_ci(0.95, method="exact")
         assert (float(low), float(high)) == (round(100 * ci.low, 2), round(100 * ci.high, 2)), name
+        protocol = info.metrics.get("protocol")  # the specialization protocol's fine-tunes: mean [95%] over seeds
+        expected = "one training" if protocol is None else seeds_cell(protocol)
+        assert seeds.strip() == expected, name
         assert macs == f"{info.macs / 1e6:.1f}", name
         assert [c.strip().strip("*") for c in latencies.split("|")] == _generated_latencies(name), name
 
