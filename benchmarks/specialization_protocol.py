@@ -131,10 +131,16 @@ def fine_tune(out: Path, args: argparse.Namespace, recipe: dict, folders: dict[s
     return runs
 
 
-def answers(folder: Path, ev: SubnetEvaluator, split: Any) -> np.ndarray:
-    """Which images of ``split`` the net of ``folder`` (BN recalibrated on the protocol's images) gets right."""
+def scored_net(folder: Path, ev: SubnetEvaluator) -> torch.nn.Module:
+    """The net of ``folder`` as the protocol scores it: BN recalibrated on the protocol's images."""
     net = create_model(str(folder), pretrained=True).eval()
     recalibrate_bn(net, ev.calib)
+    return net
+
+
+def answers(folder: Path, ev: SubnetEvaluator, split: Any) -> np.ndarray:
+    """Which images of ``split`` the net of ``folder`` (BN recalibrated on the protocol's images) gets right."""
+    net = scored_net(folder, ev)
     right = []
     with torch.inference_mode():
         for x, y in split:
@@ -145,8 +151,7 @@ def answers(folder: Path, ev: SubnetEvaluator, split: Any) -> np.ndarray:
 def write_bundle(dest: Path, run: Path, specialized: Path, ev: SubnetEvaluator, figures: dict, top1: float) -> None:
     """The chosen seed's fine-tuned net, BN recalibrated as it was scored, as a zoo weights folder whose metadata
     carries the protocol's figures (``scripts/bundle_fmnist.py`` then measures it into ``zoo/pretrained``)."""
-    net = create_model(str(run), pretrained=True).eval()
-    recalibrate_bn(net, ev.calib)
+    net = scored_net(run, ev)
     meta = json.loads((run / "config.json").read_text())["metadata"]
     made = json.loads((specialized / "config.json").read_text())["metadata"]["metrics"]
     hw, factor = figures["hardware"], figures["net"].removeprefix(f"{figures['hardware']}_")
@@ -256,10 +261,9 @@ def report(summary: dict[str, Any]) -> str:
         luts = list(summary["hardware"])
         lines += ["## Cross-hardware table (each table's unit; bold: fastest of the bundled nets there)", ""]
         lines += ["| net | " + " | ".join(luts) + " |", "| --- |" + " ---: |" * len(luts)]
+        fastest = {lut: min(r[lut] for r in cross.values()) for lut in luts}
         for n, row in cross.items():
-            cells = [
-                f"**{row[lut]}**" if row[lut] == min(r[lut] for r in cross.values()) else str(row[lut]) for lut in luts
-            ]
+            cells = [f"**{row[lut]}**" if row[lut] == fastest[lut] else str(row[lut]) for lut in luts]
             lines.append(f"| `{n}` | " + " | ".join(cells) + " |")
         lines.append("")
     if summary.get("cpu_measured_ms"):
@@ -393,6 +397,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         }
     for lut, seed in seed_of.items():
         n = selection[lut]
+        tuned_figures = hw[lut]["rule2_fine_tuned"][n.removeprefix(f"{lut}_")]
         figures = {
             "hardware": lut,
             "net": n,
@@ -401,8 +406,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "bundled_seed": seed,
             "val_top1_per_seed": tuned_val[n],
             "test_top1_per_seed": [float(a.mean()) for a in tuned[n]],
-            "test_top1_mean_ci": hw[lut]["rule2_fine_tuned"][n.removeprefix(f"{lut}_")]["mean_ci"],
-            "diff_vs_fmnist_mobilenetv2_ci": hw[lut]["rule2_fine_tuned"][n.removeprefix(f"{lut}_")]["diff_vs_B0_ci"],
+            "test_top1_mean_ci": tuned_figures["mean_ci"],
+            "diff_vs_fmnist_mobilenetv2_ci": tuned_figures["diff_vs_B0_ci"],
             "fmnist_mobilenetv2_test_top1_mean": hw[lut]["B0_fine_tuned_mean"],
             "decision": hw[lut]["decision"],
         }
