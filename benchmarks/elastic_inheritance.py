@@ -24,6 +24,7 @@ from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.store import load_supernet, resolve_supernet
 from zoo.arch import ArchSpec
 from zoo.datasets import build_eval_dataset, get_dataset
+from zoo.files import atomic_write
 from zoo.registry import get_model_info
 
 BASELINE = "fmnist_mobilenetv2"
@@ -48,6 +49,7 @@ def main() -> int:
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO (default: the bundled one)")
     p.add_argument("--largest-run", type=Path, help="the largest subnet's stand-alone training run folder")
     p.add_argument("--data-dir")
+    p.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     args = p.parse_args()
     supernet, meta = load_supernet(resolve_supernet(args.supernet))
     space, recipe = supernet.space, meta["metadata"]["recipe"]
@@ -78,6 +80,8 @@ def main() -> int:
         nets[name] = row
         print(f"{name}: inherited {top1 * 100:.2f}%, alone {alone.get(name, float('nan')) * 100:.2f}%")
     summary = {"supernet_sha256": meta["weights_sha256"], "test_images": len(test), "nets": nets}
+    if args.out:
+        atomic_write(args.out, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
 

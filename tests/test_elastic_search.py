@@ -436,9 +436,13 @@ def test_the_inheritance_benchmark_compares_with_runs_of_the_same_arch(
         args = ["train", "--arch", f"uniform:fmnist:{arch}", "--out", str(tmp_path / arch), "--dataset", "synthetic"]
         args += ["--epochs", "1", "--batch-size", "32", "--limit-train", "64", "--no-progress"]
         assert search_main(args) == 0
+    out = tmp_path / "results" / "inheritance.json"
     summary = _benchmark(
-        "elastic_inheritance", ["--supernet", str(trained), "--largest-run", str(tmp_path / "k7e6")], capsys
+        "elastic_inheritance",
+        ["--supernet", str(trained), "--largest-run", str(tmp_path / "k7e6"), "--out", str(out)],
+        capsys,
     )
+    assert json.loads(out.read_text()) == summary  # the file holds what was printed
     largest, baseline = summary["nets"]["largest"], summary["nets"]["baseline"]
     assert largest["standalone_test_top1"] == json.loads((tmp_path / "k7e6" / "metrics.json").read_text())["top1"]
     assert baseline["standalone_test_top1"] == 0.9459  # fmnist_mobilenetv2, bundled
