@@ -2,7 +2,7 @@
 
 Each ``--gradient FACTOR=ARCH`` is the net a gradient search derived under FACTOR x the baseline's latency on the
 table (its ``arch.json``, from ``make fmnist-search FACTOR=...``). The elastic route specializes the supernet at
-the same factor (``specialize``, written under ``--out`` and reused when there). Both nets and the baseline
+the same factor (``specialize``, written under ``--nets`` and reused when there). Both nets and the baseline
 (``fmnist_mobilenetv2``'s subnet) are then scored alike: inherited top-1 on the supernet's validation split after
 the same BN recalibration (a gradient net's arch is a subnet of the elastic space: its zero ops are skipped
 layers), the table's predicted latency, and, for a table measured on this machine's kind of device, latency
@@ -60,7 +60,8 @@ def main() -> int:
     p.add_argument("--gradient", type=gradient_arg, action="append", required=True, metavar="FACTOR=ARCH")
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO (default: the bundled one)")
     p.add_argument("--lut", default="cpu", help="the latency table the gradient searches used")
-    p.add_argument("--out", default="runs/search_head_to_head")
+    p.add_argument("--out", default="runs/search_head_to_head", help="folder of head_to_head.json")
+    p.add_argument("--nets", default="runs/search_head_to_head", help="folder of the elastic route's nets (weights)")
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--budget-s", type=float, default=20.0, help="measurement time over all nets")
@@ -75,7 +76,7 @@ def main() -> int:
     elastic: dict[float, Subnet] = {}
     seconds: dict[float, float] = {}
     for factor in gradient:
-        net = out / f"elastic_{factor}"
+        net = Path(args.nets) / f"elastic_{factor}"
         if not (net / "specialize.json").is_file():
             cfg = SpecializeConfig(
                 lut=args.lut,

@@ -391,7 +391,8 @@ def test_the_head_to_head_scores_both_routes_alike(
 ) -> None:
     searched = Path(__file__).parents[1] / "benchmarks" / "results" / "fmnist_search_cpu_1x"
     args = ["--supernet", str(with_predictor), "--out", str(tmp_path), "--population", "8", "--generations", "2"]
-    args += ["--gradient", f"1.0={searched / 'cpu'}", "--gradient", f"0.75={searched / 'mobile' / 'arch.json'}"]
+    args += ["--nets", str(tmp_path / "nets"), "--gradient", f"1.0={searched / 'cpu'}"]
+    args += ["--gradient", f"0.75={searched / 'mobile' / 'arch.json'}"]
     summary = _benchmark("search_head_to_head", [*args, "--budget-s", "0.5"], capsys)
     nets = summary["nets"]
     assert list(nets) == ["baseline", "gradient_0.75", "elastic_0.75", "gradient_1.0", "elastic_1.0"]
@@ -402,6 +403,7 @@ def test_the_head_to_head_scores_both_routes_alike(
         assert target["mcnemar"]["images"] == 200 and target["winner"] in ("gradient", "elastic", "tie")
     assert all(r["measured_ms"] > 0 for r in nets.values())  # the cpu table is this machine's kind: measured
     assert json.loads((tmp_path / "head_to_head.json").read_text()) == summary
+    assert sorted(p.name for p in (tmp_path / "nets").iterdir()) == ["elastic_0.75", "elastic_1.0"]  # not in --out
 
 
 def test_the_head_to_head_verdict_needs_significance_or_a_clear_speedup() -> None:
