@@ -81,14 +81,14 @@ fmnist-train-1x: $(VENV)/.installed-dev
 		--budget $(BUDGET) --report-reserve 0 --train-args "--eval-every 5" $(BUNDLE) \
 		--out runs/fmnist_train_1x
 
-# The three 12-epoch searches alone on this CPU (a 5-minute shared warm-up, then about 90 minutes with the three
-# side by side; resumable), each under FACTOR x the baseline's predicted latency, with the default loss (mul#ratio)
-# and the authors' schedule (full_v2 gates, an alpha step every 5 weight steps, none in the first search epoch),
-# except the alpha lr: 1e-2, as 12 short epochs give about 340 alpha steps (docs/latency-loss.md). It ends with
-# search/compare.json (each net on all three tables, the layers each pair differs in) and a convergence report
-# per arch.json. Then train their archs with the pipeline's --archs-from=runs/fmnist_search_$(FACTOR)/search.
-# Each FACTOR has its own folder; TARGETS=cpu runs the CPU search alone (as the head-to-head with the elastic route
-# at 0.75x needs: benchmarks/search_head_to_head.py).
+# The three 12-epoch searches alone on this CPU (a shared warm-up of about 10 core-minutes, then about 30
+# core-minutes per search: some 50 minutes with the three side by side; resumable), each under FACTOR x the
+# baseline's predicted latency, with the default loss (mul#ratio) and the authors' schedule (full_v2 gates, an alpha
+# step every 5 weight steps, none in the first search epoch), except the alpha lr: 1e-2, as 12 short epochs give
+# about 340 alpha steps (docs/latency-loss.md). It ends with search/compare.json (each net on all three tables, the
+# layers each pair differs in) and a convergence report per arch.json. Then train their archs with the pipeline's
+# --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder; TARGETS=cpu runs the CPU search
+# alone (as the head-to-head with the elastic route at 0.75x needs: benchmarks/search_head_to_head.py).
 # RATIO_BETA is mul#ratio's exponent below the target; another value needs another SEARCH_OUT.
 FACTOR ?= 1.0
 ARCH_LR ?= 1e-2
