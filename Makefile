@@ -90,13 +90,18 @@ fmnist-train-1x: $(VENV)/.installed-dev
 # --archs-from=runs/fmnist_search_$(FACTOR)/search. Each FACTOR has its own folder; TARGETS=cpu runs the CPU search
 # alone (as the head-to-head with the elastic route at 0.75x needs: benchmarks/search_head_to_head.py).
 # RATIO_BETA is mul#ratio's exponent below the target; another value needs another SEARCH_OUT.
+# WARMUP_EPOCHS=0 WARMUP_ARGS="--init-elastic bundled" starts the candidates from the bundled elastic supernet
+# instead of a uniform-path warm-up (search/warm_start.py, docs/latency-loss.md).
 FACTOR ?= 1.0
 ARCH_LR ?= 1e-2
 RATIO_BETA ?= 0.07
+WARMUP_EPOCHS ?= 3
+WARMUP_ARGS ?=
 SEARCH_OUT ?= runs/fmnist_search_$(FACTOR)
 fmnist-search: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fmnist_pipeline.py --device cpu --threads 1 --targets $(TARGETS) --factor $(FACTOR) \
-		--search-only --search-limit-train 20000 --warmup-epochs 3 --search-epochs 12 --batch-size 128 \
+		--search-only --search-limit-train 20000 --warmup-epochs $(WARMUP_EPOCHS) --search-epochs 12 \
+		--batch-size 128 --warmup-args "$(WARMUP_ARGS)" \
 		--search-args "--arch-lr $(ARCH_LR) --ratio-beta $(RATIO_BETA)" --out $(SEARCH_OUT)
 
 # The same searches and trainings on this CPU (hours; resumable: run it again to continue).

@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--search-only", action="store_true", help="warm-up and searches only: train nothing (not even the baseline)"
     )
     ap.add_argument("--search-limit-train", type=int, help="class-balanced subset the supernet trains on")
+    ap.add_argument("--warmup-args", default="", help="extra `search warmup` options, e.g. '--init-elastic bundled'")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
     ap.add_argument("--train-args", default="", help="extra `search train` options (the same for every net)")
     ap.add_argument("--loss", default="mul#ratio", help="search loss (search/objective.py)")
@@ -305,6 +306,7 @@ def stages(p: Pipeline) -> None:
             *resume_flag(warm),
             *gpu_flags,
             *small,
+            *shlex.split(args.warmup_args),
             threads=os.cpu_count() if args.search_only else None,  # alone then: no baseline training beside it
         )
     lut = {sp: tables / f"gpu_torch_{sp}_b8.json" for sp in ("fmnist", "imagenet")}

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from search import distributed as D
 from search.compare import add_parser as add_compare_parser
 from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
+from search.elastic.store import load_supernet, resolve_supernet
 from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
 from search.latency import LatencyModel, load_latency_model
 from search.latency.predict import TARGETS
@@ -45,7 +46,9 @@ from search.schedule import cosine
 from search.search_log import SearchLog, convergence, layer_entropy, op_label
 from search.space import get_space
 from search.supernet import Supernet
+from search.warm_start import WarmStartError, init_from_elastic
 from zoo.files import atomic_write, verify_checksum, write_checksummed
+from zoo.weights import WeightsError
 
 CKPT_FORMAT = "proxyless-search-ckpt/1"
 ALGOS = ("grad", "rl")
@@ -101,6 +104,7 @@ class SearchConfig:
     channels_last: bool = False
     ckpt_every: int = 0
     init_from: str | None = None
+    init_elastic: str | None = None
     tensorboard: bool = True
     progress: bool = True
     resume: bool = False
@@ -128,6 +132,8 @@ class SearchConfig:
                 raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.epochs < 0:
             raise SearchError("--epochs / --warmup-epochs must be >= 0")
+        if self.init_from and self.init_elastic:
+            raise SearchError("--init-from and --init-elastic both set the starting weights: pass one")
         if self.algo is not None and self.val_batch_size > self.val_size:
             raise SearchError(f"--val-batch-size {self.val_batch_size} is larger than --val-size {self.val_size}")
 
@@ -288,6 +294,8 @@ class Search:
             raise SearchError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
         elif cfg.init_from:
             self._init_from(Path(cfg.init_from))
+        elif cfg.init_elastic:
+            self._init_elastic(cfg.init_elastic)
 
     def _read(self, path: Path) -> dict[str, Any]:
         verify_checksum(path)
@@ -313,6 +321,14 @@ class Search:
         state = {k: v for k, v in ckpt["model"].items() if k != "alpha"}
         self.net.load_state_dict({**state, "alpha": self.net.alpha.detach()}, strict=True)
         self.warmup_command = warmup_command(theirs, path.parent)
+
+    def _init_elastic(self, source: str) -> None:
+        """Start every candidate from a trained elastic supernet's weights (search/warm_start.py)."""
+        try:
+            elastic, _ = load_supernet(resolve_supernet(None if source == "bundled" else source, self.cfg.space))
+            init_from_elastic(self.net, elastic)
+        except (WeightsError, WarmStartError) as e:
+            raise SearchError(f"--init-elastic {source}: {e}") from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         mine = {k: v for k, v in asdict(self.cfg).items() if k not in _RESUMABLE}
@@ -553,6 +569,7 @@ class Search:
             "epochs": cfg.epochs,
             "warmup_epochs": cfg.warmup_epochs,
             "init_from": cfg.init_from,
+            "init_elastic": cfg.init_elastic,
             "seed": cfg.seed,
             # every setting of the run (where it ran and how it logged aside): enough to run it again
             "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
@@ -604,6 +621,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help="cpu or cuda (torchrun: one GPU per local rank)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--init-elastic",
+        default=None,
+        help="start every candidate from a trained elastic supernet: a folder, hf-hub:ORG/REPO, or 'bundled'",
+    )
     p.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends only)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
