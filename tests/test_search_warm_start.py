@@ -1,0 +1,104 @@
+"""--init-elastic: every candidate of the search supernet starts as the elastic op's slice at its kernel and expand."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+from search.cli import main
+from search.elastic.space import ElasticSpace, get_elastic_space
+from search.elastic.store import save_supernet
+from search.elastic.supernet import ElasticSupernet
+from search.space import SPACES, get_space
+from search.supernet import Supernet
+from search.warm_start import WarmStartError, init_from_elastic
+
+SPACE = get_space("fmnist")
+ELASTIC = get_elastic_space("fmnist")
+
+
+@pytest.fixture(scope="module")
+def elastic() -> ElasticSupernet:
+    torch.manual_seed(0)
+    net = ElasticSupernet(ELASTIC)
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial BN statistics and affine terms: a wrong slice shows in the logits
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
+    return net.eval()
+
+
+def _as_subnet(net: Supernet, path: list[int]):
+    """The elastic subnet computing ``path``: zero ops only at the ends of stages, i.e. smaller depths."""
+    blocks = net.blocks_of(path)
+    depths, start = [], 0
+    for d in SPACE.depths:
+        stage = blocks[start : start + d]
+        kept = [b for b in stage if not b.zero]
+        assert all(not b.zero for b in stage[: len(kept)])  # the skipped layers end the stage
+        depths.append(len(kept))
+        start += d
+    kernels = tuple(3 if b.zero else b.kernel for b in blocks)
+    expands = tuple(3 if b.zero else b.expand for b in blocks)
+    return ELASTIC.subnet(tuple(depths), kernels, expands)
+
+
+def _paths(net: Supernet) -> list[list[int]]:
+    rng = random.Random(0)
+    uniform = [[j] * len(net.counts) for j in range(6)]  # every (kernel, expand) in every layer
+    mixed = [[rng.randrange(6) for _ in net.counts] for _ in range(3)]
+    skipping = [*mixed[0][:4], 6, *mixed[0][5:9], 6]  # the last layers of stages 2 and 4 skipped
+    return [*uniform, *mixed, skipping]
+
+
+def test_every_candidate_computes_the_elastic_op_at_its_kernel_and_expand(elastic: ElasticSupernet) -> None:
+    torch.manual_seed(5)
+    net = Supernet(SPACE)
+    alpha = net.alpha.detach().clone()
+    assert init_from_elastic(net, elastic) == sum(1 for cands in net.candidates for c in cands if not c.zero)
+    assert torch.equal(net.alpha, alpha)
+    net.eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for path in _paths(net):
+            assert torch.allclose(net(x, path), elastic(x, _as_subnet(net, path)), atol=1e-5, rtol=1e-4), path
+
+
+def test_another_geometry_is_refused(elastic: ElasticSupernet) -> None:
+    wider = replace(SPACES["fmnist"], name="wider", widths=(24, 40, 80, 112))
+    other = ElasticSupernet(ElasticSpace("wider", wider, min_depths=(1, 1, 1, 1)))
+    with pytest.raises(WarmStartError, match="layers"):
+        init_from_elastic(Supernet(SPACE), other)
+    with pytest.raises(WarmStartError, match="not in the elastic space"):
+        init_from_elastic(Supernet(SPACE), ElasticSupernet(replace(ELASTIC, kernels=(3, 5))))
+
+
+TINY = [
+    "--space", "fmnist", "--dataset", "synthetic", "--target", "flops", "--target-latency", "15",
+    "--batch-size", "4", "--val-size", "16", "--val-batch-size", "4", "--limit-train", "16", "--epochs", "1",
+    "--arch-every", "2", "--no-tensorboard", "--no-progress", "--seed", "3", "--arch-skip-epochs", "0",
+]  # fmt: skip
+
+
+def test_a_search_starts_from_a_supernet_folder_and_bad_sources_exit_2(elastic, tmp_path, capsys) -> None:
+    save_supernet(elastic, tmp_path / "elastic", {"note": "test"})
+    assert main(["run", *TINY, "--init-elastic", str(tmp_path / "elastic"), "--out", str(tmp_path / "run")]) == 0
+    search = json.loads((tmp_path / "run" / "arch.json").read_text())["extra"]["search"]
+    assert search["init_elastic"] == str(tmp_path / "elastic")
+    assert f"--init-elastic {tmp_path / 'elastic'}" in search["command"]
+    capsys.readouterr()
+    for args, message in [
+        (["--init-elastic", str(tmp_path / "missing")], "no such folder"),
+        (["--init-elastic", str(tmp_path / "elastic"), "--init-from", str(tmp_path / "x.pt")], "pass one"),
+    ]:
+        assert main(["run", *TINY, *args, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
