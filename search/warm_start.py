@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from search.elastic.supernet import ElasticSupernet
+from search.space import Layer
 from search.supernet import Supernet
 
 
@@ -20,7 +21,7 @@ class WarmStartError(ValueError):
     """The elastic supernet does not fit the search space."""
 
 
-def _geometry(layers: list) -> list[tuple[int, int, int, bool]]:
+def _geometry(layers: list[Layer]) -> list[tuple[int, int, int, bool]]:
     return [(ly.in_channels, ly.out_channels, ly.stride, ly.residual) for ly in layers]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from random_bn import randomize_bn
 
 from search.elastic.space import ELASTIC_SPACES, ElasticSpace, get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet, save_supernet
@@ -21,23 +22,11 @@ from zoo.weights import WeightsError
 FMNIST = get_elastic_space("fmnist")
 
 
-def _randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine terms, so a wrongly sliced BN shows in the logits."""
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
-
-
 @pytest.fixture(scope="module")
 def supernet() -> ElasticSupernet:
     torch.manual_seed(0)
     net = ElasticSupernet(FMNIST)
-    _randomize_bn(net)
+    randomize_bn(net)
     return net.eval()
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from random_bn import randomize_bn
 
 from search.cli import main
 from search.elastic.space import ElasticSpace, get_elastic_space
@@ -25,14 +26,7 @@ ELASTIC = get_elastic_space("fmnist")
 def elastic() -> ElasticSupernet:
     torch.manual_seed(0)
     net = ElasticSupernet(ELASTIC)
-    g = torch.Generator().manual_seed(1)
-    for m in net.modules():  # non-trivial BN statistics and affine terms: a wrong slice shows in the logits
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
+    randomize_bn(net, seed=1)
     return net.eval()
 
 
