@@ -145,7 +145,7 @@ fmnist-train-largest: $(VENV)/.installed-dev
 # A bundled specialized net's arch (HW = cpu, mobile or gpu) trained alone from scratch with the 40-epoch recipe:
 # does it beat fmnist_mobilenetv2 (94.59%) when each is trained alone? (The bundled weights come from the supernet
 # and a 1-epoch fine-tune.) About 100 minutes on both cores here (2.5 minutes an epoch at THREADS=2), in resumable
-# chunks of SUPERNET_MIN minutes; its folder is committed while the run lasts. HW=cpu started 2026-12-05.
+# chunks of SUPERNET_MIN minutes; its folder is committed while the run lasts. HW=cpu: 94.52% (docs/results.md).
 HW ?= cpu
 fmnist-train-alone: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch zoo/pretrained/fmnist_proxyless_$(HW) --epochs 40 \
