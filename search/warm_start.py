@@ -34,7 +34,7 @@ def init_from_elastic(net: Supernet, elastic: ElasticSupernet) -> int:
             f"elastic supernet {elastic.space.name!r} has layers (in, out, stride, residual) {theirs}, "
             f"search space {net.space.name!r} has {mine}"
         )
-    state = {k: v for k, v in elastic.state_dict().items() if not k.startswith("blocks.") or k.startswith("blocks.0.")}
+    state = elastic.fixed_state()
     copied = 0
     for i, candidates in enumerate(net.candidates):
         source = elastic.blocks[i + 1].mobile_inverted_conv

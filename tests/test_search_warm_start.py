@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 from random_bn import randomize_bn
+from test_search_run import TINY
 
 from search.cli import main
 from search.elastic.space import ElasticSpace, get_elastic_space
@@ -20,6 +21,7 @@ from search.warm_start import WarmStartError, init_from_elastic
 
 SPACE = get_space("fmnist")
 ELASTIC = get_elastic_space("fmnist")
+ONE_EPOCH = [*TINY, "--epochs", "1"]  # test_search_run's tiny search, one epoch
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +30,6 @@ def elastic() -> ElasticSupernet:
     net = ElasticSupernet(ELASTIC)
     randomize_bn(net, seed=1)
     return net.eval()
-
-
-def _as_subnet(net: Supernet, path: list[int]):
-    """The elastic subnet computing ``path``: zero ops only at the ends of stages, i.e. smaller depths."""
-    blocks = net.blocks_of(path)
-    depths, start = [], 0
-    for d in SPACE.depths:
-        stage = blocks[start : start + d]
-        kept = [b for b in stage if not b.zero]
-        assert all(not b.zero for b in stage[: len(kept)])  # the skipped layers end the stage
-        depths.append(len(kept))
-        start += d
-    kernels = tuple(3 if b.zero else b.kernel for b in blocks)
-    expands = tuple(3 if b.zero else b.expand for b in blocks)
-    return ELASTIC.subnet(tuple(depths), kernels, expands)
 
 
 def _paths(net: Supernet) -> list[list[int]]:
@@ -63,7 +50,9 @@ def test_every_candidate_computes_the_elastic_op_at_its_kernel_and_expand(elasti
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         for path in _paths(net):
-            assert torch.allclose(net(x, path), elastic(x, _as_subnet(net, path)), atol=1e-5, rtol=1e-4), path
+            assert torch.allclose(
+                net(x, path), elastic(x, ELASTIC.subnet_of(SPACE.arch(net.blocks_of(path)))), atol=1e-5, rtol=1e-4
+            ), path
 
 
 def test_another_geometry_is_refused(elastic: ElasticSupernet) -> None:
@@ -75,16 +64,9 @@ def test_another_geometry_is_refused(elastic: ElasticSupernet) -> None:
         init_from_elastic(Supernet(SPACE), ElasticSupernet(replace(ELASTIC, kernels=(3, 5))))
 
 
-TINY = [
-    "--space", "fmnist", "--dataset", "synthetic", "--target", "flops", "--target-latency", "15",
-    "--batch-size", "4", "--val-size", "16", "--val-batch-size", "4", "--limit-train", "16", "--epochs", "1",
-    "--arch-every", "2", "--no-tensorboard", "--no-progress", "--seed", "3", "--arch-skip-epochs", "0",
-]  # fmt: skip
-
-
 def test_a_search_starts_from_a_supernet_folder_and_bad_sources_exit_2(elastic, tmp_path, capsys) -> None:
     save_supernet(elastic, tmp_path / "elastic", {"note": "test"})
-    assert main(["run", *TINY, "--init-elastic", str(tmp_path / "elastic"), "--out", str(tmp_path / "run")]) == 0
+    assert main(["run", *ONE_EPOCH, "--init-elastic", str(tmp_path / "elastic"), "--out", str(tmp_path / "run")]) == 0
     search = json.loads((tmp_path / "run" / "arch.json").read_text())["extra"]["search"]
     assert search["init_elastic"] == str(tmp_path / "elastic")
     assert f"--init-elastic {tmp_path / 'elastic'}" in search["command"]
@@ -93,6 +75,6 @@ def test_a_search_starts_from_a_supernet_folder_and_bad_sources_exit_2(elastic, 
         (["--init-elastic", str(tmp_path / "missing")], "no such folder"),
         (["--init-elastic", str(tmp_path / "elastic"), "--init-from", str(tmp_path / "x.pt")], "pass one"),
     ]:
-        assert main(["run", *TINY, *args, "--out", str(tmp_path / "bad")]) == 2
+        assert main(["run", *ONE_EPOCH, *args, "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err

@@ -59,13 +59,19 @@ class ElasticSupernet(nn.Module):
         return self.classifier(x)
 
     @torch.no_grad()
+    def fixed_state(self) -> dict[str, torch.Tensor]:
+        """Copies of the tensors every subnet uses whole: stem, first block and head (names as in a zoo network)."""
+        return {
+            key: value.clone()
+            for key, value in self.state_dict().items()
+            if not key.startswith("blocks.") or key.startswith("blocks.0.")
+        }
+
+    @torch.no_grad()
     def extract(self, subnet: Subnet, name: str = "subnet") -> ProxylessNet:
         """The subnet as a stand-alone zoo network with the supernet's (sliced, copied) weights."""
         net = ProxylessNet(self.space.arch(subnet, name))
-        state: dict[str, torch.Tensor] = {}
-        for key, value in self.state_dict().items():
-            if not key.startswith("blocks.") or key.startswith("blocks.0."):
-                state[key] = value.clone()
+        state = self.fixed_state()
         for j, i in enumerate(self.space.active(subnet), start=1):
             op = self.blocks[i + 1].mobile_inverted_conv
             for key, value in op.sliced_state(subnet.kernels[i], subnet.expands[i]).items():
