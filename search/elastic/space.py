@@ -162,6 +162,11 @@ ELASTIC_SPACES: dict[str, ElasticSpace] = {
     "imagenet": ElasticSpace("imagenet", SPACES["imagenet"], min_depths=(2, 2, 2, 2, 2, 1)),
 }
 
+# The zoo's trained hand-designed net of a space (its ``baseline()`` subnet trained alone), where one ships:
+# specialize compares its net with it and fine-tunes with it as the default teacher. Kept out of ``ElasticSpace``,
+# whose fields are the definition a trained supernet is checked against.
+BASELINE_MODELS: dict[str, str] = {"fmnist": "fmnist_mobilenetv2"}
+
 
 def get_elastic_space(name: str) -> ElasticSpace:
     try:

@@ -6,12 +6,18 @@ split held out from the training set) and the best of them is written as a zoo w
 extracted weights, metadata with the predicted latency, the estimated accuracy, the supernet's sha256 and the
 command. ``create_model(folder)``, ``proxyless export`` and the demo take it as it is. ``--random`` runs random
 search with the same number of predictor evaluations instead: the control.
+
+``--finetune-min M`` then fine-tunes the chosen net for at most M minutes of wall clock, distilling from the
+space's zoo baseline (``finetune.py``): inherited weights alone are about a point short of the baseline. The
+folder is written whole at the end, so an interrupted run leaves none that loads as finished. Where the zoo has
+the space's baseline, the net's test top-1 and its speed on the table are compared with it on one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -22,14 +28,18 @@ from typing import Any
 import torch
 
 from search.elastic.evaluate import SubnetEvaluator
-from search.elastic.evolution import EvolutionConfig, SearchResult, evolve, random_search
+from search.elastic.evolution import EvolutionConfig, SearchResult, check_limit, evolve, random_search
+from search.elastic.finetune import MAX_MINUTES, DataRecipe, FinetuneConfig, FinetuneResult, finetune
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
-from search.elastic.space import Subnet
+from search.elastic.space import BASELINE_MODELS, Subnet
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.subnet_folder import write_subnet
+from search.elastic.subnet_folder import save_subnet, subnet_net
 from search.latency.predict import TARGETS
+from zoo.datasets import build_eval_dataset, get_dataset
+from zoo.evaluate import evaluate, load_for_eval
 from zoo.files import atomic_write
+from zoo.registry import get_model_info, list_models
 
 
 class SpecializeError(ValueError):
@@ -51,6 +61,10 @@ class SpecializeConfig:
     data_dir: str | None = None
     threads: int | None = None
     name: str | None = None
+    finetune_min: float = 0.0
+    teacher: str | None = None  # None: the space's zoo baseline; "none": no distillation
+    finetune_lr: float = FinetuneConfig.lr
+    progress: bool = True
 
     def validate(self) -> None:
         if (self.target_ms is None) == (self.factor is None):
@@ -63,6 +77,10 @@ class SpecializeConfig:
         out = Path(self.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise SpecializeError(f"--out {out} exists and is not an empty folder; choose another")
+        if not (math.isfinite(self.finetune_min) and 0 <= self.finetune_min <= MAX_MINUTES):
+            raise SpecializeError(f"--finetune-min must be 0..{MAX_MINUTES:g} minutes, got {self.finetune_min}")
+        if not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
+            raise SpecializeError(f"--finetune-lr must be finite and > 0, got {self.finetune_lr}")
         if self.lut not in TARGETS and not Path(self.lut).is_file():
             raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
 
@@ -82,6 +100,22 @@ class Specialized:
     search_seconds: float
     seconds: float
     out: str
+    test_top1: float | None = None
+    baseline: str | None = None
+    baseline_latency: float | None = None
+    baseline_test_top1: float | None = None
+    finetune: FinetuneResult | None = None
+
+    def comparison(self) -> str | None:
+        """The line a user wants: how much faster than the zoo baseline, and the accuracy delta on one split."""
+        if self.baseline is None or self.test_top1 is None or self.baseline_test_top1 is None:
+            return None
+        delta = (self.test_top1 - self.baseline_test_top1) * 100
+        return (
+            f"vs {self.baseline}: {self.baseline_latency / self.latency:.2f}x faster on this table "
+            f"({self.latency:.4g} vs {self.baseline_latency:.4g} {self.unit}), test top-1 {self.test_top1 * 100:.2f}% "
+            f"vs {self.baseline_test_top1 * 100:.2f}% ({delta:+.2f} points, the same test images)"
+        )
 
 
 def _limit(cfg: SpecializeConfig, latency: SubnetLatency, baseline: Subnet) -> float:
@@ -97,16 +131,50 @@ def run_search(cfg: SpecializeConfig, space: Any, score: Any, latency: SubnetLat
     return random_search(space, score, latency, limit, evaluations, cfg.seed)
 
 
+def _baseline(space: str, dataset: str) -> str | None:
+    """The zoo's hand-designed net of ``space`` if it is registered and trained on ``dataset``."""
+    name = BASELINE_MODELS.get(space)
+    if name is None or name not in list_models() or get_model_info(name).dataset != dataset:
+        return None
+    return name
+
+
+def _teacher(cfg: SpecializeConfig, baseline: str | None) -> str | None:
+    """``--teacher``: by default the baseline; ``none`` turns distillation off."""
+    if cfg.teacher is None:
+        return baseline
+    return None if cfg.teacher == "none" else cfg.teacher
+
+
+def test_top1(net: torch.nn.Module, dataset: str, data_dir: str | None) -> tuple[float, int]:
+    """Top-1 (fraction) and image count of ``net`` on the dataset's whole test split."""
+    spec = net.spec
+    data = get_dataset(dataset)
+    images = build_eval_dataset(dataset, "test", data_dir, spec.input_size, data.mean, data.std)
+    result = evaluate(net.to(memory_format=torch.channels_last), images)
+    return result.top1, result.n
+
+
 def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
     cfg.validate()
     started = time.monotonic()
+
+    def say(line: str) -> None:
+        if cfg.progress:
+            print(f"[{time.monotonic() - started:5.0f} s] {line}", file=sys.stderr, flush=True)
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     folder = resolve_supernet(cfg.supernet)
     supernet, meta = load_supernet(folder)
-    space = supernet.space
+    space, recipe = supernet.space, meta["metadata"]["recipe"]
     latency = SubnetLatency.load(space, cfg.lut)
     limit = _limit(cfg, latency, space.baseline())
+    check_limit(space, latency, limit)
+    baseline = _baseline(space.name, recipe["dataset"])
+    teacher = _teacher(cfg, baseline) if cfg.finetune_min > 0 else None
+    if teacher is not None and teacher not in list_models() and not Path(teacher).is_dir():
+        raise SpecializeError(f"--teacher {teacher!r} is neither a zoo model nor a weights folder")
     found = load_predictor(space, folder)
     if found is None:
         raise SpecializeError(
@@ -118,6 +186,10 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         with torch.no_grad():
             return predictor(encode(space, subnets)).tolist()
 
+    say(
+        f"supernet {folder} ({torch.get_num_threads()} threads): searching ({'random' if cfg.random else 'evolution'}, "
+        f"population {cfg.population}, {cfg.generations} generations) under {limit:.4g} {latency.unit}"
+    )
     result = run_search(cfg, space, score, latency, limit)
     shortlist: list = []
     for cand in result.population:
@@ -125,9 +197,28 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
             shortlist.append(cand)
         if len(shortlist) == cfg.top:
             break
-    evaluator = SubnetEvaluator.for_supernet(space, meta["metadata"]["recipe"], cfg.data_dir)
+    say(f"measuring the {len(shortlist)} best candidates on {recipe['val_size']} validation images")
+    evaluator = SubnetEvaluator.for_supernet(space, recipe, cfg.data_dir)
+    tick = time.monotonic()
     measured = [(evaluator.top1(supernet, c.subnet), c) for c in shortlist]
+    val_seconds = (time.monotonic() - tick) / len(shortlist)
     val_top1, best = max(measured, key=lambda m: (m[0], m[1].score))
+    net = subnet_net(supernet, best.subnet, evaluator, cfg.name or Path(cfg.out).name)
+    tuned = None
+    if cfg.finetune_min > 0:
+        say(f"fine-tuning {best.subnet} for at most {cfg.finetune_min:g} min")
+        tune = FinetuneConfig(
+            minutes=cfg.finetune_min,
+            teacher=teacher,
+            lr=cfg.finetune_lr,
+            batch_size=recipe["batch_size"],
+            reserve_s=2 * val_seconds,  # the final validation pass, with room for a slower machine
+            progress=cfg.progress,
+        )
+        tuned = finetune(net, tune, DataRecipe.of(recipe, cfg.data_dir), log=say)
+    say("scoring the net" + (f" and {baseline}" if baseline else "") + " on the test split")
+    top1_test, n_test = test_top1(net, recipe["dataset"], cfg.data_dir)
+    baseline_top1 = test_top1(load_for_eval(baseline)[0], recipe["dataset"], cfg.data_dir)[0] if baseline else None
     record = Specialized(
         subnet=str(best.subnet),
         latency=round(best.latency, 4),
@@ -140,6 +231,11 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         search_seconds=round(result.seconds, 2),
         seconds=round(time.monotonic() - started, 1),
         out=cfg.out,
+        test_top1=top1_test,
+        baseline=baseline,
+        baseline_latency=round(latency(space.baseline()), 4) if baseline else None,
+        baseline_test_top1=baseline_top1,
+        finetune=tuned,
     )
     specialize_record = {
         **asdict(record),
@@ -154,13 +250,17 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         "command": command,
     }
     metrics = {
+        "top1": top1_test,
+        "source": f"{n_test} {recipe['dataset']} test images (the net chosen on the validation split)",
         "val_top1_inherited": val_top1,
+        **({"val_top1": tuned.val_top1} if tuned else {}),
         "predicted_top1": round(best.score, 4),
         "latency_ms" if latency.unit == "ms" else "latency": {f"{cfg.lut}_pred": round(best.latency, 4)},
         "specialize": specialize_record,
     }
     how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
-    write_subnet(supernet, meta, best.subnet, evaluator, cfg.out, cfg.name or Path(cfg.out).name, metrics, how)
+    training = tuned.describe() if tuned else "not fine-tuned"
+    save_subnet(net, meta, best.subnet, cfg.out, metrics, how, training)
     atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
     return record
 
@@ -188,6 +288,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-dir", help="dataset folder (validation and BN calibration images)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--name", help="the net's name (default: the --out folder's name)")
+    p.add_argument(
+        "--finetune-min",
+        type=float,
+        default=d.finetune_min,
+        help="then fine-tune the chosen net for at most this many minutes of wall clock (0: inherited weights)",
+    )
+    p.add_argument(
+        "--teacher",
+        help="distill the fine-tune from this zoo model or weights folder; 'none' for no teacher "
+        "(default: the space's zoo baseline, e.g. fmnist_mobilenetv2)",
+    )
+    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="peak fine-tune lr per 256 images")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
     p.set_defaults(func=_run)
 
 
@@ -195,9 +308,15 @@ def _run(args: argparse.Namespace) -> int:
     cfg = SpecializeConfig(**{k: getattr(args, k) for k in SpecializeConfig.__dataclass_fields__})
     command = "proxyless search " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     record = specialize(cfg, command)
+    tuned = record.finetune
+    val = f"inherited val top-1 {record.val_top1 * 100:.2f}% (predicted {record.predicted_top1 * 100:.2f}%)"
+    if tuned:
+        val += f", after {tuned.steps} fine-tune steps {tuned.val_top1 * 100:.2f}%"
     print(
         f"wrote {record.out}: {record.subnet}, {record.latency:.4g} {record.unit} (limit {record.limit:.4g}), "
-        f"val top-1 {record.val_top1 * 100:.2f}% (predicted {record.predicted_top1 * 100:.2f}%), {record.seconds} s"
+        f"{val} on the validation split; test top-1 {record.test_top1 * 100:.2f}%; {record.seconds} s"
     )
+    if record.comparison():
+        print(record.comparison())
     print(json.dumps(asdict(record)))
     return 0

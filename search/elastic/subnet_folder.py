@@ -39,20 +39,25 @@ def parse_subnet(space: ElasticSpace, text: str) -> Subnet:
     return space.subnet(*genes)
 
 
-def write_subnet(
-    supernet: ElasticSupernet,
-    supernet_config: dict[str, Any],
-    subnet: Subnet,
-    evaluator: SubnetEvaluator,
-    out: str | Path,
-    name: str,
-    metrics: dict[str, Any],
-    how: str,
-) -> ProxylessNet:
-    """Extract, recalibrate and save ``subnet``; ``metrics`` adds to the recorded ones, ``how`` to the source."""
-    space, recipe = supernet.space, supernet_config["metadata"]["recipe"]
+def subnet_net(supernet: ElasticSupernet, subnet: Subnet, evaluator: SubnetEvaluator, name: str) -> ProxylessNet:
+    """``subnet`` as a network of its own: the supernet's weights, BN recalibrated on the evaluator's images."""
     net = supernet.extract(subnet, name)
     recalibrate_bn(net, evaluator.calib)
+    return net
+
+
+def save_subnet(
+    net: ProxylessNet,
+    supernet_config: dict[str, Any],
+    subnet: Subnet,
+    out: str | Path,
+    metrics: dict[str, Any],
+    how: str,
+    training: str = "not fine-tuned",
+) -> None:
+    """Save ``net`` as a zoo weights folder; ``metrics`` add to the recorded ones, ``how`` and ``training`` say
+    how it was chosen and what happened to the inherited weights."""
+    recipe = supernet_config["metadata"]["recipe"]
     data = get_dataset(recipe["dataset"])
     recorded = {
         "source": f"supernet-inherited accuracy on {recipe['val_size']} validation images held out from training",
@@ -64,14 +69,29 @@ def write_subnet(
     }
     metadata = {
         "dataset": recipe["dataset"],
-        "input_size": [space.backbone.in_chans, space.backbone.input_size, space.backbone.input_size],
+        "input_size": [net.spec.in_chans, net.spec.input_size, net.spec.input_size],
         "mean": list(data.mean),
         "std": list(data.std),
         "categories": list(data.classes or []),
-        "source": f"a subnet of an elastic supernet ({how}); weights inherited, BN recalibrated, not fine-tuned",
+        "source": f"a subnet of an elastic supernet ({how}); weights inherited, BN recalibrated, {training}",
         "metrics": recorded,
     }
     save_pretrained(net, out, metadata)
+
+
+def write_subnet(
+    supernet: ElasticSupernet,
+    supernet_config: dict[str, Any],
+    subnet: Subnet,
+    evaluator: SubnetEvaluator,
+    out: str | Path,
+    name: str,
+    metrics: dict[str, Any],
+    how: str,
+) -> ProxylessNet:
+    """Extract, recalibrate and save ``subnet``; ``metrics`` adds to the recorded ones, ``how`` to the source."""
+    net = subnet_net(supernet, subnet, evaluator, name)
+    save_subnet(net, supernet_config, subnet, out, metrics, how)
     return net
 
 
