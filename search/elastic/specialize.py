@@ -29,7 +29,7 @@ from search.elastic.space import Subnet
 from search.elastic.store import load_supernet, resolve_supernet
 from search.elastic.subnet_folder import write_subnet
 from search.latency.predict import TARGETS
-from zoo.files import atomic_write
+from zoo.files import atomic_write, output_folder
 
 
 class SpecializeError(ValueError):
@@ -51,6 +51,7 @@ class SpecializeConfig:
     data_dir: str | None = None
     threads: int | None = None
     name: str | None = None
+    force: bool = False
 
     def validate(self) -> None:
         if (self.target_ms is None) == (self.factor is None):
@@ -60,9 +61,6 @@ class SpecializeConfig:
             raise SpecializeError(f"the latency target must be > 0, got {limit}")
         if self.population < 4 or self.generations < 0 or self.top < 1:
             raise SpecializeError("--population must be >= 4, --generations >= 0, --top >= 1")
-        out = Path(self.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise SpecializeError(f"--out {out} exists and is not an empty folder; choose another")
         if self.lut not in TARGETS and not Path(self.lut).is_file():
             raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
 
@@ -98,7 +96,14 @@ def run_search(cfg: SpecializeConfig, space: Any, score: Any, latency: SubnetLat
 
 
 def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
+    """Claim ``--out`` first (refused in one line when used or being written), search, and write the net into a
+    temp folder that becomes ``--out`` only when it is complete."""
     cfg.validate()
+    with output_folder(cfg.out, force=cfg.force) as tmp:
+        return _specialize(cfg, command, tmp)
+
+
+def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
     started = time.monotonic()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -160,8 +165,8 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         "specialize": specialize_record,
     }
     how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
-    write_subnet(supernet, meta, best.subnet, evaluator, cfg.out, cfg.name or Path(cfg.out).name, metrics, how)
-    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
+    write_subnet(supernet, meta, best.subnet, evaluator, out, cfg.name or Path(cfg.out).name, metrics, how)
+    atomic_write(out / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
     return record
 
 
@@ -176,6 +181,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--lut", required=True, help=f"latency table: one of {', '.join(TARGETS)} or a LUT file")
     p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--target-ms", type=float, help="latency limit in the table's unit")
