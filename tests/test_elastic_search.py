@@ -276,8 +276,9 @@ def test_a_second_specialize_into_the_same_folder_fails_in_one_line_and_the_firs
     real_write = spec_module.write_subnet
 
     def slow_write(*args: Any) -> Any:
-        started.set()
-        go.wait(120)
+        if not started.is_set():  # only the first writer waits: a second one that got through fails fast
+            started.set()
+            go.wait(120)
         return real_write(*args)
 
     monkeypatch.setattr(spec_module, "write_subnet", slow_write)

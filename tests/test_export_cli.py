@@ -238,8 +238,9 @@ def test_a_second_export_into_the_same_folder_fails_in_one_line_and_the_first_re
     real_write = export.pipeline.write_json
 
     def slow_write(path: Path, obj: dict) -> Path:
-        started.set()
-        go.wait(120)
+        if not started.is_set():  # only the first writer waits: a second one that got through fails fast
+            started.set()
+            go.wait(120)
         return real_write(path, obj)
 
     monkeypatch.setattr(export.pipeline, "write_json", slow_write)
