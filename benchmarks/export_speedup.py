@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         iters=args.iters,
         rounds=args.rounds,
     )
-    report = run_bench([load_source(args.model)], opts, args.out)
+    report = run_bench([load_source(args.model)], opts, args.out, force=True)  # each run replaces the last
     rows = {r["runtime"]: r for r in report["results"]}
     eager = rows["torch"]["p50_ms"]
     exported = [r for r in rows.values() if r["runtime"] != "torch"]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from export.files import ExportError, file_bytes
 from export.source import Source
+from zoo.files import output_folder
 from zoo.options import option
 from zoo.runtimes import BuildOptions, Session, available_runtimes, make_session, runtime_names
 from zoo.runtimes.base import DEVICES
@@ -258,14 +259,18 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_bench(
-    sources: list[Source], opts: BenchOptions, out: Path, progress: bool = True, log: Any = print
+    sources: list[Source], opts: BenchOptions, out: Path, progress: bool = True, log: Any = print, force: bool = False
 ) -> dict[str, Any]:
-    """Measure every source; write ``report.json``, ``report.md`` and ``latency.png`` into ``out``."""
+    """Measure every source; write ``report.json``, ``report.md`` and ``latency.png`` into ``out``, a new or empty
+    folder unless ``force``, that appears whole at the end (``zoo.files.output_folder``)."""
+    with output_folder(out, force=force) as tmp:
+        return _bench(sources, opts, tmp, progress, log)
+
+
+def _bench(sources: list[Source], opts: BenchOptions, out: Path, progress: bool, log: Any) -> dict[str, Any]:
     from export.files import write_json, write_text
     from export.report import bench_chart, bench_markdown, environment
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(opts.threads)
     rows: list[LatencyRecord] = []
     models, unavailable = [], {}

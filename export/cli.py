@@ -9,7 +9,9 @@
 SOURCE is a zoo model name, an arch JSON file (random weights) or a weights directory (model.safetensors +
 config.json). The export report carries, for every runtime of the registry that loads an artefact, its parity
 with eager PyTorch and its batch-1 latency. Every command ends with one line of JSON; errors are one line
-``error: ...`` (exit 2 for bad input, 1 for a parity mismatch).
+``error: ...`` (exit 2 for bad input, 1 for a parity mismatch). ``--out`` is a new or empty folder (``--force``
+replaces a used one, an earlier export's too); it appears whole when the command ends, and a second command
+writing the same folder at the same time is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ SUBCOMMANDS = ("run", "quantize", "check", "bench", "runtimes")
 
 def _common_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="zoo model name, arch JSON file (random weights) or weights directory")
-    p.add_argument("--out", required=True, type=Path, help="directory for the artefacts and report.json")
+    p.add_argument("--out", required=True, type=Path, help="new or empty directory for the artefacts and report.json")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out (an earlier export's too)")
     p.add_argument("--random-weights", action="store_true", help="a zoo name with random (seed 0) weights")
     add_options(p, ExportOptions)
     p.add_argument("--full-test", action="store_true", help="int8 accuracy on the whole test split")
@@ -58,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("models", nargs="+", help="zoo model names, arch JSON files or weights directories")
     add_options(bench, BenchOptions)
     bench.add_argument("--random-weights", action="store_true", help="zoo names with random (seed 0) weights")
-    bench.add_argument("--out", required=True, type=Path)
+    bench.add_argument("--out", required=True, type=Path, help="new or empty directory for the report")
+    bench.add_argument("--force", action="store_true", help="replace a non-empty --out")
     bench.add_argument("--no-progress", action="store_true")
     runtimes = sub.add_parser("runtimes", help="which runtimes work here (JSON)")
     runtimes.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -95,7 +99,8 @@ def _cmd_export(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     from export.source import load_source
 
     source = load_source(args.source, args.random_weights)
-    report = run_export(source, args.out, _export_options(args, formats), progress=not args.no_progress)
+    opts = _export_options(args, formats)
+    report = run_export(source, args.out, opts, progress=not args.no_progress, force=args.force)
     print(f"wrote {len(report['artefacts'])} artefact(s) and report.json to {args.out}")
     print(json.dumps(_summary(report)))
     return 0
@@ -107,7 +112,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     opts = from_args(BenchOptions, args)
     sources = [load_source(m, args.random_weights) for m in args.models]
-    report = run_bench(sources, opts, args.out, progress=not args.no_progress)
+    report = run_bench(sources, opts, args.out, progress=not args.no_progress, force=args.force)
     print(f"wrote report.json, report.md and latency.png to {args.out}")
     env = report["env"]
     line = {

@@ -31,6 +31,7 @@ from export.parity import (
     run_batched,
 )
 from export.source import Source, load_source
+from zoo.files import output_folder
 from zoo.options import option
 from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
 from zoo.runtimes.base import OPSET
@@ -282,16 +283,18 @@ def _raise_failures(failures: list[str]) -> None:
         raise ParityError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
 
 
-def run_export(source: Source, out: Path, opts: ExportOptions, progress: bool = True) -> dict[str, Any]:
+def run_export(
+    source: Source, out: Path, opts: ExportOptions, progress: bool = True, force: bool = False
+) -> dict[str, Any]:
     """Make every format of ``opts``, check and time each, write ``out/report.json``; raise ParityError on a
-    mismatch (after the report is written, so it can be read)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ex = _Exporter(source, out, opts)
-    for fmt in tqdm(opts.formats, desc=f"export {source.name}", unit="format", disable=not progress):
-        ex.make(fmt)
-    report = ex.report(ex.time_runtimes())
-    write_json(out / "report.json", report)
+    mismatch (after the folder is written, so the report can be read). ``out`` must be new or empty (an earlier
+    export's folder too) unless ``force``; it appears whole when the export ends (``zoo.files.output_folder``)."""
+    with output_folder(out, force=force) as tmp:
+        ex = _Exporter(source, tmp, opts)
+        for fmt in tqdm(opts.formats, desc=f"export {source.name}", unit="format", disable=not progress):
+            ex.make(fmt)
+        report = ex.report(ex.time_runtimes())
+        write_json(tmp / "report.json", report)
     _raise_failures(_failures([c.parity for a in ex.artefacts for c in a.checks]))
     return report
 

@@ -446,6 +446,7 @@ def stages(p: Pipeline) -> None:
         "1,8,32",
         "--out",
         str(reports / "bench"),
+        "--force",  # a rerun of the pipeline replaces the last report
         "--no-progress",
     ]
     if args.smoke:

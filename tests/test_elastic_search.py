@@ -235,10 +235,110 @@ def test_extract_writes_the_named_subnet(trained: Path, tmp_path: Path, capsys: 
     info = weights_dir_info(out)
     assert FMNIST.subnet_of(info.arch) == FMNIST.baseline() and record["subnet"] == str(FMNIST.baseline())
     assert info.metrics["val_top1_inherited"] == record["val_top1_inherited"]
-    assert search_main(["extract", "--supernet", str(trained), "--subnet", "d9-k3-e3", "--out", str(out)]) == 2
+    other = str(tmp_path / "other")  # not `out`: a used folder is refused before the subnet is read
+    assert search_main(["extract", "--supernet", str(trained), "--subnet", "d9-k3-e3", "--out", other]) == 2
     assert "depths" in capsys.readouterr().err
-    assert search_main(["extract", "--supernet", str(trained), "--subnet", "big", "--out", str(out)]) == 2
+    assert search_main(["extract", "--supernet", str(trained), "--subnet", "big", "--out", other]) == 2
     assert "bad subnet 'big'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fmnist_base_inherited"]  # a refusal leaves nothing
+
+
+def test_extract_refuses_a_folder_with_the_users_files_and_force_replaces_it(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (out / name).write_text(f"the user's {name}")
+    args = ["extract", "--supernet", str(trained), "--subnet", "smallest", "--out", str(out)]
+    assert search_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: --out {out}: exists and is not an empty folder (holds config.json, model.safetensors); "
+        "choose another or pass --force"
+    ]
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        n: f"the user's {n}" for n in ("config.json", "model.safetensors")
+    }
+    assert search_main([*args, "--force"]) == 0
+    assert FMNIST.subnet_of(weights_dir_info(out).arch) == FMNIST.smallest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_a_second_specialize_into_the_same_folder_fails_in_one_line_and_the_first_finishes(
+    with_predictor: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import search.elastic.specialize as spec_module
+
+    started, go = threading.Event(), threading.Event()
+    real_write = spec_module.write_subnet
+
+    def slow_write(*args: Any) -> Any:
+        if not started.is_set():  # only the first writer waits: a second one that got through fails fast
+            started.set()
+            go.wait(120)
+        return real_write(*args)
+
+    monkeypatch.setattr(spec_module, "write_subnet", slow_write)
+    out = tmp_path / "net"
+    args = ["specialize", "--supernet", str(with_predictor), "--lut", "cpu", "--factor", "0.75", "--out", str(out)]
+    args += ["--population", "8", "--generations", "1", "--top", "1"]
+    codes: list[int] = []
+    first = threading.Thread(target=lambda: codes.append(search_main(args)))
+    first.start()
+    try:
+        assert started.wait(300), "the first specialize did not reach its write"
+        assert search_main([*args, "--force"]) == 2
+    finally:
+        go.set()
+        first.join(300)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert err == [
+        f"error: --out {out}: another run is writing this folder now; wait for it to finish or choose another"
+    ]
+    assert codes == [0] and (out / "specialize.json").is_file()
+    create_model(str(out), pretrained=True)  # the first's result, whole
+
+
+KILLED_EXTRACT = """
+import sys, time
+from pathlib import Path
+import search.elastic.subnet_folder as sf
+real = sf.write_subnet
+def slow(*args):
+    real(*args)
+    Path(sys.argv[1]).touch()
+    time.sleep(600)
+sf.write_subnet = slow
+from search.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_sigkilled_extract_leaves_no_folder_and_a_rerun_succeeds(trained: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out, ready = tmp_path / "net", tmp_path / "ready"
+    args = ["extract", "--supernet", str(trained), "--subnet", "baseline", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXTRACT, str(ready), *args], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the extract did not reach its write"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()  # the weights were written, but into a temp folder that never became --out
+    assert search_main(args) == 0
+    assert FMNIST.subnet_of(weights_dir_info(out).arch) == FMNIST.baseline()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net", "ready"]  # the leftovers were removed
 
 
 def test_fine_tune_starts_from_the_inherited_weights_with_a_teacher(trained: Path, tmp_path: Path) -> None:

@@ -197,3 +197,69 @@ def test_bench_writes_report_chart_and_json_line(tmp_path, capsys):
     assert "| onnxruntime |" in (out / "report.md").read_text()
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(out / "artefacts").is_dir()
+
+
+CHEAP = [*FAST, "--latency-calls", "0", "--parity-images", "16", "--no-slim"]
+
+
+def _tiny_arch(tmp_path: Path) -> str:
+    arch = tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    return str(arch)
+
+
+def test_an_earlier_exports_folder_is_refused_unless_forced_which_replaces_it(tmp_path, capsys):
+    arch, out = _tiny_arch(tmp_path), tmp_path / "exported"
+    assert main([arch, "--formats", "onnx", "--out", str(out), *CHEAP]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    for argv in ([arch, "--formats", "torchscript"], ["bench", arch, "--runtimes", "torch"]):
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"error: --out {out}: exists and is not an empty folder (holds report.json, tiny.onnx); "
+            "choose another or pass --force"
+        ]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([arch, "--formats", "torchscript", "--out", str(out), *CHEAP, "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "tiny.pt"]  # replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "tiny.json"]
+
+
+def test_a_second_export_into_the_same_folder_fails_in_one_line_and_the_first_report_stays(
+    tmp_path, capsys, monkeypatch
+):
+    import threading
+
+    import export.pipeline
+
+    arch, out = _tiny_arch(tmp_path), tmp_path / "exported"
+    started, go = threading.Event(), threading.Event()
+    real_write = export.pipeline.write_json
+
+    def slow_write(path: Path, obj: dict) -> Path:
+        if not started.is_set():  # only the first writer waits: a second one that got through fails fast
+            started.set()
+            go.wait(120)
+        return real_write(path, obj)
+
+    monkeypatch.setattr(export.pipeline, "write_json", slow_write)
+    codes: list[int] = []
+    first = threading.Thread(target=lambda: codes.append(main([arch, "--formats", "onnx", "--out", str(out), *CHEAP])))
+    first.start()
+    try:
+        assert started.wait(300), "the first export did not reach its report"
+        assert main([arch, "--formats", "torchscript", "--out", str(out), *CHEAP, "--force"]) == 2
+    finally:
+        go.set()
+        first.join(300)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: --out {out}: another run is writing this folder now; wait for it to finish or choose another"
+    ]
+    assert codes == [0]
+    report = json.loads((out / "report.json").read_text())
+    assert [a["format"] for a in report["artefacts"]] == ["onnx"] and sorted(p.name for p in out.iterdir()) == [
+        "report.json",
+        "tiny.onnx",
+    ]

@@ -1,11 +1,16 @@
 """zoo.files: atomic writes leave the old file on failure, no temporary behind, and the umask's permissions;
-checksummed checkpoints refuse a flipped byte; a full or read-only folder is one line."""
+checksummed checkpoints refuse a flipped byte; a full or read-only folder is one line; an output folder is
+refused when used (unless forced), when another writer holds it, and a killed writer leaves nothing that loads."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from zoo.files import (
     atomic_output,
     atomic_write,
     checksum_path,
+    output_folder,
     sha256_of,
     verify_checksum,
     write_checksummed,
@@ -111,3 +117,113 @@ def test_a_failed_sidecar_write_names_the_sidecar_once(tmp_path: Path, monkeypat
     assert str(caught.value) == f"cannot write checkpoint.pt.sha256 in {tmp_path}: No space left on device"
     monkeypatch.undo()
     assert path.read_bytes() == b"good" and verify_checksum(path)
+
+
+def _fill(folder: Path, text: str) -> None:
+    (folder / "config.json").write_text(text)
+    atomic_write(folder / "model.safetensors", text)
+
+
+def _beside(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_a_used_folder_is_refused_untouched_and_force_replaces_it(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    out.mkdir()
+    (out / "config.json").write_text("the user's")
+    with pytest.raises(OutputError) as caught, output_folder(out) as tmp:
+        _fill(tmp, "ours")  # never reached: refused before the block runs
+    assert str(caught.value) == (
+        f"--out {out}: exists and is not an empty folder (holds config.json); choose another or pass --force"
+    )
+    assert _used_names(out) == {"config.json": "the user's"} and _beside(out) == ["net"]
+    with output_folder(out, force=True) as tmp:
+        _fill(tmp, "ours")
+        assert _used_names(out) == {"config.json": "the user's"}  # replaced only at the end
+    assert _used_names(out) == {"config.json": "ours", "model.safetensors": "ours"} and _beside(out) == ["net"]
+
+
+def _used_names(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_a_failed_writer_leaves_no_folder_and_an_empty_one_is_filled(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "net"
+    with pytest.raises(RuntimeError), output_folder(out) as tmp:
+        _fill(tmp, "half")
+        raise RuntimeError("crash mid-write")
+    assert not out.exists() and _beside(out) == []
+    out.mkdir()
+    with output_folder(out) as tmp:
+        _fill(tmp, "ours")
+    assert _used_names(out)["config.json"] == "ours"
+    with pytest.raises(OutputError, match="is not a folder"), output_folder(out / "config.json"):
+        pass
+
+
+def test_a_second_concurrent_writer_is_refused_in_one_line_and_the_first_finishes(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    started, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with output_folder(out) as tmp:
+                started.set()
+                go.wait(60)
+                _fill(tmp, "first")
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert started.wait(60)
+    try:
+        with pytest.raises(OutputError) as caught, output_folder(out, force=True) as tmp:
+            _fill(tmp, "second")
+    finally:
+        go.set()
+        thread.join(60)
+    assert (
+        str(caught.value)
+        == f"--out {out}: another run is writing this folder now; wait for it to finish or choose another"
+    )
+    assert errors == [] and _used_names(out) == {"config.json": "first", "model.safetensors": "first"}
+    assert _beside(out) == ["net"]  # the lock file went with its writer
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from zoo.files import output_folder
+with output_folder(sys.argv[1]) as tmp:
+    (tmp / "config.json").write_text("half")
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+"""
+
+
+def test_a_sigkilled_writer_leaves_nothing_a_rerun_trips_on(tmp_path: Path) -> None:
+    out, ready = tmp_path / "net", tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out), str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer did not start"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()  # no folder that loads as finished
+    assert [n for n in _beside(out) if n != "ready"] == [".net.proxyless-lock", *_leftover_tmp(out)]
+    with output_folder(out) as tmp:
+        _fill(tmp, "rerun")
+    assert _used_names(out)["config.json"] == "rerun" and _beside(out) == ["net", "ready"]
+
+
+def _leftover_tmp(out: Path) -> list[str]:
+    names = [n for n in _beside(out) if n.startswith(".net.proxyless-tmp-")]
+    assert len(names) == 1
+    return names

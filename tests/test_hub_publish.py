@@ -290,7 +290,7 @@ def test_dry_run_writes_a_card_that_round_trips(tiny: dict, tmp_path: Path, caps
     assert config["weights_sha256"] == sha256_file(out / "model.safetensors")
     capsys.readouterr()
     assert main([*args]) == 2  # DIR now exists: refused, untouched
-    assert "already exists" in capsys.readouterr().err
+    assert "exists and is not an empty folder" in capsys.readouterr().err  # the wording of every --out
     assert (out / "model.onnx").is_file()
 
 

@@ -105,6 +105,12 @@ def test_import_official_and_torch_hub_round_trip(mobile, tmp_path: Path, capsys
     hub = torch.hub.load(str(ROOT), "proxyless_mobile", source="local", pretrained=str(out_dir))
     assert torch.equal(logits(hub, x), out)
     assert hub.info.name == "proxyless_mobile" and hub.info.input_size == (3, 224, 224)
+    argv = ["import-official", "--arch", "proxyless_mobile", str(ckpt), "--out", str(out_dir)]
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert zoo_main(argv) == 2  # a used folder, as for every --out
+    assert capsys.readouterr().err.startswith(f"error: --out {out_dir}: exists and is not an empty folder")
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    assert zoo_main([*argv, "--force"]) == 0
 
 
 def test_flipped_byte_is_refused(mobile_dir: Path, tmp_path: Path) -> None:
@@ -186,6 +192,7 @@ def test_malicious_pickle_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFix
     assert zoo_main(["import-official", "--arch", "proxyless_mobile", str(ckpt), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # a refused checkpoint leaves no folder behind
     with pytest.raises(WeightsError, match=r"not a \.safetensors file; convert .* import-official"):
         create_model("proxyless_mobile", pretrained=ckpt)
     assert not marker.exists()

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from zoo.files import output_folder
 from zoo.registry import build_network, get_model_info
 from zoo.weights import WeightsError, assign_state_dict, save_pretrained, sha256_file
 
@@ -95,13 +96,16 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="the authors' .pth / .pth.tar file")
     p.add_argument("--arch", required=True, help="registered arch name (see `proxyless zoo list`)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = import_official(args.arch, args.checkpoint, args.out, torch.float16 if args.fp16 else None)
+    with output_folder(args.out, force=args.force) as tmp:
+        import_official(args.arch, args.checkpoint, tmp, torch.float16 if args.fp16 else None)
+    out = args.out
     config = json.loads((out / "config.json").read_text())
     print(f"wrote {out}: {args.arch} weights; load with create_model({args.arch!r}, pretrained={str(out)!r})")
     print(json.dumps({"arch": args.arch, "out": str(out), "weights_sha256": config["weights_sha256"]}))

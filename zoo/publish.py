@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from zoo import supernet_folder as supernet
+from zoo.files import output_folder
 from zoo.model_card import read_report, render_card, render_supernet_card
 from zoo.registry import build_network, create_model, weights_dir_info
 from zoo.supernet_folder import SupernetFolder, is_supernet_folder, read_supernet
@@ -226,19 +227,11 @@ def stage_supernet(sn: SupernetFolder, folder: Path, *, repo_id: str, revision: 
     return sorted(p.name for p in folder.iterdir())
 
 
-def write_dry_run(out: Path, fill: Callable[[Path], list[str]]) -> list[str]:
-    """``fill`` a temp folder beside ``out``, then rename it to ``out``: a crash never leaves half a folder."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PublishError(f"--dry-run {out}: already exists and is not an empty directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    try:
-        files = fill(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return files
+def write_dry_run(out: Path, fill: Callable[[Path], list[str]], force: bool = False) -> list[str]:
+    """``fill`` a temp folder beside ``out``, then rename it to ``out``: a crash never leaves half a folder; a used
+    ``out`` is refused unless ``force`` (``zoo.files.output_folder``, as every command that writes a folder)."""
+    with output_folder(out, force=force, flag="--dry-run") as tmp:
+        return fill(tmp)
 
 
 def _reason(e: BaseException) -> str:
@@ -445,7 +438,7 @@ def publish(
         name, repo_id=repo_id, revision=revision, reports=reports, onnx=onnx, license=license, code_repo=code_repo
     )
     if dry_run is not None:
-        files = write_dry_run(Path(dry_run), item.fill)
+        files = write_dry_run(Path(dry_run), item.fill, force)
         sha = sha256_file(Path(dry_run) / item.weights_file)
         return PublishResult(item.label, repo_id, revision, None, sha, files, str(dry_run), item.kind)
     with tempfile.TemporaryDirectory(prefix="proxyless-publish-") as tmp:
@@ -526,7 +519,9 @@ def add_parser(subparsers: Any) -> None:
         metavar="OWNER/REPO[:REF]",
         help="GitHub repo serving this project's hubconf.py, for the card's torch.hub snippet (default: a local clone)",
     )
-    p.add_argument("--force", action="store_true", help="replace another model already in the repo")
+    p.add_argument(
+        "--force", action="store_true", help="replace another model already in the repo (or a used --dry-run DIR)"
+    )
     p.add_argument("--dry-run", metavar="DIR", help="write the repo folder to DIR instead of uploading")
     p.add_argument("--json", action="store_true", help="end with one line of JSON")
     p.set_defaults(func=run)

@@ -38,7 +38,7 @@ from search.elastic.subnet_folder import save_subnet, subnet_net
 from search.latency.predict import TARGETS
 from zoo.datasets import build_eval_dataset, get_dataset
 from zoo.evaluate import evaluate, load_for_eval
-from zoo.files import atomic_write
+from zoo.files import atomic_write, output_folder
 from zoo.registry import get_model_info, list_models
 
 
@@ -65,6 +65,7 @@ class SpecializeConfig:
     teacher: str | None = None  # None: the space's zoo baseline; "none": no distillation
     finetune_lr: float = FinetuneConfig.lr
     progress: bool = True
+    force: bool = False
 
     def validate(self) -> None:
         if (self.target_ms is None) == (self.factor is None):
@@ -74,9 +75,6 @@ class SpecializeConfig:
             raise SpecializeError(f"the latency target must be > 0, got {limit}")
         if self.population < 4 or self.generations < 0 or self.top < 1:
             raise SpecializeError("--population must be >= 4, --generations >= 0, --top >= 1")
-        out = Path(self.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise SpecializeError(f"--out {out} exists and is not an empty folder; choose another")
         if not (math.isfinite(self.finetune_min) and 0 <= self.finetune_min <= MAX_MINUTES):
             raise SpecializeError(f"--finetune-min must be 0..{MAX_MINUTES:g} minutes, got {self.finetune_min}")
         if not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
@@ -156,7 +154,14 @@ def test_top1(net: torch.nn.Module, dataset: str, data_dir: str | None) -> tuple
 
 
 def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
+    """Claim ``--out`` first (refused in one line when used or being written), search, and write the net into a
+    temp folder that becomes ``--out`` only when it is complete."""
     cfg.validate()
+    with output_folder(cfg.out, force=cfg.force) as tmp:
+        return _specialize(cfg, command, tmp)
+
+
+def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
     started = time.monotonic()
 
     def say(line: str) -> None:
@@ -260,8 +265,8 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
     }
     how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
     training = tuned.describe() if tuned else "not fine-tuned"
-    save_subnet(net, meta, best.subnet, cfg.out, metrics, how, training)
-    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
+    save_subnet(net, meta, best.subnet, out, metrics, how, training)
+    atomic_write(out / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
     return record
 
 
@@ -276,6 +281,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--lut", required=True, help=f"latency table: one of {', '.join(TARGETS)} or a LUT file")
     p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--target-ms", type=float, help="latency limit in the table's unit")

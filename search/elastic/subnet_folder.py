@@ -17,6 +17,7 @@ from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, resolve_supernet
 from search.elastic.supernet import ElasticSupernet, recalibrate_bn
 from zoo.datasets import get_dataset
+from zoo.files import output_folder
 from zoo.network import ProxylessNet, count_macs, count_params
 from zoo.weights import save_pretrained
 
@@ -103,20 +104,22 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
     p.add_argument("--subnet", required=True, help=f"{', '.join(NAMED)} or d<depths>-k<kernels>-e<expands>")
-    p.add_argument("--out", required=True, help="weights folder to write")
+    p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--name", help="the net's name (default: the --out folder's name)")
     p.add_argument("--data-dir", help="dataset folder")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    folder = resolve_supernet(args.supernet)
-    supernet, config = load_supernet(folder)
-    subnet = parse_subnet(supernet.space, args.subnet)
-    evaluator = SubnetEvaluator.for_supernet(supernet.space, config["metadata"]["recipe"], args.data_dir)
-    top1 = evaluator.top1(supernet, subnet)
-    name = args.name or Path(args.out).name
-    write_subnet(supernet, config, subnet, evaluator, args.out, name, {"val_top1_inherited": top1}, f"{args.subnet}")
+    with output_folder(args.out, force=args.force) as tmp:  # refused before the supernet is loaded
+        folder = resolve_supernet(args.supernet)
+        supernet, config = load_supernet(folder)
+        subnet = parse_subnet(supernet.space, args.subnet)
+        evaluator = SubnetEvaluator.for_supernet(supernet.space, config["metadata"]["recipe"], args.data_dir)
+        top1 = evaluator.top1(supernet, subnet)
+        name = args.name or Path(args.out).name
+        write_subnet(supernet, config, subnet, evaluator, tmp, name, {"val_top1_inherited": top1}, f"{args.subnet}")
     print(f"wrote {args.out}: {subnet}, inherited val top-1 {top1 * 100:.2f}%")
     print(json.dumps({"subnet": str(subnet), "val_top1_inherited": top1, "out": args.out}))
     return 0
