@@ -1,6 +1,7 @@
 """The fine-tune study of docs/finetune.md, step by step; resumable (run the same command again to continue).
 
     python scripts/finetune_study.py step1     # lr and distillation: 4 arms from the 0.75x cpu net
+    python scripts/finetune_study.py step2     # step 1's choice for 8 epochs: the val curve
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. The summary goes to ``benchmarks/results/finetune/STEP.json``; the last line printed
@@ -32,12 +33,13 @@ class Arm:
     teacher: str | None
     epochs: int = 2
     seed: int = 0
+    eval_every: int | None = None  # default: the last epoch only
 
     def command(self, start: Path, out: Path) -> list[str]:
         cmd = [sys.executable, "-m", "zoo.proxyless_cli", "search", "train", "--arch", str(start)]
         cmd += ["--init", str(start), "--out", str(out), "--epochs", str(self.epochs), "--lr", str(self.lr)]
         cmd += ["--warmup-epochs", "0.1", "--ema", "0", "--val-size", "5000", "--no-test", "--seed", str(self.seed)]
-        cmd += ["--eval-every", str(self.epochs), "--resume", "--no-progress"]
+        cmd += ["--eval-every", str(self.eval_every or self.epochs), "--resume", "--no-progress"]
         teacher = ROOT / "zoo" / "pretrained" / self.teacher if self.teacher else None
         return cmd + (["--teacher", str(teacher)] if teacher else [])
 
@@ -87,7 +89,15 @@ def step1() -> dict:
     }
 
 
-STEPS = {"step1": step1}
+def step2() -> dict:
+    start = start_net("cpu075", "cpu", 0.75)
+    arm = run_arm(Arm("E_lr0.01_nokd_8ep", 0.01, None, epochs=8, eval_every=2), start)
+    log = json.loads((RUNS / f"{start.name}_{arm['name']}" / "log.json").read_text())
+    curve = {row["epoch"]: row["val_top1"] for row in log["epochs"] if "val_top1" in row}
+    return {"step": "step2", "start": start.name, "arm": arm, "val_top1_by_epoch": curve}
+
+
+STEPS = {"step1": step1, "step2": step2}
 
 
 def main() -> int:
