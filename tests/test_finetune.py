@@ -90,6 +90,7 @@ def test_the_clock_sizes_the_run_and_a_step_that_cannot_fit_is_not_started(super
         (["--finetune-min", "1e9"], "--finetune-min must be 0..1440 minutes"),
         (["--finetune-min", "1", "--finetune-lr", "0"], "--finetune-lr must be finite and > 0"),
         (["--finetune-min", "1", "--teacher", "no_such_net"], "--teacher 'no_such_net' is neither"),
+        (["--finetune-min", "1", "--teacher", "baseline"], "the zoo has no trained baseline of this space and dataset"),
     ],
 )
 def test_bad_fine_tune_options_are_refused_in_one_line(

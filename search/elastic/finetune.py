@@ -1,11 +1,12 @@
-"""Fine-tune a network within a budget, distilling from a teacher: ``specialize --finetune-min`` and the zoo recipe.
+"""Fine-tune a network within a budget, optionally distilling from a teacher: ``specialize --finetune-min``.
 
-Weights inherited from the supernet are 1-2 points short of the same net trained alone (docs/finetune.md); a short
-fine-tune with knowledge distillation from a trained net closes most of that gap. Two kinds of run: a fixed number
-of steps (reproducible: the zoo recipe), or a wall-clock budget (the journey), whose warm-up and cosine run on the
-clock, so the schedule ends at the deadline however fast the machine is and however its speed changes; everything
-the fine-tune does (data, training, the final validation pass) fits the budget. Training images are the supernet
-run's training split (its validation split stays held out), with the supernet's augmentation.
+Weights inherited from the supernet are about a point short of the same net trained alone; a fine-tune, optionally
+distilled from a trained net, is what closes that gap (how far, at which cost: docs/finetune.md). Two kinds of run:
+a fixed number of steps (reproducible, for studies and recipes), or a wall-clock budget (the journey), whose
+warm-up and cosine run on the clock, so the schedule ends at the deadline however fast the machine is and however
+its speed changes; everything the fine-tune does (data, training, the final validation pass) fits the budget.
+Training images are the supernet run's training split (its validation split stays held out), with the supernet's
+augmentation.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ class FinetuneError(ValueError):
 class FinetuneConfig:
     """One fine-tune. Exactly one of ``minutes`` (wall-clock budget) and ``steps`` (fixed length) is set.
 
-    ``lr`` is the peak per 256 images, a fifth of the supernet's: the weights start trained. ``teacher`` is a zoo
-    model name or weights folder (``None``: no distillation); its soft predictions add a cross-entropy term of
-    weight ``kd_weight`` to the label-smoothed one. ``reserve_s`` of a budget is kept for the final validation pass.
+    ``lr`` is the peak per 256 images, a twentieth of the supernet's: the weights start trained, and larger ones
+    cost accuracy in short runs (docs/finetune.md, step 1). ``teacher`` is a zoo model name or weights folder
+    (``None``: no distillation); its soft predictions add a cross-entropy term of weight ``kd_weight`` to the
+    label-smoothed one. ``reserve_s`` of a budget is kept for the final validation pass.
     """
 
     minutes: float | None = None
     steps: int | None = None
     teacher: str | None = None
-    lr: float = 0.04
+    lr: float = 0.01
     batch_size: int = 256
     kd_weight: float = 1.0
     label_smoothing: float = 0.1

@@ -7,8 +7,9 @@ extracted weights, metadata with the predicted latency, the estimated accuracy, 
 command. ``create_model(folder)``, ``proxyless export`` and the demo take it as it is. ``--random`` runs random
 search with the same number of predictor evaluations instead: the control.
 
-``--finetune-min M`` then fine-tunes the chosen net for at most M minutes of wall clock, distilling from the
-space's zoo baseline (``finetune.py``): inherited weights alone are about a point short of the baseline. The
+``--finetune-min M`` then fine-tunes the chosen net for at most M minutes of wall clock (``finetune.py``;
+``--teacher baseline`` distills from the space's zoo baseline): inherited weights alone are about a point short of
+the baseline. The
 folder is written whole at the end, so an interrupted run leaves none that loads as finished. Where the zoo has
 the space's baseline, the net's test top-1 and its speed on the table are compared with it on one line.
 """
@@ -62,7 +63,7 @@ class SpecializeConfig:
     threads: int | None = None
     name: str | None = None
     finetune_min: float = 0.0
-    teacher: str | None = None  # None: the space's zoo baseline; "none": no distillation
+    teacher: str | None = None  # None: no distillation; "baseline": the space's zoo baseline; else a model/folder
     finetune_lr: float = FinetuneConfig.lr
     progress: bool = True
     force: bool = False
@@ -138,10 +139,14 @@ def _baseline(space: str, dataset: str) -> str | None:
 
 
 def _teacher(cfg: SpecializeConfig, baseline: str | None) -> str | None:
-    """``--teacher``: by default the baseline; ``none`` turns distillation off."""
-    if cfg.teacher is None:
+    """``--teacher``: none by default (docs/finetune.md, step 1), ``baseline`` for the space's zoo baseline."""
+    if cfg.teacher in (None, "none"):
+        return None
+    if cfg.teacher == "baseline":
+        if baseline is None:
+            raise SpecializeError("--teacher baseline: the zoo has no trained baseline of this space and dataset")
         return baseline
-    return None if cfg.teacher == "none" else cfg.teacher
+    return cfg.teacher
 
 
 def test_top1(net: torch.nn.Module, dataset: str, data_dir: str | None) -> tuple[float, int]:
@@ -302,8 +307,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--teacher",
-        help="distill the fine-tune from this zoo model or weights folder; 'none' for no teacher "
-        "(default: the space's zoo baseline, e.g. fmnist_mobilenetv2)",
+        help="distill the fine-tune from this zoo model or weights folder, or 'baseline': the space's zoo baseline "
+        "(e.g. fmnist_mobilenetv2) (default: none)",
     )
     p.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="peak fine-tune lr per 256 images")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
