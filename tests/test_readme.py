@@ -1,18 +1,28 @@
 """The README is a short product page whose figures are the recorded ones: the results table's top-1, intervals,
-MACs and latencies match the nets' metadata and the generated specialization table, and its links resolve."""
+MACs and latencies match the nets' metadata and the generated specialization table, and its links resolve. Its
+steps run as written from a fresh clone: the torch.hub snippet with only hubconf's ``dependencies`` installed,
+every ``proxyless`` line's subcommand and flags, every ``make`` target."""
 
 from __future__ import annotations
 
+import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest
 
-from zoo import get_model_info
+import hubconf
+from zoo import get_model_info, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+REPO_PACKAGES = frozenset({"hubconf", "zoo", "search", "export", "demo"})
+# Imported by modules of hubconf's closure but only on paths torch.hub users do not take.
+HUB_OPTIONAL = {"torchvision": "zoo.datasets' ImageNet / ImageFolder transforms (zoo eval, training)"}
 ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)% \| ([\d.]+)-([\d.]+)% \| ([^|]+) \| ([\d.]+)M \| (.+) \|$", re.M)
 
 
@@ -51,3 +61,98 @@ def test_results_table_is_the_recorded_figures() -> None:
 def test_links_resolve() -> None:
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README):
         assert (ROOT / target).exists(), target
+
+
+# ---------------------------------------------------------------- torch.hub: hubconf's dependencies
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, at module level or inside functions (``from a import b``: a.b)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def hub_closure() -> dict[str, set[str]]:
+    """Each repo module hubconf.py imports, transitively (with the network modules the registry imports by name),
+    mapped to the third-party top-level packages it imports."""
+    todo = ["hubconf", *(family.module for family in registry._FAMILIES.values())]
+    closure: dict[str, set[str]] = {}
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if module in closure or path is None:
+            continue
+        closure[module] = set()
+        for name in _imported_names(path):
+            top = name.partition(".")[0]
+            if top in REPO_PACKAGES:
+                parts = name.split(".")
+                todo += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # packages run their __init__
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                closure[module].add(top)
+    return closure
+
+
+def test_hubconf_dependencies_cover_its_imports() -> None:
+    closure = hub_closure()
+    assert {"zoo.registry", "zoo.datasets", "zoo.network", "zoo.pyramid_tree"} <= set(closure)
+    missing = {
+        f"{top} (imported by {module})"
+        for module, tops in closure.items()
+        for top in tops - set(hubconf.dependencies) - set(HUB_OPTIONAL)
+    }
+    assert not missing, f"add to hubconf.dependencies: {sorted(missing)}"
+
+
+# Run before the README's snippet: an import made by a file of this repo (not of .venv) of a third-party package
+# missing from hubconf.dependencies fails as it would where only those are installed, even when torch has already
+# imported that package itself.
+_GUARD = """
+import builtins, os, sys
+ROOT, ALLOWED = {root!r}, set({allowed!r})
+_import = builtins.__import__
+def _guarded(name, globals=None, locals=None, fromlist=(), level=0):
+    file = os.path.abspath((globals or {{}}).get("__file__") or "")
+    top = name.partition(".")[0]
+    ours = file.startswith(ROOT + os.sep) and os.sep + ".venv" + os.sep not in file
+    if ours and level == 0 and top not in ALLOWED and top not in sys.stdlib_module_names:
+        raise ModuleNotFoundError(f"No module named {{top!r}} ({{file}}: not in hubconf.dependencies)", name=top)
+    return _import(name, globals, locals, fromlist, level)
+builtins.__import__ = _guarded
+"""
+
+HUB_SNIPPET = re.compile(r"```sh\npython - <<'EOF'\n(.*?)\nEOF\n```\n```\n(.*?)\n```", re.S)
+FMNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FMNIST_TEST.is_file(), reason="the snippet reads the Debian package's Fashion-MNIST")
+def test_torch_hub_snippet_runs_with_only_hubconf_dependencies() -> None:
+    snippet, expected = HUB_SNIPPET.search(README).groups()
+    assert "torch.hub.load(" in snippet
+    allowed = sorted(REPO_PACKAGES | set(hubconf.dependencies) | {"__main__"})
+    guard = _GUARD.format(root=str(ROOT), allowed=allowed)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", guard + snippet], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == expected.strip()
+
+
+def test_readme_lists_the_hub_dependencies() -> None:
+    line = next(line for line in README.splitlines() if "For `torch.hub` without installing" in line)
+    assert {f"`{d}`" for d in hubconf.dependencies} <= set(re.findall(r"`[\w-]+`", line)), line
