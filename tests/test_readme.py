@@ -5,9 +5,13 @@ every ``proxyless`` line's subcommand and flags, every ``make`` target."""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +160,113 @@ def test_torch_hub_snippet_runs_with_only_hubconf_dependencies() -> None:
 def test_readme_lists_the_hub_dependencies() -> None:
     line = next(line for line in README.splitlines() if "For `torch.hub` without installing" in line)
     assert {f"`{d}`" for d in hubconf.dependencies} <= set(re.findall(r"`[\w-]+`", line)), line
+
+
+# ---------------------------------------------------------------- the README's shell steps
+
+SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
+INLINE = re.compile(r"`([^`]+)`")
+
+
+def sh_commands() -> list[list[str]]:
+    """Each command of the README's ``sh`` blocks (heredoc bodies skipped, ``&&`` splitting), as words."""
+    commands: list[list[str]] = []
+    for block in SH_BLOCK.findall(README):
+        heredoc = None
+        for line in block.splitlines():
+            if heredoc is not None:
+                heredoc = None if line.strip() == heredoc else heredoc
+                continue
+            if "<<" in line:
+                heredoc = line.split("<<", 1)[1].strip().strip("'\"")
+            words = shlex.split(line, comments=True)
+            while "&&" in words:
+                cut = words.index("&&")
+                commands.append(words[:cut])
+                words = words[cut + 1 :]
+            commands += [words] if words else []
+    return commands
+
+
+def inline_commands(program: str) -> list[list[str]]:
+    """The README's inline code spans that start with ``program`` (they may wrap across lines), as words."""
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+    spans = (" ".join(span.split()) for span in INLINE.findall(prose))
+    return [shlex.split(span) for span in spans if span.startswith(program + " ")]
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand ``words`` name, following subparsers as far as they go."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and words and words[0] in action.choices:
+            return _subcommand_parser(action.choices[words[0]], words[1:])
+    return parser
+
+
+def unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The ``--flags`` of ``argv`` its subcommand does not spell exactly (argparse would take ``--format``)."""
+    sub = _subcommand_parser(parser, argv)
+    return {w.split("=", 1)[0] for w in argv if w.startswith("--")} - set(sub._option_string_actions)
+
+
+def proxyless_parser(words: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The package parser of ``proxyless PACKAGE ...`` and the arguments it parses (``export SOURCE``: ``run``)."""
+    package, argv = words[1], words[2:]
+    cli = importlib.import_module(f"{package}.cli")
+    if package == "export" and argv and argv[0] not in cli.SUBCOMMANDS:
+        argv = ["run", *argv]
+    return cli.build_parser(), argv
+
+
+def test_readme_proxyless_commands_parse() -> None:
+    """Every ``proxyless`` line of a shell block parses as written: subcommands, flags, choices, required args."""
+    lines = [c for c in sh_commands() if c[0] == "proxyless"]
+    assert len(lines) >= 4, "the README's proxyless commands were not found"
+    for words in lines:
+        parser, argv = proxyless_parser(words)
+        assert not unknown_flags(parser, argv), f"README: `{shlex.join(words)}`: {unknown_flags(parser, argv)}"
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README: `{shlex.join(words)}` does not parse (see stderr)")
+
+
+def test_readme_inline_proxyless_commands_exist() -> None:
+    """Inline mentions (``proxyless zoo publish FOLDER --repo ORG/NAME``) name real subcommands and flags."""
+    mentions = inline_commands("proxyless")
+    assert len(mentions) >= 4
+    for words in mentions:
+        parser, argv = proxyless_parser(words)
+        sub = _subcommand_parser(parser, argv)
+        positional = [w for w in argv if not w.startswith("-")]
+        assert sub is not parser or not positional, f"README: `{shlex.join(words)}`: no such subcommand"
+        assert not unknown_flags(parser, argv), f"README: `{shlex.join(words)}`: {unknown_flags(parser, argv)}"
+
+
+def test_readme_make_targets_and_variables_exist() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w.-]+):", makefile, re.M))
+    uses = [c for c in sh_commands() if c[0] == "make"] + inline_commands("make")
+    assert {"demo", "test"} <= {w for c in uses for w in c[1:]}
+    for words in uses:
+        for word in words[1:]:
+            if "=" in word:
+                assert f"$({word.split('=')[0]})" in makefile, f"README: `{shlex.join(words)}`: no such variable"
+            else:
+                assert word in targets, f"README: `{shlex.join(words)}`: no target {word}"
+
+
+def test_readme_says_to_activate_the_venv() -> None:
+    """``make`` installs ``proxyless`` into .venv/bin, which is not on PATH until activated (issue 40)."""
+    commands = sh_commands()
+    first = next(i for i, c in enumerate(commands) if c[0] == "proxyless")
+    assert ["source", ".venv/bin/activate"] in commands[:first]
+
+
+def test_readme_journeys_write_distinct_ignored_folders() -> None:
+    outs = [c[c.index("--out") + 1] for c in sh_commands() if c[0] == "proxyless" and "--out" in c]
+    assert len(outs) >= 4 and len(set(outs)) == len(outs), f"two README steps write the same place: {outs}"
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", *outs], cwd=ROOT, capture_output=True, text=True).stdout
+    assert set(ignored.split()) == set(outs), f"not git-ignored: {sorted(set(outs) - set(ignored.split()))}"
