@@ -2,6 +2,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
+# PyPI's Linux torch wheel pulls about 4 GB of CUDA libraries and PyPI has no CPU-only one; where the PyTorch index
+# is reachable, TORCH_INDEX=https://download.pytorch.org/whl/cpu installs its CPU-only build instead.
+TORCH_INDEX ?=
+TORCH_PIP := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
 .PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo \
 	fmnist-supernet fmnist-supernet-bundle fmnist-train-largest fmnist-train-alone gpu-elastic-ranking \
@@ -12,12 +16,12 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed-demo: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH) || $(BIN)/pip install -q "torch>=2.3,<2.15" torchvision
+	$(BIN)/pip install -q $(TORCH_PIP) $(TORCH) || $(BIN)/pip install -q $(TORCH_PIP) "torch>=2.3,<2.15" torchvision
 	$(BIN)/pip install -q -e ".[export,demo]"
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH) || $(BIN)/pip install -q "torch>=2.3,<2.15" torchvision
+	$(BIN)/pip install -q $(TORCH_PIP) $(TORCH) || $(BIN)/pip install -q $(TORCH_PIP) "torch>=2.3,<2.15" torchvision
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.installed-demo
 

@@ -18,7 +18,8 @@ from torch import nn as _nn
 
 from zoo import registry as _registry
 
-dependencies = ["torch", "safetensors", "huggingface_hub"]
+# Every third-party package the modules below import (tests/test_readme.py checks it): torch.hub checks them first.
+dependencies = ["torch", "numpy", "safetensors", "huggingface_hub"]
 
 _NO_WEIGHTS = (
     "No published weights can be fetched by this project: convert the authors' checkpoint with\n"

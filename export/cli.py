@@ -9,9 +9,12 @@
 SOURCE is a zoo model name, an arch JSON file (random weights) or a weights directory (model.safetensors +
 config.json). The export report carries, for every runtime of the registry that loads an artefact, its parity
 with eager PyTorch and its batch-1 latency. Every command ends with one line of JSON; errors are one line
-``error: ...`` (exit 2 for bad input, 1 for a parity mismatch). ``--out`` is a new or empty folder (``--force``
-replaces a used one, an earlier export's too); it appears whole when the command ends, and a second command
-writing the same folder at the same time is refused.
+``error: ...`` (exit 2 for bad input, 1 for a parity mismatch). Each step is one line on stderr (--no-progress: none).
+``--out`` is a new or empty folder (``--force`` replaces a used one, an earlier export's too); it appears whole when
+the command ends, and a second command writing the same folder at the same time is refused.
+
+Threads: runtimes are checked and timed on 1 thread, the artefacts made with PyTorch's default (one per core;
+OMP_NUM_THREADS sets it); bench runs every runtime on --threads (default 1).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _common_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-weights", action="store_true", help="a zoo name with random (seed 0) weights")
     add_options(p, ExportOptions)
     p.add_argument("--full-test", action="store_true", help="int8 accuracy on the whole test split")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_export(quant)
     check = sub.add_parser("check", help="re-run the parity checks of an export directory")
     check.add_argument("dir", type=Path)
-    check.add_argument("--no-progress", action="store_true")
+    check.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
     bench = sub.add_parser("bench", help="latency report of zoo models across runtimes")
     bench.add_argument("models", nargs="+", help="zoo model names, arch JSON files or weights directories")
     add_options(bench, BenchOptions)

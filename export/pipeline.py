@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from export.files import ExportError, ParityError, file_bytes, write_json
 from export.parity import (
@@ -93,6 +93,19 @@ class ExportOptions:
 
 
 @dataclass
+class Steps:
+    """One line on stderr as each step starts, after the seconds since the first: an export is otherwise silent for
+    tens of seconds per format on a small machine. Quiet when not ``enabled`` (``--no-progress``)."""
+
+    enabled: bool = True
+    start: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, what: str) -> None:
+        if self.enabled:
+            print(f"[{time.perf_counter() - self.start:5.1f} s] {what}", file=sys.stderr, flush=True)
+
+
+@dataclass
 class Check:
     """One runtime's run of an artefact: parity with eager PyTorch, and its batch-1 latency."""
 
@@ -146,8 +159,9 @@ def tolerance(precision: str, opts: ExportOptions) -> tuple[float | None, float 
 class _Exporter:
     """One export run: the source, its real images and eager logits, the artefacts and the sessions checked."""
 
-    def __init__(self, source: Source, out: Path, opts: ExportOptions) -> None:
-        self.source, self.out, self.opts = source, Path(out), opts
+    def __init__(self, source: Source, out: Path, opts: ExportOptions, steps: Steps) -> None:
+        self.source, self.out, self.opts, self.steps = source, Path(out), opts, steps
+        steps(f"{source.name}: {opts.parity_images} parity images and their eager PyTorch logits")
         self.images = sample_images(source.preprocessing, "parity", opts.parity_images, opts.parity_data)
         self.reference = eager_logits(source.model, self.images.x)
         self.files = Artefacts(
@@ -161,6 +175,7 @@ class _Exporter:
     def calibration(self) -> ImageSet:
         if self._calib is None:
             prep, o = self.source.preprocessing, self.opts
+            self.steps(f"int8: {o.calib_images} calibration images")
             self._calib = sample_images(prep, "calibration", o.calib_images, o.calibration_data)
         return self._calib
 
@@ -186,6 +201,7 @@ class _Exporter:
 
     def check(self, spec: RuntimeSpec, path: Path, precision: str) -> Check:
         atol, agree = tolerance(precision, self.opts)
+        self.steps(f"{path.name}: parity on {spec.name}")
         session = load_session(spec.name, path, spec.device_for("cpu"), threads=1)  # 1 thread: the latency's
         self.sessions[spec.name] = session
         batch = min(self.opts.batch_max, 64)
@@ -196,10 +212,12 @@ class _Exporter:
         specs = self.runnable(fmt)
         if not specs:  # no runtime here can check it: not made (the reasons are logged)
             return
+        self.steps(f"{fmt}: writing")
         t0 = time.perf_counter()
         path = self.files.get(fmt)
         extra = self.files.built[fmt]
         if fmt == "onnx" and self.opts.slim:
+            self.steps("onnx: onnxslim, kept if ONNX Runtime gives the same logits")
             extra["onnxslim"] = self._slim(path)
         if fmt == "int8":
             extra["calibration_images"] = self.calibration().description
@@ -234,6 +252,7 @@ class _Exporter:
             slim_path.unlink(missing_ok=True)
 
     def _int8_accuracy(self, path: Path) -> dict[str, Any] | str:
+        self.steps(f"int8: accuracy on {self.opts.eval_images or 'all'} test images, fp32 and int8")
         test = sample_images(self.source.preprocessing, "evaluation", self.opts.eval_images, self.opts.parity_data)
         if test.labels is None:
             return f"not measured: no labelled {self.source.dataset} test images here ({test.description})"
@@ -249,6 +268,7 @@ class _Exporter:
         from zoo.runtimes import make_session
 
         calls = self.opts.latency_calls
+        self.steps(f"latency: eager PyTorch and {len(self.sessions)} runtime(s), {calls} batch-1 calls each")
         sessions = {"torch": make_session("torch", self.source.model, self.source.input_shape, self.out)}
         sessions.update(self.sessions)
         opts = BenchOptions(runtimes=tuple(sessions), batches=(1,), warmup=3, iters=calls, rounds=min(3, calls))
@@ -290,8 +310,9 @@ def run_export(
     mismatch (after the folder is written, so the report can be read). ``out`` must be new or empty (an earlier
     export's folder too) unless ``force``; it appears whole when the export ends (``zoo.files.output_folder``)."""
     with output_folder(out, force=force) as tmp:
-        ex = _Exporter(source, tmp, opts)
-        for fmt in tqdm(opts.formats, desc=f"export {source.name}", unit="format", disable=not progress):
+        steps = Steps(progress)
+        ex = _Exporter(source, tmp, opts, steps)
+        for fmt in opts.formats:
             ex.make(fmt)
         report = ex.report(ex.time_runtimes())
         write_json(tmp / "report.json", report)
@@ -327,9 +348,9 @@ def check_dir(out: Path, progress: bool = True) -> dict[str, Any]:
             raise ExportError(f"{path}: sha256 differs from the report's (corrupt, or another export's file)")
     from zoo.runtimes import get_runtime
 
-    ex = _Exporter(load_source(model["source"], random_weights=random_name), Path(out), opts)
+    ex = _Exporter(load_source(model["source"], random_weights=random_name), Path(out), opts, Steps(progress))
     checks: list[tuple[str, Check]] = []
-    for name, _, runtime, precision in tqdm(runs, desc=f"check {ex.source.name}", unit="run", disable=not progress):
+    for name, _, runtime, precision in runs:
         spec = get_runtime(runtime)
         reason = ex.runtime_unavailable(spec)
         if reason:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from zoo.datasets import DatasetError, build_eval_dataset, dataset_names, get_dataset
 
@@ -74,11 +76,18 @@ def summarize(sums: torch.Tensor) -> EvalResult:
 
 
 def evaluate(
-    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu", workers: int = 0
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    workers: int = 0,
+    progress: str | None = None,
 ) -> EvalResult:
-    """Top-1 / top-5 accuracy (fractions), image count and mean cross-entropy of ``model`` on ``dataset``."""
+    """Top-1 / top-5 accuracy (fractions), image count and mean cross-entropy of ``model`` on ``dataset``;
+    ``progress``: a bar with that label on stderr (a test split takes minutes on a small CPU)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    return summarize(accumulate(model, loader, device))
+    batches = tqdm(loader, desc=progress, unit="batch", file=sys.stderr, disable=progress is None)
+    return summarize(accumulate(model, batches, device))
 
 
 # ---------------------------------------------------------------- CLI
@@ -105,7 +114,9 @@ def add_parser(subparsers: Any) -> None:
         help="top-1 / top-5 accuracy of a model on a dataset's test split",
         description="Evaluate a zoo model (with its registered weights) or a weights directory. Preprocessing "
         "(channels, input size, mean/std) follows the model's metadata; the dataset defaults to the one it was "
-        "trained on. The last line (with --json) is JSON; top1/top5 are fractions.",
+        "trained on. The last line (with --json) is JSON; top1/top5 are fractions. A progress bar on stderr "
+        "(--no-progress: none). Threads: PyTorch's default, one per core (OMP_NUM_THREADS sets it); --workers "
+        "loader processes add one thread each.",
     )
     p.add_argument("model", metavar="NAME_OR_DIR", help="registered model name, or a weights directory")
     p.add_argument("--dataset", choices=dataset_names(), help="default: the model's own dataset")
@@ -115,8 +126,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (ImageFolder datasets)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes, one thread each (ImageFolder datasets)"
+    )
     p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_run)
 
 
@@ -149,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     model = model.to(args.device, memory_format=torch.channels_last)  # depthwise convs are much faster in NHWC
-    result = evaluate(model, dataset, args.batch_size, args.device, args.workers)
+    label = None if args.no_progress else f"eval {info.name}"
+    result = evaluate(model, dataset, args.batch_size, args.device, args.workers, progress=label)
     seconds = time.perf_counter() - start
     print(
         f"{info.name} on {name} {args.split} ({result.n} images): top-1 {result.top1 * 100:.2f}%, "
