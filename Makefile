@@ -25,8 +25,10 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.installed-demo
 
+# `make demo PORT=8080`: another port (set here, not read from the environment, so the default stays 7860)
+PORT = 7860
 demo: $(VENV)/.installed-demo
-	$(BIN)/proxyless demo
+	$(BIN)/proxyless demo --port $(PORT)
 
 test: $(VENV)/.installed-dev
 	@command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || \

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from PIL import Image
 from torch import nn
 
 from demo.batching import Batcher
+from demo.connections import guarded_h11
 from demo.examples import EXAMPLES_DIR, example_paths, label_of
-from demo.limits import Limits
+from demo.limits import Limits, NotReady
 from demo.preprocess import MAX_FILE_BYTES, ChoiceError, InputError, InputSpec, load_image, prepare
 from demo.rest import api_router
 from zoo import create_model, list_models
@@ -62,12 +64,24 @@ class Result:
     seen: Image.Image
 
 
+Progress = Callable[[str], None]  # start-up messages (what is being loaded or built), one line each
+
+
+def quiet(message: str) -> None:
+    """The progress callback of ``--no-progress``."""
+
+
 class Predictor:
     """Zoo models and their runtimes, created on first use and shared by all requests.
 
     Each runtime is called by its own ``Batcher`` thread, never concurrently (the runtime objects promise
     nothing about it, and on a few CPU cores parallel calls only compete); requests that wait meanwhile run
     together as one batch of up to ``max_batch`` (TensorRT: 1, its engines' batch range is the export's).
+
+    Loading never blocks an unrelated request (issue 39): each model and each (model, runtime) pair has its own
+    lock, so a request waits only for what it needs itself. Runtimes that take minutes to build (``slow_build``:
+    AOTInductor, TensorRT) are built by a background thread, one at a time and each once; until one is ready,
+    its requests get ``NotReady`` (HTTP 503 with Retry-After) instead of holding a connection for minutes.
     """
 
     def __init__(
@@ -87,12 +101,19 @@ class Predictor:
         self.onnx_exporter, self.threads, self.max_batch = onnx_exporter, threads, max_batch
         self._models: dict[str, nn.Module] = {}
         self._runtimes: dict[tuple[str, str], tuple[Session, Batcher]] = {}
-        self._load_lock = threading.Lock()
+        self._building: dict[tuple[str, str], Future[tuple[Session, Batcher]]] = {}
+        self._locks: dict[str | tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()  # held only to find or add a lock, never while loading
+        self._slow_builds = threading.Lock()  # one slow build at a time: each takes every core for minutes
+
+    def _lock(self, key: str | tuple[str, str]) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def model(self, name: str) -> nn.Module:
         if name not in self.model_names:
             raise ChoiceError(f"unknown model {name!r}; known: {', '.join(self.model_names)}")
-        with self._load_lock:
+        with self._lock(name):
             if name not in self._models:
                 self._models[name] = create_model(name, pretrained=True).eval()
             return self._models[name]
@@ -102,27 +123,60 @@ class Predictor:
 
     def runtime(self, name: str, kind: str) -> tuple[Session, Batcher]:
         """The runtime of a model, exported on first use; exports are cached in ``cache_dir`` across restarts
-        (``make_session`` keys its files by a fingerprint of the weights)."""
+        (``make_session`` keys its files by a fingerprint of the weights). Raises ``NotReady`` while a slow one
+        is being built."""
         if kind not in self.runtime_kinds:
             raise ChoiceError(f"runtime {kind!r} is not available here; available: {', '.join(self.runtime_kinds)}")
-        model = self.model(name)
-        with self._load_lock:
-            if (name, kind) not in self._runtimes:
-                device = get_runtime(kind).device_for("cpu")  # TensorRT runs on the GPU only
-                shape, workdir = model.info.input_size, self.cache_dir / name
-                options = BuildOptions(onnx_exporter=self.onnx_exporter)
-                runtime = make_session(kind, model, shape, workdir, device, self.threads, options=options)
-                max_batch = 1 if device == "cuda" else self.max_batch
-                self._runtimes[name, kind] = (runtime, Batcher(runtime, max_batch, f"{name}-{kind}"))
-            return self._runtimes[name, kind]
+        model, key = self.model(name), (name, kind)
+        with self._lock(key):
+            if key not in self._runtimes:
+                if get_runtime(kind).slow_build:
+                    self._runtimes[key] = self._built_in_background(key, model)
+                else:
+                    self._runtimes[key] = self._build(key, model)
+            return self._runtimes[key]
 
-    def warm(self) -> None:
+    def _build(self, key: tuple[str, str], model: nn.Module) -> tuple[Session, Batcher]:
+        name, kind = key
+        device = get_runtime(kind).device_for("cpu")  # TensorRT runs on the GPU only
+        shape, workdir = model.info.input_size, self.cache_dir / name
+        options = BuildOptions(onnx_exporter=self.onnx_exporter)
+        runtime = make_session(kind, model, shape, workdir, device, self.threads, options=options)
+        max_batch = 1 if device == "cuda" else self.max_batch
+        return runtime, Batcher(runtime, max_batch, f"{name}-{kind}")
+
+    def _built_in_background(self, key: tuple[str, str], model: nn.Module) -> tuple[Session, Batcher]:
+        """The finished build of ``key``; else start it (once) and raise ``NotReady``. Called holding key's lock.
+        A failed build raises its error to one request; the next request starts it again."""
+        future = self._building.get(key)
+        if future is None:
+            future = self._building[key] = Future()
+            threading.Thread(target=self._build_slowly, args=(key, model, future), daemon=True).start()
+        if not future.done():
+            name, kind = key
+            raise NotReady(
+                f"{runtime_label(kind)} for {name} is being built (its first use takes minutes); other runtimes "
+                "serve meanwhile"
+            )
+        del self._building[key]
+        return future.result()
+
+    def _build_slowly(self, key: tuple[str, str], model: nn.Module, future: Future[tuple[Session, Batcher]]) -> None:
+        with self._slow_builds:
+            try:
+                future.set_result(self._build(key, model))
+            except Exception as e:  # given to the next request for this runtime
+                future.set_exception(e)
+
+    def warm(self, progress: Progress = quiet) -> None:
         """Build every (model, runtime) pair and run it once, so no user waits for an export; runtimes that take
         minutes to build (AOTInductor, TensorRT) are built on first use instead."""
         for name in self.model_names:
+            progress(f"loading {name}")
             info = self.info(name)
             dummy = np.zeros((1, *info.input_size), np.float32)
             for kind in (k for k in self.runtime_kinds if not get_runtime(k).slow_build):
+                progress(f"preparing {runtime_label(kind)} for {name} (exported once, then cached in {self.cache_dir})")
                 runtime, batcher = self.runtime(name, kind)
                 batcher(dummy)
                 if batcher.max_batch > 1:  # a full batch too: the first run of a new shape is slow
@@ -225,7 +279,7 @@ def build_app(predictor: Predictor, unavailable: dict[str, str], concurrency: in
         label = runtime_label(runtime) if runtime in predictor.runtime_kinds else runtime
         try:
             r = predictor.classify(image["path"], model, runtime)
-        except ChoiceError as e:
+        except (ChoiceError, NotReady) as e:
             raise gr.Error(f"{e}.", print_exception=False) from None
         except InputError as e:
             raise gr.Error(f"Cannot classify this file: {e}.", print_exception=False) from None
@@ -323,6 +377,16 @@ def build_server(
     )
 
 
+def server_config(app: FastAPI, host: str, port: int, limits: Limits, log_level: str = "warning") -> uvicorn.Config:
+    """uvicorn settings for the demo: its h11 protocol closes connections that send no request head within
+    ``limits.read_timeout`` and bounds open connections (demo.connections)."""
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=guarded_h11(limits))
+
+
+def serve(config: uvicorn.Config) -> None:
+    uvicorn.Server(config).run()
+
+
 def launch(
     *,
     host: str = "127.0.0.1",
@@ -335,17 +399,22 @@ def launch(
     onnx_exporter: str = "dynamo",
     threads: int = 1,
     max_batch: int = 16,
+    progress: Progress = quiet,
 ) -> None:
-    """Serve the demo until interrupted. ``models`` defaults to every zoo network whose weights are present."""
+    """Serve the demo until interrupted. ``models`` defaults to every zoo network whose weights are present;
+    ``progress`` hears what is being loaded or built (a first start exports every runtime: a minute or more)."""
     present = list(list_models(pretrained_only=True))
     names = list(models) if models else present
     missing = [n for n in names if n not in present]
     if missing:
         raise ValueError(f"no weights for {', '.join(missing)}; networks with weights: {', '.join(present) or 'none'}")
+    progress("finding the runtimes that work here")
     usable, unavailable = runtime_status()
+    progress(f"runtimes: {', '.join(usable)}" + (f" (unavailable: {', '.join(unavailable)})" if unavailable else ""))
     predictor = Predictor(names, usable, Path(cache_dir), onnx_exporter, threads, max_batch)
     if warm:
-        predictor.warm()
-    server = build_server(predictor, unavailable, concurrency, limits)
+        predictor.warm(progress)
+    limits = limits or Limits()
+    config = server_config(build_server(predictor, unavailable, concurrency, limits), host, port, limits)
     print(f"proxyless-zoo demo on http://{host}:{port} (plain API: POST /api/classify)", flush=True)
-    uvicorn.run(server, host=host, port=port, log_level="warning")
+    serve(config)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from demo.limits import MAX_UPLOADS, READ_TIMEOUT_S, Limits
+from demo.limits import MAX_CONNECTIONS, MAX_UPLOADS, READ_TIMEOUT_S, Limits, default_max_connections
 
 # Set before Gradio is imported (it reads them then or when the queue starts). Offline: no usage analytics, no
 # Hub telemetry or downloads. Gradio's queue also rebuilds a pandas table of up to 10,000 past events after
@@ -19,6 +21,17 @@ SERVER_ENV = {
     "GRADIO_ANALYTICS_MAX_EVENTS": "1000",
     "GRADIO_ANALYTICS_CACHE_FREQUENCY": "100",
 }
+
+
+@dataclass
+class StderrProgress:
+    """Start-up progress on stderr, each line with the seconds since start: a first start imports Gradio and
+    PyTorch and exports every runtime, a minute or more that would otherwise print nothing (issue 40)."""
+
+    start: float = field(default_factory=time.monotonic)
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.start:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--read-timeout",
         type=float,
         default=READ_TIMEOUT_S,
-        help=f"seconds a plain-API upload may take to arrive (default {READ_TIMEOUT_S:g}; slower ones get 408)",
+        help=f"seconds a request head, or a plain-API upload, may take to arrive (default {READ_TIMEOUT_S:g}; "
+        "slower uploads get 408, connections that send no complete request are closed)",
     )
     p.add_argument(
         "--max-uploads",
@@ -52,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_UPLOADS,
         help=f"plain-API uploads read at once (default {MAX_UPLOADS}; each holds at most 10 MiB)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help=f"open connections (default {MAX_CONNECTIONS}, or half the open-file limit if less); at the limit the "
+        "longest idle one is closed to make room",
+    )
+    p.add_argument("--no-progress", action="store_true", help="print nothing on stderr while starting")
     p.add_argument("--no-warm", action="store_true", help="build runtimes on first use instead of at start")
     p.add_argument("--cache-dir", help="where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
     p.add_argument(
@@ -65,14 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_progress(message: str) -> None:
+    """``--no-progress``."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.port < 65536:
         print(f"error: --port {args.port} is not a TCP port (1..65535)", file=sys.stderr)
         return 2
-    if min(args.concurrency, args.queue_size, args.threads, args.max_batch, args.max_uploads) < 1:
+    if args.max_connections is None:
+        args.max_connections = default_max_connections()
+    counts = (args.concurrency, args.queue_size, args.threads, args.max_batch, args.max_uploads, args.max_connections)
+    if min(counts) < 1:
         print(
-            "error: --concurrency, --queue-size, --threads, --max-batch and --max-uploads must be at least 1",
+            "error: --concurrency, --queue-size, --threads, --max-batch, --max-uploads and --max-connections must be "
+            "at least 1",
             file=sys.stderr,
         )
         return 2
@@ -89,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         written = write_examples(args.write_examples, get_model_info(PREFERRED_MODEL).dataset)
         print(f"wrote {len(written)} examples to {args.write_examples}")
         return 0
+    progress = quiet_progress if args.no_progress else StderrProgress()
+    progress("importing Gradio and PyTorch")
     from demo.app import DEFAULT_CACHE_DIR, launch  # imports Gradio: after the environment above is set
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -99,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             models=models,
             concurrency=args.concurrency,
-            limits=Limits(args.queue_size, args.read_timeout, args.max_uploads),
+            limits=Limits(args.queue_size, args.read_timeout, args.max_uploads, args.max_connections),
             warm=not args.no_warm,
             cache_dir=cache_dir,
             onnx_exporter=args.onnx_exporter,
             threads=args.threads,
             max_batch=args.max_batch,
+            progress=progress,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,8 @@ It shares the UI's ``Predictor``: the same decoder with its limits and messages,
 per-runtime batching threads. Slow clients cost a connection, never the service: a request takes one of the
 ``queue_size`` classification slots only once its whole body is in memory; the body must arrive within
 ``read_timeout`` seconds (408 otherwise) and at most ``max_uploads`` bodies are read at once. A full server
-answers 503 at once, not after a wait. Errors are JSON ``{"error": "..."}``, one line naming what is wrong.
+answers 503 at once, not after a wait, and so does a runtime still being built (with Retry-After). Errors are
+JSON ``{"error": "..."}``, one line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from demo.limits import Limits
+from demo.limits import Limits, NotReady
 from demo.preprocess import MAX_FILE_BYTES, ChoiceError, InputError, too_large
 from export.files import ExportError
 
@@ -46,8 +47,9 @@ class _Refused(Exception):
         self.status = status
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -128,6 +130,8 @@ def api_router(predictor: Any, limits: Limits, default_model: str) -> APIRouter:
             r = await run_in_threadpool(predictor.classify, image, model, kind)
         except ChoiceError as e:
             return _error(422, str(e))
+        except NotReady as e:
+            return _error(503, f"{e}; retry in {e.retry_after} s", e.retry_after)
         except InputError as e:
             return _error(422, f"cannot classify this file: {e}")
         except ExportError as e:
