@@ -95,7 +95,7 @@ def make_nets(out: Path, args: argparse.Namespace, supernet: Any, meta: dict, ev
                     data_dir=args.data_dir,
                     name=name,
                 )
-                specialize(cfg, "benchmarks/specialization_protocol.py")
+                specialize(cfg, "scripts/specialization_protocol.py")
     return folders
 
 
@@ -164,7 +164,7 @@ def write_bundle(dest: Path, run: Path, specialized: Path, ev: SubnetEvaluator, 
     meta["metrics"] = {
         "top1": top1,
         "source": "fashion-mnist test images, evaluated once after every choice",
-        "protocol": {**figures, "command": "python benchmarks/specialization_protocol.py"},
+        "protocol": {**figures, "command": "python scripts/specialization_protocol.py"},
         "specialized": made,
     }
     save_pretrained(net, dest, meta)
@@ -211,7 +211,7 @@ def report(summary: dict[str, Any]) -> str:
     lines = [
         "# Specialization protocol: results",
         "",
-        "Made by `python benchmarks/specialization_protocol.py` (protocol: docs/protocol-specialization.md); test",
+        "Made by `python scripts/specialization_protocol.py` (protocol: docs/protocol-specialization.md); test",
         f"top-1 on the 10,000 test images, evaluated once. Fine-tunes: {summary['finetune_epochs']} epoch(s), "
         f"{summary['seeds']} seeds; intervals are 95% t-intervals over the seeds.",
         "",
