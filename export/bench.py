@@ -25,7 +25,14 @@ from export.files import ExportError, file_bytes
 from export.source import Source
 from zoo.files import output_folder
 from zoo.options import option
-from zoo.runtimes import BuildOptions, Session, available_runtimes, make_session, runtime_names
+from zoo.runtimes import (
+    BuildOptions,
+    Session,
+    available_runtimes,
+    default_bench_runtimes,
+    make_session,
+    runtime_names,
+)
 from zoo.runtimes.base import DEVICES
 from zoo.runtimes.onnx import EXPORTERS
 from zoo.runtimes.sessions import TorchSession
@@ -38,8 +45,7 @@ class BenchOptions:
     """What ``export bench`` measures and how; every field is one of its options."""
 
     runtimes: tuple[str, ...] = option(
-        ("torch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "tensorrt"),
-        "comma-separated runtimes of the registry (`proxyless export runtimes` lists them)",
+        default_bench_runtimes(), "comma-separated runtimes of the registry (`proxyless export runtimes` lists them)"
     )
     batches: tuple[int, ...] = option((1, 8, 32), "comma-separated batch sizes")
     device: str = option("cpu", "device", choices=DEVICES)

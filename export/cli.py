@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             return _cmd_bench(args)
-        formats = parse_formats(args.formats) if args.command == "run" else ("onnx", "int8")
+        formats = parse_formats(args.formats if args.command == "run" else "int8")
         return _cmd_export(args, formats)
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)

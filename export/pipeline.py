@@ -33,16 +33,25 @@ from export.parity import (
 from export.source import Source, load_source
 from zoo.files import output_folder
 from zoo.options import option
-from zoo.runtimes import Artefacts, BuildOptions, RuntimeSpec, Session, load_session, runtimes_of_format, unavailable
+from zoo.runtimes import (
+    Artefacts,
+    BuildOptions,
+    RuntimeSpec,
+    Session,
+    default_export_formats,
+    formats_from_onnx,
+    load_session,
+    runtimes_of_format,
+    unavailable,
+)
 from zoo.runtimes.base import OPSET
+from zoo.runtimes.formats import FORMATS
 from zoo.runtimes.onnx import EXPORTERS
 from zoo.runtimes.pt2 import MODES as PT2_MODES
 from zoo.samples import ImageSet, sample_images
 from zoo.weights import sha256_file
 
 REPORT_FORMAT = "proxyless-export/2"
-FORMATS = ("torchscript", "onnx", "pt2", "openvino", "tensorrt", "int8")  # also the order they are made in
-FROM_ONNX = frozenset({"openvino", "tensorrt", "int8"})
 REDUCED_MIN_AGREEMENT = 0.99  # fp16 / bf16 runtimes: top-1 agreement required
 SLIM_ATOL = 1e-6
 
@@ -51,7 +60,7 @@ SLIM_ATOL = 1e-6
 class ExportOptions:
     """How ``proxyless export`` makes, checks and times artefacts; the fields with help are its options."""
 
-    formats: tuple[str, ...] = ("torchscript", "onnx", "pt2", "openvino", "tensorrt")
+    formats: tuple[str, ...] = default_export_formats()
     batch_max: int = option(64, "largest batch the artefacts accept")
     atol: float = option(DEFAULT_ATOL, "fp32 max abs logit difference allowed")
     fp16_atol: float = option(DEFAULT_FP16_ATOL, "the same for fp16 TensorRT engines")
@@ -142,7 +151,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
     unknown = sorted(asked - set(FORMATS))
     if unknown or not asked:
         raise ExportError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
-    if asked & FROM_ONNX:
+    if asked & formats_from_onnx():
         asked.add("onnx")
     return tuple(f for f in FORMATS if f in asked)
 

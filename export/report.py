@@ -11,8 +11,12 @@ from typing import Any
 import torch
 
 from export.files import atomic_output
+from zoo.runtimes import runtime_packages
 
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "tensorrt", "numpy")
+
+def packages() -> tuple[str, ...]:
+    """The distributions whose versions a report records: every runtime's (the registry's), and numpy."""
+    return (*runtime_packages(), "numpy")
 
 
 def cpu_model() -> str:
@@ -42,7 +46,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    env.update({p: _version(p) for p in PACKAGES})
+    env.update({p: _version(p) for p in packages()})
     return env
 
 
@@ -65,7 +69,7 @@ def bench_markdown(report: dict[str, Any]) -> str:
         f"calls per runtime and batch in {s['rounds']} interleaved rounds. Latency is numpy in -> numpy out; on-GPU "
         "p50 is PyTorch with the input already on the GPU (CUDA events).",
         "",
-        "Software: " + ", ".join(f"{k} {env[k]}" for k in ("python", *PACKAGES) if env.get(k)),
+        "Software: " + ", ".join(f"{k} {env[k]}" for k in ("python", *packages()) if env.get(k)),
         "",
     ]
     for kind, why in report.get("unavailable", {}).items():

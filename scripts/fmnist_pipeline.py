@@ -521,7 +521,7 @@ def bundle(p: Pipeline, train: Path, search: Path, wanted: list[str]) -> None:
     note = recipe_note({name: run for name, (run, _) in runs.items()})
     # a smoke run bundles into OUT, not into the zoo
     dest = p.out / "pretrained" if p.args.smoke else ROOT / "zoo" / "pretrained"
-    table = p.out / "specialization" if p.args.smoke else ROOT / "docs" / "specialization"
+    table = p.out / "specialization" if p.args.smoke else ROOT / "benchmarks" / "results" / "specialization"
     for name, (run, search_run) in runs.items():
         cmd = ["scripts/bundle_fmnist.py", name, str(run), "--note", note, "--dest", str(dest / name)]
         if search_run is not None:
@@ -533,6 +533,8 @@ def bundle(p: Pipeline, train: Path, search: Path, wanted: list[str]) -> None:
     readme = [] if p.args.smoke else ["--readme", str(RESULTS_PAGE)]
     if not p.run("specialization", "scripts/specialization.py", *nets, "--out", str(table), *quick, *readme):
         raise ValueError("the specialization table failed (see logs/specialization.log)")
+    if not p.args.smoke and not p.run("results_tables", "scripts/results_tables.py"):
+        raise ValueError("the results tables failed (see logs/results_tables.log)")
 
 
 def recipe_note(runs: dict[str, Path]) -> str:

@@ -16,7 +16,8 @@ each gets right? The verdict stays the rule below; the p-value says how much one
 
 A specialized net ``fmnist_proxyless_<hw>`` wins on its hardware when it is faster there than the MobileNetV2-style
 baseline at equal or better accuracy; ``fastest`` says whether it is also the fastest of all nets there.
-Writes OUT.md and OUT.png (and, with ``--readme FILE``, the table and plot between FILE's
+Writes OUT.json (every figure) and OUT.png; ``scripts/results_tables.py`` turns the bundled nets' OUT.json into the
+tables of README.md and docs/results.md (with ``--readme FILE``, the table and plot also go between FILE's
 ``<!-- specialization:start -->`` / ``<!-- specialization:end -->`` markers); the last line printed is JSON.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +35,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from export.files import write_text  # noqa: E402
+from scripts.results_tables import (  # noqa: E402
+    TablesError,
+    replace_block,
+    specialization_block,
+    specialization_table,
+    write_block,
+)
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
 from search.stats import mcnemar  # noqa: E402
@@ -132,46 +138,6 @@ def verdicts(
     return out
 
 
-def markdown(
-    acc: dict[str, float], size: dict[str, dict[str, int]], lat: dict[str, dict[str, float]], result: dict[str, dict]
-) -> str:
-    hws = list(HARDWARE)
-    lines = [
-        "| net | params | MACs | top-1 (10k test) | " + " | ".join(f"{HARDWARE[h]} ms" for h in hws) + " |",
-        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in hws) + " |",
-    ]
-    for name in acc:
-        cells = []
-        for hw in hws:
-            cell = f"{lat[hw][name]:.3f}"
-            if min(lat[hw], key=lat[hw].__getitem__) == name:
-                cell = f"**{cell}**"
-            cells.append(cell)
-        params, macs = size[name]["params"] / 1e6, size[name]["macs"] / 1e6
-        lines.append(f"| `{name}` | {params:.3f}M | {macs:.1f}M | {100 * acc[name]:.2f}% | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Bold: the fastest net on that hardware. Specialized nets against the baseline (`{BASELINE}`):")
-    lines.append("")
-    for hw, v in result.items():
-        verdict = "wins" if v["wins"] else "does not win"
-        lines.append(
-            f"- {hw}: `{v['net']}` {verdict}: {v['speedup_vs_baseline']:.2f}x the baseline's speed, "
-            f"{v['accuracy_delta_points']:+.2f} points of accuracy{paired_text(v)}; "
-            f"fastest of all: {'yes' if v['fastest'] else 'no'}"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def paired_text(verdict: dict) -> str:
-    if "paired" not in verdict:
-        return ""
-    t = verdict["paired"]
-    return (
-        f" (McNemar p = {t['p']:.2f} on {t['images']} test images: {t['baseline_only']} right only by the "
-        f"baseline, {t['net_only']} only by this net)"
-    )
-
-
 def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib
 
@@ -203,20 +169,6 @@ def plot(acc: dict[str, float], lat: dict[str, dict[str, float]], path: Path) ->
     plt.close(fig)
 
 
-START, END = "<!-- specialization:start -->", "<!-- specialization:end -->"
-
-
-def into_readme(readme: Path, table: str, png: Path) -> None:
-    """Replace what stands between the markers with the table and the plot (linked relative to the README)."""
-    text = readme.read_text()
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise SystemExit(f"error: {readme} needs one {START} line followed by one {END} line")
-    link = os.path.relpath(png, readme.parent)
-    block = f"{START}\n{table}\n![every net on every hardware]({link})\n{END}"
-    head, rest = text.split(START, 1)
-    atomic_write(readme, head + block + rest.split(END, 1)[1])
-
-
 def load(nets: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float], dict[str, dict[str, int]]]:
     """Each net's model, recorded top-1, params and MACs; a ValueError names one that cannot go in this table."""
     models, acc, size = {}, {}, {}
@@ -237,7 +189,9 @@ def load(nets: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float],
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("nets", nargs="*", help="zoo names or weights dirs (default: the bundled Fashion-MNIST nets)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "specialization"), help="writes OUT.md and OUT.png")
+    ap.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "specialization"), help="writes OUT.json and OUT.png"
+    )
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the CPU timing")
     ap.add_argument("--iters", type=int, default=30, help="calls per net and runtime in a round")
     ap.add_argument("--readme", type=Path, help="also put the table and plot between this file's markers")
@@ -245,6 +199,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.limit is not None and args.limit < 1:
         print(f"error: --limit must be >= 1, got {args.limit}", file=sys.stderr)
+        return 2
+    try:  # before measuring: a page without its markers is refused untouched
+        if args.readme:
+            replace_block(args.readme.read_text(), "specialization", "", args.readme)
+    except (TablesError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     nets = args.nets or bundled()
     if not nets:
@@ -261,14 +221,14 @@ def main() -> int:
     result = verdicts(acc, lat, right)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table = markdown(acc, size, lat, result)
-    write_text(out.with_suffix(".md"), table)
+    figures = {"benchmark": "specialization", "top1": acc, "size": size, "latency_ms": lat, "hardware": HARDWARE}
+    figures["specialized"] = result
+    atomic_write(out.with_suffix(".json"), json.dumps(figures, indent=1) + "\n")
     plot(acc, lat, out.with_suffix(".png"))
     if args.readme:
-        into_readme(args.readme, table, out.with_suffix(".png"))
-    print(table)
-    figures = {"top1": acc, "size": size, "latency_ms": lat, "hardware": HARDWARE, "specialized": result}
-    print(json.dumps({"benchmark": "specialization", **figures}))
+        write_block(args.readme, "specialization", specialization_block(figures, out.with_suffix(".png"), args.readme))
+    print(specialization_table(figures))
+    print(json.dumps(figures))
     return 0
 
 

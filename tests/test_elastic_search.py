@@ -392,10 +392,11 @@ def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: p
     assert search_main([*args, "--no-test", "--out", str(tmp_path / "u")]) == 2
 
 
-def _load_benchmark(name: str) -> Any:
+def _load_benchmark(name: str, folder: str = "benchmarks") -> Any:
+    """A script of ``folder`` (benchmarks/ measure; scripts/ build and bundle nets) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -432,7 +433,7 @@ def test_the_protocol_runs_end_to_end_on_a_tiny_supernet(
 ) -> None:
     import sys
 
-    module = _load_benchmark("specialization_protocol")
+    module = _load_benchmark("specialization_protocol", "scripts")
     # on a tiny supernet the rule's outcome is chance: choose the 1.0x net, so the bundle step runs
     monkeypatch.setattr(module, "choose", lambda val, lut: f"{lut}_1.0")
     args = ["--supernet", str(with_predictor), "--out", str(tmp_path), "--luts", "cpu", "--factors", "0.75,1.0"]

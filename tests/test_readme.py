@@ -1,7 +1,7 @@
 """The README is a short product page whose figures are the recorded ones: the results table's top-1, intervals,
-MACs and latencies match the nets' metadata and the generated specialization table, and its links resolve. Its
-steps run as written from a fresh clone: the torch.hub snippet with only hubconf's ``dependencies`` installed,
-every ``proxyless`` line's subcommand and flags, every ``make`` target."""
+MACs and latencies match the nets' metadata and the measured latencies, and its links resolve. Its steps run as
+written from a fresh clone: the torch.hub snippet with only hubconf's ``dependencies`` installed, every
+``proxyless`` line's subcommand and flags, every ``make`` target."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -42,10 +43,9 @@ ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)% \| ([\d.]+)-([\d.]+)% \| ([
 
 
 def _generated_latencies(name: str) -> list[str]:
-    """The net's CPU ONNX Runtime, Pixel-1 and H200 columns of docs/specialization.md (skipping CPU PyTorch)."""
-    row = next(line for line in (ROOT / "docs" / "specialization.md").read_text().splitlines() if f"`{name}`" in line)
-    cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
-    return [cells[4], cells[6], cells[7]]
+    """The net's CPU ONNX Runtime, Pixel-1 and H200 latencies measured by scripts/specialization.py."""
+    latency = json.loads((ROOT / "benchmarks" / "results" / "specialization.json").read_text())["latency_ms"]
+    return [f"{latency[hw][name]:.3f}" for hw in ("cpu", "mobile", "gpu")]
 
 
 def seeds_cell(protocol: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -55,17 +56,26 @@ def test_mcnemar_weighs_only_the_images_one_net_alone_gets_right() -> None:
     acc, lat = {s.BASELINE: 0.6, "fmnist_proxyless_cpu": 0.2}, {"cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.5}}
     result = s.verdicts(acc, lat, {s.BASELINE: base, "fmnist_proxyless_cpu": net})
     assert result["cpu"]["paired"]["baseline_only"] == 10
-    assert "McNemar p = 0.04 on 20 test images: 10 right only by the baseline, 2 only by this net" in s.markdown(
-        acc, {n: {"params": 1, "macs": 1} for n in acc}, {hw: lat["cpu"] for hw in s.HARDWARE}, result
-    )
+    figures = {"top1": acc, "size": {n: {"params": 1, "macs": 1} for n in acc}, "hardware": s.HARDWARE}
+    figures |= {"latency_ms": {hw: lat["cpu"] for hw in s.HARDWARE}, "specialized": result}
+    text = importlib.import_module("scripts.results_tables").specialization_table(figures)
+    assert "McNemar p = 0.04 on 20 test images: 10 right only by the baseline, 2 only by this net" in text
 
 
-def test_readme_without_markers_is_refused_untouched(tmp_path: Path) -> None:
+def test_readme_without_markers_is_refused_untouched_before_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = _script()
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
-    with pytest.raises(SystemExit, match="needs one"):
-        s.into_readme(readme, "| table |", tmp_path / "spec.png")
+    monkeypatch.setattr(s, "load", lambda nets: pytest.fail("measured before checking --readme"))
+    argv = ["specialization.py", "fmnist_mobilenetv2", "--out", str(tmp_path / "spec"), "--readme", str(readme)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert s.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {readme} needs one <!-- specialization:start --> line followed by one " + (
+        "<!-- specialization:end --> line"
+    )
     assert readme.read_text() == "no markers here\n"
 
 
@@ -75,7 +85,8 @@ def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyP
         pytest.skip("no bundled Fashion-MNIST baseline")
     out = tmp_path / "spec"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{s.START}\nold table\n{s.END}\nafter\n")
+    start, end = importlib.import_module("scripts.results_tables").markers("specialization")
+    readme.write_text(f"# x\n\nbefore\n{start}\nold table\n{end}\nafter\n")
     argv = ["specialization.py", s.BASELINE, "--out", str(out), "--rounds", "1", "--iters", "3"]
     argv += ["--readme", str(readme)]
     monkeypatch.setattr(sys, "argv", argv)
@@ -86,12 +97,11 @@ def test_run_on_the_bundled_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     info = get_model_info(s.BASELINE)
     assert figures["size"][s.BASELINE] == {"params": info.params, "macs": info.macs}
     row = f"| `{s.BASELINE}` | {info.params / 1e6:.3f}M | {info.macs / 1e6:.1f}M | {100 * info.metrics['top1']:.2f}% |"
-    assert row in out.with_suffix(".md").read_text()
+    assert json.loads(out.with_suffix(".json").read_text()) == figures
     assert out.with_suffix(".png").stat().st_size > 10_000
-    assert f"`{s.BASELINE}`" in out.with_suffix(".md").read_text()
     text = readme.read_text()
-    assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{s.END}\nafter\n")
-    assert out.with_suffix(".md").read_text() in text and "](spec.png)" in text
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{end}\nafter\n")
+    assert row in text and "](spec.png)" in text
 
 
 def test_a_net_that_does_not_fit_the_table_is_a_one_line_error(
@@ -112,7 +122,7 @@ def test_a_net_that_does_not_fit_the_table_is_a_one_line_error(
         err = capsys.readouterr().err.strip()
         assert err.startswith(message) and len(err.splitlines()) == 1, err
     assert "of input 3x32x32; the table is of Fashion-MNIST 1x28x28" in err
-    assert not (tmp_path / "spec.md").exists()
+    assert not (tmp_path / "spec.json").exists()
 
 
 def test_the_paired_test_on_real_nets_matches_their_accuracies(
@@ -138,14 +148,9 @@ def test_the_paired_test_on_real_nets_matches_their_accuracies(
     assert s.main() == 2 and capsys.readouterr().err.strip() == "error: --limit must be >= 1, got 0"
 
 
-def test_results_page_carries_the_generated_table() -> None:
-    """docs/results.md holds the markers the bundling pipeline writes between, and what stands there is exactly
-    the table and plot of docs/specialization.{md,png} (a hand-edited or stale copy fails)."""
-    s = _script()
+def test_the_pipeline_writes_the_results_page_and_its_tables() -> None:
+    """Bundling measures into the results page and then regenerates every table (tests/test_results_tables.py
+    checks that what stands there is the generator's)."""
     pipeline = (ROOT / "scripts" / "fmnist_pipeline.py").read_text()
     assert 'RESULTS_PAGE = ROOT / "docs" / "results.md"' in pipeline and '"--readme", str(RESULTS_PAGE)' in pipeline
-    text = (ROOT / "docs" / "results.md").read_text()
-    table = (ROOT / "docs" / "specialization.md").read_text()
-    block = f"{s.START}\n{table}\n![every net on every hardware](specialization.png)\n{s.END}"
-    assert text.count(s.START) == 1 and block in text
-    assert s.START not in (ROOT / "README.md").read_text()
+    assert '"scripts/results_tables.py"' in pipeline

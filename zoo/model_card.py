@@ -22,6 +22,7 @@ from typing import Any
 from zoo.arch import ArchSpec
 from zoo.network import mbconv_macs
 from zoo.registry import ModelInfo
+from zoo.runtimes.registry import runtime_label
 from zoo.supernet_folder import SupernetFolder
 
 CITATION = """@inproceedings{cai2019proxylessnas,
@@ -104,19 +105,8 @@ def _ms(value: Any) -> float | None:
     return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
 
 
-# Words of the metadata's latency keys, as a reader of the card names them.
-KEY_WORDS = {
-    "cpu": "CPU",
-    "gpu": "GPU",
-    "mobile": "mobile",
-    "pixel1": "Pixel 1",
-    "h200": "NVIDIA H200",
-    "onnxruntime": "ONNX Runtime",
-    "torch": "PyTorch",
-    "tflite": "TFLite",
-    "tensorrt": "TensorRT",
-}
-RUNTIMES = {"onnxruntime", "torch", "tflite", "tensorrt", "torchscript", "pt2"}
+# Hardware words of the metadata's latency keys, as a reader of the card names them (runtimes: the registry's labels).
+HARDWARE_WORDS = {"cpu": "CPU", "gpu": "GPU", "mobile": "mobile", "pixel1": "Pixel 1", "h200": "NVIDIA H200"}
 
 
 def describe_latency_key(key: str) -> tuple[str, str, int | None, bool]:
@@ -127,11 +117,11 @@ def describe_latency_key(key: str) -> tuple[str, str, int | None, bool]:
     words = words[:-1] if predicted else words
     batch = int(words[-1][1:]) if words and re.fullmatch(r"b\d+", words[-1]) else None
     words = words[:-1] if batch is not None else words
-    runtime = [w for w in words if w in RUNTIMES]
-    hardware = [KEY_WORDS.get(w, w) for w in words if w not in RUNTIMES]
+    runtime = [label for w in words if (label := runtime_label(w))]
+    hardware = [HARDWARE_WORDS.get(w, w) for w in words if not runtime_label(w)]
     if hardware[1:] and hardware[0] in ("GPU", "mobile"):  # "GPU NVIDIA H200" -> "NVIDIA H200"
         hardware = hardware[1:]
-    return " ".join(hardware) or key, " ".join(KEY_WORDS.get(w, w) for w in runtime), batch, predicted
+    return " ".join(hardware) or key, " ".join(runtime), batch, predicted
 
 
 def metadata_rows(metrics: Mapping[str, Any]) -> list[LatencyRow]:

@@ -2,15 +2,24 @@
 OpenVINO fp32/bf16): one registry below ``search``, ``export`` and ``demo``, which all use it."""
 
 from zoo.runtimes.base import ExportError, Session
-from zoo.runtimes.formats import Artefacts, BuildOptions
+from zoo.runtimes.formats import (
+    Artefacts,
+    BuildOptions,
+    default_export_formats,
+    format_names,
+    formats_from_onnx,
+)
 from zoo.runtimes.registry import (
     RuntimeSpec,
     available_runtimes,
+    default_bench_runtimes,
     get_runtime,
     load_session,
     make_session,
     register_runtime,
+    runtime_label,
     runtime_names,
+    runtime_packages,
     runtimes_of_format,
     unavailable,
 )
@@ -22,11 +31,17 @@ __all__ = [
     "RuntimeSpec",
     "Session",
     "available_runtimes",
+    "default_bench_runtimes",
+    "default_export_formats",
+    "format_names",
+    "formats_from_onnx",
     "get_runtime",
     "load_session",
     "make_session",
     "register_runtime",
+    "runtime_label",
     "runtime_names",
+    "runtime_packages",
     "runtimes_of_format",
     "unavailable",
 ]

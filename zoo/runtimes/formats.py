@@ -33,17 +33,34 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class ArtefactFormat:
+    """One file format. ``from_onnx``: built from the ``.onnx`` file (asking for it makes that too);
+    ``default_export``: ``proxyless export`` makes it unless ``--formats`` says otherwise."""
+
     name: str
     suffix: str
     build: Build = field(repr=False)
+    from_onnx: bool = False
+    default_export: bool = True
 
 
-FORMATS: dict[str, ArtefactFormat] = {}
+FORMATS: dict[str, ArtefactFormat] = {}  # registration order is the order ``proxyless export`` makes them in
 
 
 def register_format(fmt: ArtefactFormat) -> ArtefactFormat:
     FORMATS[fmt.name] = fmt
     return fmt
+
+
+def format_names() -> tuple[str, ...]:
+    return tuple(FORMATS)
+
+
+def formats_from_onnx() -> frozenset[str]:
+    return frozenset(f.name for f in FORMATS.values() if f.from_onnx)
+
+
+def default_export_formats() -> tuple[str, ...]:
+    return tuple(f.name for f in FORMATS.values() if f.default_export)
 
 
 def get_format(name: str) -> ArtefactFormat:
@@ -140,8 +157,8 @@ for _fmt in (
     ArtefactFormat("torchscript", ".pt", _torchscript),
     ArtefactFormat("onnx", ".onnx", _onnx),
     ArtefactFormat("pt2", ".pt2", _pt2),
-    ArtefactFormat("tensorrt", ".engine", _tensorrt),
-    ArtefactFormat("int8", ".int8.onnx", _int8),
-    ArtefactFormat("openvino", ".xml", _openvino),  # + the .bin of the same stem
+    ArtefactFormat("openvino", ".xml", _openvino, from_onnx=True),  # + the .bin of the same stem
+    ArtefactFormat("tensorrt", ".engine", _tensorrt, from_onnx=True),
+    ArtefactFormat("int8", ".int8.onnx", _int8, from_onnx=True, default_export=False),
 ):
     register_format(_fmt)

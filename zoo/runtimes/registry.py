@@ -8,8 +8,10 @@ exporter, opset and session options.
 
 ``make_session`` builds what a runtime needs into a folder (cached there under a fingerprint of the weights, the
 input shape, the build options and the device) and loads it; ``load_session`` loads an artefact that exists.
-To add a runtime: a session class, ``register_runtime`` below (and ``register_format`` if its file is new), a
-test and a line in docs/architecture.md.
+Every list of runtime or format names elsewhere (``export``'s formats and defaults, ``export bench``'s
+runtimes, the report's package versions, the model card's words, the demo's choices) derives from these entries,
+so adding a runtime is one ``register_runtime`` entry below (and ``register_format`` if its file is new) plus its
+test: the recipe is in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -45,11 +47,17 @@ class RuntimeSpec:
     format: str | None
     load: Loader = field(repr=False)
     unavailable: Callable[[str], str | None] = field(repr=False)
-    version: Callable[[], str] = field(repr=False)
+    packages: tuple[str, ...]  # its distributions, the first the one whose version it reports; reports list them all
     devices: tuple[str, ...] = ("cpu",)
     precision: str = "fp32"
     caller_thread: bool = True
     slow_build: bool = False
+    default_bench: bool = True  # ``export bench`` times it unless ``--runtimes`` says otherwise
+
+    def version(self) -> str:
+        from importlib.metadata import version as installed
+
+        return installed(self.packages[0])
 
     def device_for(self, preferred: str = "cpu") -> str:
         """``preferred`` if this runtime runs there, else its own device (TensorRT: cuda)."""
@@ -57,6 +65,8 @@ class RuntimeSpec:
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
+# Runtimes known only from measured latency tables (nothing here runs them): name -> label.
+TABLE_ONLY_RUNTIMES = {"tflite": "TFLite"}
 
 
 def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
@@ -75,6 +85,21 @@ def get_runtime(name: str) -> RuntimeSpec:
 
 def runtime_names() -> tuple[str, ...]:
     return tuple(RUNTIMES)
+
+
+def default_bench_runtimes() -> tuple[str, ...]:
+    return tuple(r.name for r in RUNTIMES.values() if r.default_bench)
+
+
+def runtime_label(name: str) -> str | None:
+    """How a reader names runtime ``name`` (a latency table's too); None if it is no runtime's name."""
+    spec = RUNTIMES.get(name)
+    return spec.label if spec else TABLE_ONLY_RUNTIMES.get(name)
+
+
+def runtime_packages() -> tuple[str, ...]:
+    """Every runtime's distributions, each once, in registry order: what a report records the versions of."""
+    return tuple(dict.fromkeys(p for r in RUNTIMES.values() for p in r.packages))
 
 
 def runtimes_of_format(fmt: str) -> list[RuntimeSpec]:
@@ -244,38 +269,20 @@ def _openvino_bf16_missing(device: str) -> str | None:
     return _ort_missing(device) or bf16_unavailable(device)
 
 
-def _version(module: str) -> Callable[[], str]:
-    def version() -> str:
-        from importlib.metadata import version as installed
-
-        return installed(module)
-
-    return version
-
-
 def _nothing_missing(device: str) -> str | None:
     return None
 
 
 BOTH = ("cpu", "cuda")
+# ONNX Runtime's artefact is exported with onnxscript and slimmed by onnxslim: their versions matter too.
+ORT = ("onnxruntime", "onnx", "onnxscript", "onnxslim")
 for _spec in (
-    RuntimeSpec("torch", "PyTorch", None, _torch, _nothing_missing, _version("torch"), BOTH),
-    RuntimeSpec("torchscript", "TorchScript", "torchscript", _torchscript, _nothing_missing, _version("torch"), BOTH),
-    RuntimeSpec("onnxruntime", "ONNX Runtime", "onnx", _ort, _ort_missing, _version("onnxruntime"), BOTH),
+    RuntimeSpec("torch", "PyTorch", None, _torch, _nothing_missing, ("torch",), BOTH),
+    RuntimeSpec("torchscript", "TorchScript", "torchscript", _torchscript, _nothing_missing, ("torch",), BOTH),
+    RuntimeSpec("onnxruntime", "ONNX Runtime", "onnx", _ort, _ort_missing, ORT, BOTH),
+    RuntimeSpec("onnxruntime-int8", "ONNX Runtime int8", "int8", _ort, _ort_missing, ORT, precision="int8"),
     RuntimeSpec(
-        "onnxruntime-int8", "ONNX Runtime int8", "int8", _ort, _ort_missing, _version("onnxruntime"), precision="int8"
-    ),
-    RuntimeSpec("pt2", "PyTorch .pt2 (AOTInductor)", "pt2", _pt2, _no_compiler, _version("torch"), slow_build=True),
-    RuntimeSpec(
-        "tensorrt",
-        "TensorRT",
-        "tensorrt",
-        _tensorrt,
-        _tensorrt_missing,
-        _version("tensorrt"),
-        ("cuda",),
-        "fp16",
-        slow_build=True,
+        "pt2", "PyTorch .pt2 (AOTInductor)", "pt2", _pt2, _no_compiler, ("torch",), slow_build=True, default_bench=False
     ),
     RuntimeSpec(
         "openvino",
@@ -283,7 +290,7 @@ for _spec in (
         "openvino",
         _openvino("fp32"),
         _openvino_missing,
-        _version("openvino"),
+        ("openvino",),
         caller_thread=False,
     ),
     RuntimeSpec(
@@ -292,9 +299,20 @@ for _spec in (
         "openvino",
         _openvino("bf16"),
         _openvino_bf16_missing,
-        _version("openvino"),
+        ("openvino",),
         precision="bf16",
         caller_thread=False,
+    ),
+    RuntimeSpec(
+        "tensorrt",
+        "TensorRT",
+        "tensorrt",
+        _tensorrt,
+        _tensorrt_missing,
+        ("tensorrt",),
+        ("cuda",),
+        "fp16",
+        slow_build=True,
     ),
 ):
     register_runtime(_spec)
