@@ -115,3 +115,10 @@ def count(value: Any, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InputError(f"{name} must be between {low:,} and {high:,}, got {value:,}")
     return value
+
+
+def one_line(e: Exception) -> str:
+    """A library's error in one short line for a message of ours (torch's state_dict errors span many lines)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,12 +29,24 @@ from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import Subnet
 from search.elastic.store import load_supernet, resolve_supernet
 from search.elastic.subnet_folder import write_subnet
+from search.latency.lut import MAX_MS, Lut
 from search.latency.predict import TARGETS
 from zoo.files import atomic_write
+from zoo.inputs import InputError, count, number
+from zoo.options import DefaultsHelpFormatter
 
 
 class SpecializeError(ValueError):
     """Arguments that cannot give a specialized net (checked before any expensive work)."""
+
+
+# Upper bounds of the search: the defaults are 100 x 100 and 5; --population 1e8 ran 10 minutes to 3.7 GB.
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 10_000
+MAX_EVALUATIONS = 10_000_000  # minutes of rejection sampling in Python
+MAX_TOP = 100  # each is one validation pass
+MAX_TARGET_MS = MAX_MS  # a table's own bound on a latency
+MAX_FACTOR = 100.0  # x the baseline's latency: far above the largest subnet's
 
 
 @dataclass(frozen=True)
@@ -53,18 +66,38 @@ class SpecializeConfig:
     name: str | None = None
 
     def validate(self) -> None:
+        """Every option in range and every input file readable, before the supernet is loaded."""
         if (self.target_ms is None) == (self.factor is None):
             raise SpecializeError("give exactly one of --target-ms (a latency) and --factor (x the baseline's)")
-        limit = self.target_ms if self.target_ms is not None else self.factor
-        if not limit or limit <= 0:
-            raise SpecializeError(f"the latency target must be > 0, got {limit}")
-        if self.population < 4 or self.generations < 0 or self.top < 1:
-            raise SpecializeError("--population must be >= 4, --generations >= 0, --top >= 1")
+        try:
+            self._check_numbers()
+        except InputError as e:
+            raise SpecializeError(str(e)) from None
         out = Path(self.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise SpecializeError(f"--out {out} exists and is not an empty folder; choose another")
-        if self.lut not in TARGETS and not Path(self.lut).is_file():
-            raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
+        if self.lut not in TARGETS:
+            if not os.path.lexists(self.lut):
+                raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
+            Lut.load(self.lut)  # the guarded reader: a FIFO, /dev/zero or a tampered table is one line now
+
+    def _check_numbers(self) -> None:
+        """The limit finite and > 0, the search sizes bounded (alone and as the evaluations they make)."""
+        if self.target_ms is not None:
+            number(self.target_ms, "--target-ms", 0.0, MAX_TARGET_MS, low_open=True)
+        else:
+            number(self.factor, "--factor", 0.0, MAX_FACTOR, low_open=True)
+        count(self.population, "--population", 4, MAX_POPULATION)
+        count(self.generations, "--generations", 0, MAX_GENERATIONS)
+        count(self.top, "--top", 1, MAX_TOP)
+        evaluations = self.population * (self.generations + 1)
+        if evaluations > MAX_EVALUATIONS:
+            raise InputError(
+                f"--population x (--generations + 1) is {evaluations:,} predictor evaluations; "
+                f"at most {MAX_EVALUATIONS:,} (the defaults make {100 * 101:,})"
+            )
+        if self.threads is not None:
+            count(self.threads, "--threads", 1, 1024)
 
 
 @dataclass(frozen=True)
@@ -107,7 +140,7 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
     space = supernet.space
     latency = SubnetLatency.load(space, cfg.lut)
     limit = _limit(cfg, latency, space.baseline())
-    found = load_predictor(space, folder)
+    found = load_predictor(space, folder, meta["weights_sha256"])
     if found is None:
         raise SpecializeError(
             f"{folder} has no accuracy predictor: fit one with `proxyless search elastic-predictor --supernet {folder}`"
@@ -161,7 +194,7 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
     }
     how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
     write_subnet(supernet, meta, best.subnet, evaluator, cfg.out, cfg.name or Path(cfg.out).name, metrics, how)
-    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
+    atomic_write(Path(cfg.out) / "specialize.json", json.dumps(specialize_record, indent=1, allow_nan=False) + "\n")
     return record
 
 
@@ -172,7 +205,7 @@ def add_parser(subparsers: Any) -> None:
         help="specialize a trained elastic supernet for a latency table in minutes (no training)",
         description="Evolutionary search over a trained supernet under a latency limit; writes a zoo weights "
         "folder. The last line is JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--lut", required=True, help=f"latency table: one of {', '.join(TARGETS)} or a LUT file")
     p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
