@@ -40,6 +40,21 @@ def _search(args: list[str], capsys: pytest.CaptureFixture) -> str:
     return err[0]
 
 
+def _never(what: str):
+    """A stand-in for expensive work a refused input must never reach (fails at once instead of running)."""
+
+    def called(*args, **kwargs):
+        raise AssertionError(f"{what} ran")
+
+    return called
+
+
+@pytest.fixture
+def no_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """specialize must refuse before it loads a supernet or searches."""
+    monkeypatch.setattr("search.elastic.specialize.resolve_supernet", _never("resolve_supernet"))
+
+
 @pytest.fixture
 def fifo(tmp_path: Path) -> Path:
     path = tmp_path / "table.fifo"
@@ -75,7 +90,7 @@ def test_an_oversize_file_is_refused_by_its_size_unread(tmp_path):
         read_json(path, "a table", max_bytes=1000)
 
 
-def test_a_huge_population_is_refused_before_any_work(tmp_path, capsys):
+def test_a_huge_population_is_refused_before_any_work(tmp_path, capsys, no_search):
     out = tmp_path / "net"
     args = ["specialize", "--lut", "flops", "--out", str(out), "--factor", "0.5", "--population", "100000000"]
     started = time.monotonic()
@@ -97,7 +112,8 @@ def test_search_sizes_have_upper_bounds(change, message, tmp_path):
         cfg.validate()
 
 
-def test_validate_lut_sizes_are_bounded(capsys):
+def test_validate_lut_sizes_are_bounded(capsys, monkeypatch):
+    monkeypatch.setattr("search.latency.validate.validate", _never("validate"))
     line = _search(["validate-lut", "--lut", str(FMNIST_TABLE), "--archs", "100000000"], capsys)
     assert "--archs must be between 2 and 10,000" in line
 
@@ -125,7 +141,7 @@ def _tampered_table(tmp_path: Path, value: str) -> Path:
         ('"3"', "median_ms must be a number, got '3'"),
     ],
 )
-def test_a_table_value_that_is_not_a_finite_latency_is_refused(value, message, tmp_path, capsys):
+def test_a_table_value_that_is_not_a_finite_latency_is_refused(value, message, tmp_path, capsys, no_search):
     path = _tampered_table(tmp_path, value)
     with pytest.raises(LatencyError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
         Lut.load(path)
@@ -151,12 +167,13 @@ def test_a_table_is_never_written_with_nan(tmp_path):
         ("--factor", "0", "--factor must be a finite number > 0 and <= 100, got 0.0"),
     ],
 )
-def test_a_non_finite_latency_target_is_refused(option, value, message, tmp_path, capsys):
+def test_a_non_finite_latency_target_is_refused(option, value, message, tmp_path, capsys, no_search):
     line = _search(["specialize", "--lut", "flops", "--out", str(tmp_path / "n"), option, value], capsys)
     assert line == f"error: {message}"
 
 
-def test_a_nan_row_of_measured_subnets_is_refused(tmp_path, capsys):
+def test_a_nan_row_of_measured_subnets_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("search.elastic.evaluate.SubnetEvaluator.for_supernet", _never("loading the dataset"))
     csv = tmp_path / "subnet_accuracy.csv"
     csv.write_text("subnet,val_top1\nlargest,0.9\nsmallest,nan\n")
     (tmp_path / "supernet").symlink_to(BUNDLED / "fmnist", target_is_directory=True)
@@ -251,7 +268,8 @@ def test_a_predictor_of_another_shape_is_one_line(supernet):
         load_predictor(space, supernet)
 
 
-def test_a_predictor_fit_for_another_supernet_is_refused_by_specialize(supernet, tmp_path, capsys):
+def test_a_predictor_fit_for_another_supernet_is_refused_by_specialize(supernet, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("search.elastic.specialize.run_search", _never("the search with that predictor"))
     file = supernet / "predictor.json"
     config = json.loads(file.read_text())
     file.write_text(json.dumps({**config, "supernet_sha256": "0" * 64}))
