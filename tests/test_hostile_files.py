@@ -237,13 +237,20 @@ def _edit_config(folder: Path, edit) -> Path:
         (lambda c: c.pop("space"), "'space' must be a JSON string, got nothing"),
         (lambda c: c.update(space_definition="fmnist"), "'space_definition' must be a JSON object, got str"),
         (lambda c: c.update(metadata=[]), "'metadata' must be a JSON object, got list"),
-        (lambda c: c["metadata"].pop("recipe"), "metadata.recipe must be an object"),
     ],
 )
 def test_a_tampered_supernet_json_is_one_line(edit, message, supernet):
     file = _edit_config(supernet, edit)
     with pytest.raises(WeightsError, match=f"^{file}: {message}"):
         load_supernet(supernet)
+
+
+def test_a_supernet_without_its_recipe_is_one_line_before_any_search(supernet, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("search.elastic.specialize.run_search", _never("the search"))
+    file = _edit_config(supernet, lambda c: c["metadata"].pop("recipe"))
+    args = ["specialize", "--supernet", str(supernet), "--lut", "flops", "--factor", "0.8"]
+    line = _search([*args, "--out", str(tmp_path / "net")], capsys)
+    assert line == f"error: {file}: metadata.recipe must be an object (the supernet's training recipe)"
 
 
 def test_a_mistyped_space_definition_is_one_line_for_publish(supernet):

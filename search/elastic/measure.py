@@ -24,7 +24,7 @@ from tqdm import tqdm
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.predictor import fit_predictor, save_predictor
 from search.elastic.space import ElasticSpace, Subnet
-from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.store import load_supernet, recipe_of, resolve_supernet
 from search.elastic.subnet_folder import parse_subnet
 from search.elastic.supernet import ElasticSupernet
 from zoo.inputs import InputError, count, csv_stream, number
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(out / CSV):  # a bad row is refused before the dataset is loaded
         read_measured(supernet.space, out / CSV)
-    evaluator = SubnetEvaluator.for_supernet(supernet.space, meta["metadata"]["recipe"], args.data_dir, args.val_limit)
+    evaluator = SubnetEvaluator.for_supernet(supernet.space, recipe_of(meta, folder), args.data_dir, args.val_limit)
     subnets = subnets_to_measure(supernet.space, args.subnets, args.seed)
     accuracy = measure(supernet, evaluator, subnets, out / CSV, args.progress)
     model, fit = fit_predictor(supernet.space, list(accuracy), list(accuracy.values()), seed=args.seed)

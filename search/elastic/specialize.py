@@ -27,7 +27,7 @@ from search.elastic.evolution import EvolutionConfig, SearchResult, evolve, rand
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import Subnet
-from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.store import load_supernet, recipe_of, resolve_supernet
 from search.elastic.subnet_folder import write_subnet
 from search.latency.lut import MAX_MS, Lut
 from search.latency.predict import TARGETS
@@ -137,6 +137,7 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
         torch.set_num_threads(cfg.threads)
     folder = resolve_supernet(cfg.supernet)
     supernet, meta = load_supernet(folder)
+    recipe = recipe_of(meta, folder)
     space = supernet.space
     latency = SubnetLatency.load(space, cfg.lut)
     limit = _limit(cfg, latency, space.baseline())
@@ -158,7 +159,7 @@ def specialize(cfg: SpecializeConfig, command: str = "") -> Specialized:
             shortlist.append(cand)
         if len(shortlist) == cfg.top:
             break
-    evaluator = SubnetEvaluator.for_supernet(space, meta["metadata"]["recipe"], cfg.data_dir)
+    evaluator = SubnetEvaluator.for_supernet(space, recipe, cfg.data_dir)
     measured = [(evaluator.top1(supernet, c.subnet), c) for c in shortlist]
     val_top1, best = max(measured, key=lambda m: (m[0], m[1].score))
     record = Specialized(

@@ -60,9 +60,18 @@ def read_supernet_config(folder: str | Path) -> dict[str, Any]:
         if not isinstance(config.get(key), kind):
             got = type(config.get(key)).__name__ if key in config else "nothing"
             raise WeightsError(f"{file}: {key!r} must be a JSON {_JSON_KIND[kind]}, got {got}")
-    if not isinstance(config["metadata"].get("recipe"), dict):
-        raise WeightsError(f"{file}: metadata.recipe must be an object (the recipe the supernet was trained with)")
     return config
+
+
+def recipe_of(config: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """The training recipe ``supernet.json`` records (its data split and BN calibration are what subnets are
+    scored with), refused in one line where it is missing or mistyped."""
+    recipe = config["metadata"].get("recipe")
+    if not isinstance(recipe, dict):
+        raise WeightsError(
+            f"{Path(folder) / CONFIG}: metadata.recipe must be an object (the supernet's training recipe)"
+        )
+    return recipe
 
 
 _JSON_KIND = {str: "string", dict: "object"}
