@@ -4,14 +4,15 @@
   proxyless export quantize SOURCE --out DIR                                      ONNX + int8 and its accuracy
   proxyless export check DIR                                                      re-run an export's parity checks
   proxyless export bench NAME... --runtimes ... --batches 1,8,32 --out DIR        latency report
-  proxyless export runtimes                                                       which runtimes work here
+  proxyless export runtimes [--json]                                              which runtimes work here
 
 SOURCE is a zoo model name, an arch JSON file (random weights) or a weights directory (model.safetensors +
 config.json). The export report carries, for every runtime of the registry that loads an artefact, its parity
-with eager PyTorch and its batch-1 latency. Every command ends with one line of JSON; errors are one line
-``error: ...`` (exit 2 for bad input, 1 for a parity mismatch). Each step is one line on stderr (--no-progress: none).
-``--out`` is a new or empty folder (``--force`` replaces a used one, an earlier export's too); it appears whole when
-the command ends, and a second command writing the same folder at the same time is refused.
+with eager PyTorch and its batch-1 latency. Every command ends with one line of JSON (``runtimes``: with
+``--json``); errors are one line ``error: ...`` (exit 2 for bad input, 1 for a parity mismatch). Each step is one
+line on stderr (--no-progress: none). ``--out`` is a new or empty folder (``--force`` replaces a used one, an
+earlier export's too); it appears whole when the command ends, and a second command writing the same folder at the
+same time is refused.
 
 Threads: runtimes are checked and timed on 1 thread, the artefacts made with PyTorch's default (one per core;
 OMP_NUM_THREADS sets it); bench runs every runtime on --threads (default 1).
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from export.bench import BenchOptions
-from export.files import ParityError
+from export.files import ExportError, ParityError
 from export.pipeline import FORMATS, ExportOptions, check_dir, parse_formats, run_export
+from zoo.inputs import InputError, number, read_json
 from zoo.options import add_options, from_args
 
 SUBCOMMANDS = ("run", "quantize", "check", "bench", "runtimes")
@@ -67,12 +69,52 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, type=Path, help="new or empty directory for the report")
     bench.add_argument("--force", action="store_true", help="replace a non-empty --out")
     bench.add_argument("--no-progress", action="store_true")
-    runtimes = sub.add_parser("runtimes", help="which runtimes work here (JSON)")
+    runtimes = sub.add_parser("runtimes", help="which runtimes work here: ok, or why not")
     runtimes.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    runtimes.add_argument("--json", action="store_true", help="end with one JSON line: runtime -> ok or why not")
     return p
 
 
+# The parity tolerances of an export (options, or the settings a report recorded): a string or NaN tolerance
+# would fail deep in a comparison, an infinite one would pass anything.
+TOLERANCES = (("atol", 1e6), ("fp16_atol", 1e6), ("bf16_atol", 1e6), ("min_agreement", 1.0))
+
+
+def check_tolerances(settings: dict[str, Any], where: str) -> None:
+    """Each tolerance in ``settings`` a finite number in [0, its bound], else one line naming ``where``."""
+    for name, high in TOLERANCES:
+        if name in settings:
+            try:
+                number(settings[name], name, 0.0, high)
+            except InputError as e:
+                raise ExportError(f"{where}: {e}") from None
+
+
+def _check_report(folder: Path) -> None:
+    """``report.json`` of an export folder read through the guarded reader and its tolerances checked, before
+    any model is built."""
+    path = folder / "report.json"
+    settings = read_json(path, "an export report (report.json)").get("settings")
+    if not isinstance(settings, dict):
+        raise ExportError(f"{path}: no 'settings' object (not an export report?)")
+    check_tolerances(settings, str(path))
+
+
+def _runtimes(device: str, as_json: bool) -> int:
+    """Each runtime of the registry: ``ok`` where it works here, else the reason; the JSON line says the same."""
+    from zoo.runtimes import available_runtimes
+
+    status = {name: reason or "ok" for name, reason in available_runtimes(device).items()}
+    width = max(map(len, status))
+    for name, said in status.items():
+        print(f"{name:<{width}}  {said}")
+    if as_json:
+        print(json.dumps(status))
+    return 0
+
+
 def _export_options(args: argparse.Namespace, formats: tuple[str, ...]) -> ExportOptions:
+    check_tolerances({name: getattr(args, name) for name, _ in TOLERANCES}, "options")
     return from_args(ExportOptions, args, formats=formats, eval_images=None if args.full_test else args.eval_images)
 
 
@@ -101,8 +143,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 def _cmd_export(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     from export.source import load_source
 
+    opts = _export_options(args, formats)  # checked before the model is loaded
     source = load_source(args.source, args.random_weights)
-    opts = _export_options(args, formats)
     report = run_export(source, args.out, opts, progress=not args.no_progress, force=args.force)
     print(f"wrote {len(report['artefacts'])} artefact(s) and report.json to {args.out}")
     print(json.dumps(_summary(report)))
@@ -131,13 +173,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     """The one-line errors of this package and of the zoo it loads models and data through."""
-    from export.files import ExportError
     from zoo.arch import ArchError
     from zoo.datasets import DatasetError
     from zoo.registry import ZooError
     from zoo.weights import WeightsError
 
-    return ExportError, ArchError, DatasetError, ZooError, WeightsError
+    return ExportError, ArchError, DatasetError, ZooError, WeightsError, InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,11 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "runtimes":
-            from zoo.runtimes import available_runtimes
-
-            print(json.dumps(available_runtimes(args.device)))
-            return 0
+            return _runtimes(args.device, args.json)
         if args.command == "check":
+            _check_report(args.dir)
             print(json.dumps(check_dir(args.dir, progress=not args.no_progress)))
             return 0
         if args.command == "bench":

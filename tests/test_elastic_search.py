@@ -146,9 +146,9 @@ def test_predictor_then_specialize_end_to_end(trained: Path, tmp_path: Path, cap
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--target-ms", "-1"], "must be > 0"),
+        (["--target-ms", "-1"], "--target-ms must be a finite number > 0"),
         (["--target-ms", "0.01"], "below the smallest subnet"),
-        (["--factor", "1", "--population", "2"], "--population must be >= 4"),
+        (["--factor", "1", "--population", "2"], "--population must be between 4 and 100,000, got 2"),
     ],
 )
 def test_specialize_refuses_bad_input_in_one_line(

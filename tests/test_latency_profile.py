@@ -200,7 +200,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     code = cli.main(["latency", "proxyless_mobile", "--lut", str(tmp_path / "none.json")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no latency table at")
+    assert len(err) == 1 and err[0].startswith("error: latency target") and "none.json" in err[0], err
 
 
 @pytest.mark.skipif(

@@ -8,7 +8,7 @@ import sys
 SUBCOMMANDS = {
     "zoo": "networks, weights, registry, Hub publishing",
     "search": "search spaces, latency tables, architecture search, training",
-    "export": "TorchScript / ONNX / TensorRT export and latency reports",
+    "export": "TorchScript / ONNX / .pt2 / OpenVINO / TensorRT / int8 export, parity and latency reports",
     "demo": "the Gradio classification demo",
 }
 

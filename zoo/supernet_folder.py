@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.weights import WeightsError, read_json_object, sha256_file
+from zoo.inputs import InputError, count, csv_stream, number, read_json
+from zoo.weights import MAX_CONFIG_BYTES, WeightsError, sha256_file
 
 FORMAT = "proxyless-elastic-supernet/1"
 WEIGHTS = "supernet.safetensors"
@@ -24,6 +26,7 @@ PREDICTOR_FORMAT = "proxyless-acc-predictor/1"
 PREDICTOR_WEIGHTS = "predictor.safetensors"
 PREDICTOR_CONFIG = "predictor.json"
 SUBNETS_CSV = "subnet_accuracy.csv"
+MAX_SUBNETS = 10**6  # subnets a predictor can have been fit on (elastic-predictor --subnets is bounded far below)
 FILES = (WEIGHTS, CONFIG, PREDICTOR_WEIGHTS, PREDICTOR_CONFIG, SUBNETS_CSV)  # what a publish of a supernet carries
 
 
@@ -111,11 +114,11 @@ def is_supernet_folder(path: str | Path) -> bool:
 def read_format_json(file: Path, fmt: str) -> dict[str, Any]:
     """The JSON object in ``file`` (read through the config reader's size and type guards), refused in one line
     unless it declares ``fmt``."""
-    if not file.exists():
+    if not os.path.lexists(file):
         raise SupernetFolderError(f"{file}: missing (a supernet folder holds {WEIGHTS} + {CONFIG})")
     try:
-        data = read_json_object(file, file.name)
-    except WeightsError as e:
+        data = read_json(file, f"a {fmt} file", MAX_CONFIG_BYTES)
+    except InputError as e:
         raise SupernetFolderError(str(e)) from None
     if data.get("format") != fmt:
         raise SupernetFolderError(f"{file}: not a {fmt} file")
@@ -140,19 +143,36 @@ def _space(definition: Any, file: Path) -> SpaceSummary:
     try:
         b = definition["backbone"]
         return SpaceSummary(
-            name=str(definition["name"]),
-            widths=tuple(b["widths"]),
-            strides=tuple(b["strides"]),
-            min_depths=tuple(definition["min_depths"]),
-            max_depths=tuple(b["depths"]),
-            kernels=tuple(definition["kernels"]),
-            expands=tuple(definition["expands"]),
-            baseline_op=tuple(definition["baseline_op"]),
-            input_size=(int(b["in_chans"]), int(b["input_size"]), int(b["input_size"])),
-            num_classes=int(b["num_classes"]),
+            name=_text(definition["name"], "name"),
+            widths=_ints(b["widths"], "backbone.widths"),
+            strides=_ints(b["strides"], "backbone.strides"),
+            min_depths=_ints(definition["min_depths"], "min_depths"),
+            max_depths=_ints(b["depths"], "backbone.depths"),
+            kernels=_ints(definition["kernels"], "kernels"),
+            expands=_ints(definition["expands"], "expands"),
+            baseline_op=_ints(definition["baseline_op"], "baseline_op", 2),
+            input_size=(_int(b["in_chans"], "in_chans"), *(_int(b["input_size"], "input_size"),) * 2),
+            num_classes=_int(b["num_classes"], "num_classes"),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, InputError) as e:
         raise SupernetFolderError(f"{file}: its space_definition is incomplete ({type(e).__name__}: {e})") from None
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _int(value: Any, name: str) -> int:
+    return count(value, name, 0, 2**20)
+
+
+def _ints(value: Any, name: str, length: int | None = None) -> tuple[int, ...]:
+    """A list of small non-negative integers (of ``length`` items where given)."""
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise InputError(f"{name} must be a list of {length or 'some'} integers, got {value!r}")
+    return tuple(_int(v, name) for v in value)
 
 
 def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
@@ -170,22 +190,38 @@ def _predictor(folder: Path, supernet_sha: str) -> PredictorSummary | None:
         )
     refit = f"fit it again with `proxyless search elastic-predictor --supernet {folder}`"
     sha = _check_sha(folder / PREDICTOR_WEIGHTS, config.get("weights_sha256"), PREDICTOR_CONFIG, refit)
-    fit = config.get("fit")
+    return PredictorSummary(sha, **_fit_record(config.get("fit"), file))
+
+
+def _fit_record(fit: Any, file: Path) -> dict[str, Any]:
+    """The predictor's held-out figures, each a finite number in range (a card must never say "RMSE nan")."""
+    if not isinstance(fit, dict):
+        raise SupernetFolderError(f"{file}: no 'fit' object (the predictor's held-out figures)")
     try:
-        return PredictorSummary(sha, **{k: fit[k] for k in PredictorSummary.__dataclass_fields__ if k != "sha256"})
-    except (KeyError, TypeError) as e:
+        return {
+            "train_subnets": count(fit["train_subnets"], "fit.train_subnets", 1, MAX_SUBNETS),
+            "heldout_subnets": count(fit["heldout_subnets"], "fit.heldout_subnets", 1, MAX_SUBNETS),
+            "rmse": number(fit["rmse"], "fit.rmse", 0.0, 1.0),
+            "kendall_tau": number(fit["kendall_tau"], "fit.kendall_tau", -1.0, 1.0),
+            "heldout_std": number(fit["heldout_std"], "fit.heldout_std", 0.0, 1.0),
+        }
+    except KeyError as e:
         raise SupernetFolderError(f"{file}: its fit record lacks {e}") from None
+    except InputError as e:
+        raise SupernetFolderError(f"{file}: {e}") from None
 
 
 def _measured(file: Path) -> int | None:
     """Rows of ``subnet_accuracy.csv``, None without one."""
-    if not file.is_file():
+    if not os.path.lexists(file):
         return None
-    with file.open(newline="") as f:
-        reader = csv.reader(f)
-        if next(reader, None) != ["subnet", "val_top1"]:
-            raise SupernetFolderError(f"{file}: not the subnet,val_top1 CSV that elastic-predictor writes")
-        return sum(1 for row in reader if row)
+    try:
+        reader = csv.reader(csv_stream(file, "the subnet,val_top1 CSV that elastic-predictor writes"))
+    except InputError as e:
+        raise SupernetFolderError(str(e)) from None
+    if next(reader, None) != ["subnet", "val_top1"]:
+        raise SupernetFolderError(f"{file}: not the subnet,val_top1 CSV that elastic-predictor writes")
+    return sum(1 for row in reader if row)
 
 
 def read_supernet(folder: str | Path) -> SupernetFolder:
@@ -194,6 +230,9 @@ def read_supernet(folder: str | Path) -> SupernetFolder:
     config = read_format_json(folder / CONFIG, FORMAT)
     sha = _check_sha(folder / WEIGHTS, config.get("weights_sha256"), CONFIG, "save the supernet again")
     metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+    for key in ("recipe", "validation"):
+        if not isinstance(metadata.get(key) or {}, dict):
+            raise SupernetFolderError(f"{folder / CONFIG}: metadata.{key} must be an object")
     return SupernetFolder(
         path=folder,
         sha256=sha,

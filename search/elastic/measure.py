@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -23,11 +24,14 @@ from tqdm import tqdm
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.predictor import fit_predictor, save_predictor
 from search.elastic.space import ElasticSpace, Subnet
-from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.store import load_supernet, recipe_of, resolve_supernet
 from search.elastic.subnet_folder import parse_subnet
 from search.elastic.supernet import ElasticSupernet
+from zoo.inputs import InputError, count, csv_stream, number
+from zoo.options import DefaultsHelpFormatter
 
 CSV = "subnet_accuracy.csv"
+MAX_SUBNETS = 100_000  # each is one validation pass: 400 is the default, 100k already days of CPU
 
 
 def subnets_to_measure(space: ElasticSpace, count: int, seed: int) -> list[Subnet]:
@@ -42,12 +46,9 @@ def measure(
 ) -> dict[Subnet, float]:
     """Inherited val top-1 of each subnet, reusing (and appending to) ``csv_path``."""
     space = supernet.space
-    done: dict[Subnet, float] = {}
-    if csv_path.is_file():
-        with csv_path.open() as f:
-            done = {parse_subnet(space, r["subnet"]): float(r["val_top1"]) for r in csv.DictReader(f)}
+    new = not os.path.lexists(csv_path)
+    done = {} if new else read_measured(space, csv_path)
     todo = [s for s in subnets if s not in done]
-    new = not csv_path.is_file()
     with csv_path.open("a", newline="") as f:
         writer = csv.writer(f)
         if new:
@@ -59,12 +60,31 @@ def measure(
     return {s: done[s] for s in subnets}
 
 
+def read_measured(space: ElasticSpace, csv_path: Path) -> dict[Subnet, float]:
+    """The subnets measured so far, through the guarded reader: a row that is not a subnet of ``space`` with an
+    accuracy in [0, 1] is refused naming its line (a NaN row would fit a predictor whose RMSE is NaN)."""
+    rows = csv.reader(csv_stream(csv_path, "the subnet,val_top1 CSV that elastic-predictor writes"))
+    if next(rows, None) != ["subnet", "val_top1"]:
+        raise InputError(f"{csv_path}: line 1 is not the header subnet,val_top1")
+    done: dict[Subnet, float] = {}
+    for line, row in enumerate(rows, 2):
+        if not row:
+            continue
+        try:
+            if len(row) != 2:
+                raise ValueError(f"{len(row)} fields, expected 2")
+            done[parse_subnet(space, row[0])] = number(float(row[1]), "val_top1", 0.0, 1.0)
+        except ValueError as e:
+            raise InputError(f"{csv_path}: line {line}: {e}") from None
+    return done
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "elastic-predictor",
         help="measure sampled subnets' inherited accuracy and fit the accuracy predictor (resumable)",
         description="The last line is JSON: the predictor's held-out RMSE and Kendall tau.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
     p.add_argument("--out", help="where the CSV and the predictor go (default: the supernet folder)")
@@ -80,13 +100,20 @@ def add_parser(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.subnets < 10:
         raise ValueError(f"--subnets must be >= 10 (the predictor holds out 20% of them), got {args.subnets}")
+    count(args.subnets, "--subnets", 10, MAX_SUBNETS)
+    if args.val_limit is not None:
+        count(args.val_limit, "--val-limit", 1, 10**8)
+    if args.threads is not None:
+        count(args.threads, "--threads", 1, 1024)
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = resolve_supernet(args.supernet)
     supernet, meta = load_supernet(folder)
     out = Path(args.out) if args.out else folder
     out.mkdir(parents=True, exist_ok=True)
-    evaluator = SubnetEvaluator.for_supernet(supernet.space, meta["metadata"]["recipe"], args.data_dir, args.val_limit)
+    if os.path.lexists(out / CSV):  # a bad row is refused before the dataset is loaded
+        read_measured(supernet.space, out / CSV)
+    evaluator = SubnetEvaluator.for_supernet(supernet.space, recipe_of(meta, folder), args.data_dir, args.val_limit)
     subnets = subnets_to_measure(supernet.space, args.subnets, args.seed)
     accuracy = measure(supernet, evaluator, subnets, out / CSV, args.progress)
     model, fit = fit_predictor(supernet.space, list(accuracy), list(accuracy.values()), seed=args.seed)

@@ -9,18 +9,22 @@ RMSE and Kendall tau on held-out subnets. Evolution then ranks tens of thousands
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from search.elastic.space import ElasticSpace, Subnet
 from search.stats import kendall_tau
 from zoo.files import atomic_output, atomic_write
-from zoo.weights import WeightsError, read_json_object, sha256_file
+from zoo.inputs import one_line
+from zoo.supernet_folder import read_format_json
+from zoo.weights import WeightsError, sha256_file
 
 WEIGHTS = "predictor.safetensors"
 CONFIG = "predictor.json"
@@ -78,6 +82,9 @@ def fit_predictor(
     """Adam lr 1e-3, wd 1e-4 (OFA's), full batch; ``heldout`` of the subnets are kept out for the figures."""
     if len(subnets) != len(accuracies) or len(subnets) < 10:
         raise ValueError(f"need >= 10 subnets with one accuracy each, got {len(subnets)} and {len(accuracies)}")
+    bad = next((i for i, a in enumerate(accuracies) if not 0.0 <= a <= 1.0), None)  # NaN fails both comparisons
+    if bad is not None:
+        raise ValueError(f"subnet {subnets[bad]} has accuracy {accuracies[bad]!r}; accuracies are fractions in [0, 1]")
     order = list(range(len(subnets)))
     random.Random(seed).shuffle(order)
     n_test = max(2, round(heldout * len(order)))
@@ -111,19 +118,31 @@ def save_predictor(model: AccuracyPredictor, fit: PredictorFit, folder: str | Pa
     with atomic_output(folder / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
         config = {"format": FORMAT, "fit": asdict(fit), **extra, "weights_sha256": sha256_file(tmp)}
-        atomic_write(folder / CONFIG, json.dumps(config, indent=1) + "\n")
+        atomic_write(folder / CONFIG, json.dumps(config, indent=1, allow_nan=False) + "\n")
 
 
-def load_predictor(space: ElasticSpace, folder: str | Path) -> tuple[AccuracyPredictor, dict[str, Any]] | None:
-    """The predictor stored in ``folder``, or None if there is none."""
+def load_predictor(
+    space: ElasticSpace, folder: str | Path, supernet_sha256: str | None = None
+) -> tuple[AccuracyPredictor, dict[str, Any]] | None:
+    """The predictor stored in ``folder``, or None if there is none; with ``supernet_sha256``, refused unless it
+    was fit for that supernet (a predictor of other weights ranks subnets by accuracies they no longer have)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / CONFIG).is_file():
+    if not os.path.lexists(folder / CONFIG):
         return None
-    config = read_json_object(folder / CONFIG, CONFIG)
-    if config.get("format") != FORMAT or sha256_file(folder / WEIGHTS) != config.get("weights_sha256"):
-        raise WeightsError(f"{folder / WEIGHTS}: not the predictor its {CONFIG} names (sha256 differs)")
+    config = read_format_json(folder / CONFIG, FORMAT)
+    if supernet_sha256 is not None and config.get("supernet_sha256") != supernet_sha256:
+        raise WeightsError(
+            f"{folder / CONFIG}: fit for another supernet (sha256 {str(config.get('supernet_sha256'))[:12]}...): "
+            f"fit it again with `proxyless search elastic-predictor --supernet {folder}`"
+        )
+    weights = folder / WEIGHTS
+    if not weights.is_file() or sha256_file(weights) != config.get("weights_sha256"):
+        raise WeightsError(f"{weights}: not the predictor its {CONFIG} names (missing, or its sha256 differs)")
     model = AccuracyPredictor(encode(space, [space.smallest()]).shape[1])
-    model.load_state_dict(load_file(folder / WEIGHTS))
+    try:
+        model.load_state_dict(load_file(weights))
+    except (SafetensorError, RuntimeError) as e:  # truncated, or fit for a space of another shape
+        raise WeightsError(f"{weights}: not a predictor for elastic space {space.name!r} ({one_line(e)})") from None
     return model.eval(), config

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -34,17 +35,29 @@ from search.elastic.finetune import MAX_MINUTES, DataRecipe, FinetuneConfig, Fin
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import BASELINE_MODELS, Subnet
-from search.elastic.store import load_supernet, resolve_supernet
+from search.elastic.store import load_supernet, recipe_of, resolve_supernet
 from search.elastic.subnet_folder import save_subnet, subnet_net
+from search.latency.lut import MAX_MS, Lut
 from search.latency.predict import TARGETS
 from zoo.datasets import build_eval_dataset, get_dataset
 from zoo.evaluate import evaluate, load_for_eval
 from zoo.files import atomic_write, output_folder
+from zoo.inputs import InputError, count, number
+from zoo.options import DefaultsHelpFormatter
 from zoo.registry import get_model_info, list_models
 
 
 class SpecializeError(ValueError):
     """Arguments that cannot give a specialized net (checked before any expensive work)."""
+
+
+# Upper bounds of the search: the defaults are 100 x 100 and 5; --population 1e8 ran 10 minutes to 3.7 GB.
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 10_000
+MAX_EVALUATIONS = 10_000_000  # minutes of rejection sampling in Python
+MAX_TOP = 100  # each is one validation pass
+MAX_TARGET_MS = MAX_MS  # a table's own bound on a latency
+MAX_FACTOR = 100.0  # x the baseline's latency: far above the largest subnet's
 
 
 @dataclass(frozen=True)
@@ -69,19 +82,39 @@ class SpecializeConfig:
     force: bool = False
 
     def validate(self) -> None:
+        """Every option in range and every input file readable, before the supernet is loaded."""
         if (self.target_ms is None) == (self.factor is None):
             raise SpecializeError("give exactly one of --target-ms (a latency) and --factor (x the baseline's)")
-        limit = self.target_ms if self.target_ms is not None else self.factor
-        if not limit or limit <= 0:
-            raise SpecializeError(f"the latency target must be > 0, got {limit}")
-        if self.population < 4 or self.generations < 0 or self.top < 1:
-            raise SpecializeError("--population must be >= 4, --generations >= 0, --top >= 1")
+        try:
+            self._check_numbers()
+        except InputError as e:
+            raise SpecializeError(str(e)) from None
         if not (math.isfinite(self.finetune_min) and 0 <= self.finetune_min <= MAX_MINUTES):
             raise SpecializeError(f"--finetune-min must be 0..{MAX_MINUTES:g} minutes, got {self.finetune_min}")
         if not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
             raise SpecializeError(f"--finetune-lr must be finite and > 0, got {self.finetune_lr}")
-        if self.lut not in TARGETS and not Path(self.lut).is_file():
-            raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
+        if self.lut not in TARGETS:
+            if not os.path.lexists(self.lut):
+                raise SpecializeError(f"--lut {self.lut!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
+            Lut.load(self.lut)  # the guarded reader: a FIFO, /dev/zero or a tampered table is one line now
+
+    def _check_numbers(self) -> None:
+        """The limit finite and > 0, the search sizes bounded (alone and as the evaluations they make)."""
+        if self.target_ms is not None:
+            number(self.target_ms, "--target-ms", 0.0, MAX_TARGET_MS, low_open=True)
+        else:
+            number(self.factor, "--factor", 0.0, MAX_FACTOR, low_open=True)
+        count(self.population, "--population", 4, MAX_POPULATION)
+        count(self.generations, "--generations", 0, MAX_GENERATIONS)
+        count(self.top, "--top", 1, MAX_TOP)
+        evaluations = self.population * (self.generations + 1)
+        if evaluations > MAX_EVALUATIONS:
+            raise InputError(
+                f"--population x (--generations + 1) is {evaluations:,} predictor evaluations; "
+                f"at most {MAX_EVALUATIONS:,} (the defaults make {100 * 101:,})"
+            )
+        if self.threads is not None:
+            count(self.threads, "--threads", 1, 1024)
 
 
 @dataclass(frozen=True)
@@ -177,7 +210,8 @@ def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
         torch.set_num_threads(cfg.threads)
     folder = resolve_supernet(cfg.supernet)
     supernet, meta = load_supernet(folder)
-    space, recipe = supernet.space, meta["metadata"]["recipe"]
+    recipe = recipe_of(meta, folder)
+    space = supernet.space
     latency = SubnetLatency.load(space, cfg.lut)
     limit = _limit(cfg, latency, space.baseline())
     check_limit(space, latency, limit)
@@ -185,7 +219,7 @@ def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
     teacher = _teacher(cfg, baseline) if cfg.finetune_min > 0 else None
     if teacher is not None and teacher not in list_models() and not Path(teacher).is_dir():
         raise SpecializeError(f"--teacher {teacher!r} is neither a zoo model nor a weights folder")
-    found = load_predictor(space, folder)
+    found = load_predictor(space, folder, meta["weights_sha256"])
     if found is None:
         raise SpecializeError(
             f"{folder} has no accuracy predictor: fit one with `proxyless search elastic-predictor --supernet {folder}`"
@@ -271,7 +305,7 @@ def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
     how = f"{record.search}, {cfg.lut} <= {limit:.4g} {latency.unit}"
     training = tuned.describe() if tuned else "not fine-tuned"
     save_subnet(net, meta, best.subnet, out, metrics, how, training)
-    atomic_write(out / "specialize.json", json.dumps(specialize_record, indent=1) + "\n")
+    atomic_write(out / "specialize.json", json.dumps(specialize_record, indent=1, allow_nan=False) + "\n")
     return record
 
 
@@ -282,7 +316,7 @@ def add_parser(subparsers: Any) -> None:
         help="specialize a trained elastic supernet for a latency table in minutes (no training)",
         description="Evolutionary search over a trained supernet under a latency limit; writes a zoo weights "
         "folder. The last line is JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--lut", required=True, help=f"latency table: one of {', '.join(TARGETS)} or a LUT file")
     p.add_argument("--out", required=True, help="weights folder to write (new or empty)")

@@ -12,11 +12,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from search.elastic.predictor import CONFIG as PREDICTOR_CONFIG
 from search.elastic.predictor import WEIGHTS as PREDICTOR_WEIGHTS
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.supernet import ElasticSupernet
 from zoo.files import atomic_output, atomic_write
+from zoo.inputs import one_line
 from zoo.supernet_folder import read_format_json
 from zoo.weights import HUB_PREFIX, WeightsError, hub_file, parse_hub_source, sha256_file
 
@@ -45,12 +48,33 @@ def save_supernet(model: ElasticSupernet, out: str | Path, metadata: dict[str, A
             "metadata": metadata,
             "weights_sha256": sha256_file(tmp),
         }
-        atomic_write(out / CONFIG, json.dumps(config, indent=1) + "\n")
+        atomic_write(out / CONFIG, json.dumps(config, indent=1, allow_nan=False) + "\n")
     return out
 
 
 def read_supernet_config(folder: str | Path) -> dict[str, Any]:
-    return read_format_json(Path(folder) / CONFIG, FORMAT)
+    """``supernet.json`` through the guarded reader, with the keys loading and specializing use checked."""
+    file = Path(folder) / CONFIG
+    config = read_format_json(file, FORMAT)
+    for key, kind in (("space", str), ("space_definition", dict), ("metadata", dict), ("weights_sha256", str)):
+        if not isinstance(config.get(key), kind):
+            got = type(config.get(key)).__name__ if key in config else "nothing"
+            raise WeightsError(f"{file}: {key!r} must be a JSON {_JSON_KIND[kind]}, got {got}")
+    return config
+
+
+def recipe_of(config: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """The training recipe ``supernet.json`` records (its data split and BN calibration are what subnets are
+    scored with), refused in one line where it is missing or mistyped."""
+    recipe = config["metadata"].get("recipe")
+    if not isinstance(recipe, dict):
+        raise WeightsError(
+            f"{Path(folder) / CONFIG}: metadata.recipe must be an object (the supernet's training recipe)"
+        )
+    return recipe
+
+
+_JSON_KIND = {str: "string", dict: "object"}
 
 
 def resolve_supernet(source: str | Path | None, space: str = "fmnist") -> Path:
@@ -111,5 +135,8 @@ def load_supernet(folder: str | Path) -> tuple[ElasticSupernet, dict[str, Any]]:
     if sha256_file(weights) != config["weights_sha256"]:
         raise WeightsError(f"{weights}: sha256 does not match {CONFIG} (corrupt or replaced)")
     model = ElasticSupernet(space)
-    model.load_state_dict(load_file(weights), strict=True)
+    try:
+        model.load_state_dict(load_file(weights), strict=True)
+    except (SafetensorError, RuntimeError) as e:  # truncated, or tensors of another shape (sha256 recomputed)
+        raise WeightsError(f"{weights}: not the tensors of elastic space {space.name!r} ({one_line(e)})") from None
     return model.eval(), config

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,44 @@ from search.latency.predict import MOBILE_TABLE, TARGETS, load_latency_model
 from search.latency.runtimes import CLOCKS
 from search.space import SPACES, SearchSpace, get_space
 from zoo.arch import ArchSpec
+from zoo.inputs import MAX_JSON_BYTES, count, number, read_text
 from zoo.runtimes import runtime_names
 from zoo.runtimes.base import DEVICES
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range of a numeric option, checked before any runner is built or any op timed."""
+
+    option: str
+    low: float
+    high: float
+    integer: bool = True
+
+
+PROFILE_LIMITS = (
+    Bound("batch", 1, 4096),
+    Bound("threads", 1, 1024),
+    Bound("budget_s", 0, 3600, integer=False),
+    Bound("warmup_s", 0, 3600, integer=False),
+    Bound("calib_archs", 0, 10_000),
+    Bound("calib_budget_s", 0, 3600, integer=False),
+)
+VALIDATE_LIMITS = (
+    Bound("archs", 2, 10_000),  # Spearman needs two
+    Bound("budget_s", 0, 3600, integer=False),
+    Bound("rounds", 1, 1000),
+)
+
+
+def _check_sizes(args: argparse.Namespace, bounds: tuple[Bound, ...]) -> None:
+    """One-line refusal of an option out of range (``--archs 100000000``, ``--budget-s inf``)."""
+    for b in bounds:
+        value, name = getattr(args, b.option), "--" + b.option.replace("_", "-")
+        if b.integer:
+            count(value, name, int(b.low), int(b.high))
+        else:
+            number(value, name, b.low, b.high)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -80,9 +118,10 @@ def _run_profile(args: argparse.Namespace) -> int:
     from search.latency.runtimes import make_runner
     from search.latency.validate import calibrate
 
+    _check_sizes(args, PROFILE_LIMITS)
     space, progress = get_space(args.space), not args.no_progress
+    before = len(Lut.load(args.out).entries) if os.path.lexists(args.out) else 0  # refused before a runner is built
     with make_runner(args.runtime, args.device, args.threads, args.batch, args.clock) as runner:
-        before = len(Lut.load(args.out).entries) if args.out.exists() else 0
         lut = profile_ops(space, runner, args.out, args.budget_s, args.warmup_s, args.statistic, progress)
         if args.calib_archs > 0 and (lut.header.calibration is None or args.recalibrate):
             cal = calibrate(lut, space, runner, args.calib_archs, args.calib_budget_s, progress=progress)
@@ -96,8 +135,8 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 def _load_arch(text: str) -> ArchSpec:
     path = Path(text)
-    if path.is_file():
-        return ArchSpec.from_json(path.read_text())
+    if os.path.lexists(path):  # any file, a FIFO or a device too: the guarded reader refuses those by name
+        return ArchSpec.from_json(read_text(path, "an arch JSON file", MAX_JSON_BYTES))
     from zoo.registry import get_model_info
 
     arch = get_model_info(text).arch
@@ -107,13 +146,15 @@ def _load_arch(text: str) -> ArchSpec:
 
 
 def _space_for(args: argparse.Namespace, arch: ArchSpec) -> SearchSpace:
+    """``--space``, else the space whose input the arch takes: a table of another space is then refused by its
+    space check (as ``specialize`` refuses it), not by the first entry it lacks."""
     if args.space:
         return get_space(args.space)
-    if args.lut not in TARGETS:
-        return get_space(Lut.load(args.lut).header.space)
     for space in SPACES.values():
         if (space.in_chans, space.input_size) == (arch.in_chans, arch.input_size):
             return space
+    if args.lut not in TARGETS:  # a table of a space not listed here (a test's): its own space
+        return get_space(Lut.load(args.lut).header.space)
     raise LatencyError(f"no search space takes {arch.name}'s {arch.in_chans}x{arch.input_size}px input; give --space")
 
 
@@ -139,6 +180,8 @@ def _run_latency(args: argparse.Namespace) -> int:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from search.latency.validate import validate
+
+    _check_sizes(args, VALIDATE_LIMITS)
 
     png = args.png or args.lut.with_suffix(".validate.png")
     result = validate(args.lut, args.archs, args.seed, args.budget_s, args.rounds, png, not args.no_progress)

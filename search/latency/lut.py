@@ -9,16 +9,20 @@ authors' mobile table. The ``zero`` op is stored with 0 ms and count 0: the netw
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from search.space import SearchSpace
 from zoo.files import atomic_write
+from zoo.inputs import InputError, count, number, read_json
 
 FORMAT = "proxyless-lut/1"
 OPS = ("stem", "mbconv", "zero", "feature_mix", "classifier")
 STATISTICS = ("median", "min", "mean")
+MAX_MS = 1e6  # a latency above 1000 s per op is a broken table, not a slow device
+MAX_SIZE = 2**20  # channels, spatial sizes, kernels, batch, threads: far above any real op
 
 
 class LatencyError(ValueError):
@@ -84,29 +88,58 @@ class Entry:
         return {**k, **stats}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Entry:
+    def from_dict(cls, d: Any) -> Entry:
+        """An entry of a table file, every field checked: shapes and counts are bounded integers, latencies are
+        finite and within [0, ``MAX_MS``] (a NaN or infinity would silently drop an op from a search)."""
+        if not isinstance(d, dict):
+            raise LatencyError(f"an entry must be a JSON object, got {_short(d)}")
         try:
             key = OpKey(
                 op=d["op"],
-                input=tuple(int(v) for v in d["input"]),
-                output=tuple(int(v) for v in d["output"]),
-                kernel=int(d.get("kernel", 0)),
-                expand=int(d.get("expand", 0)),
-                stride=int(d.get("stride", 1)),
-                skip=bool(d.get("skip", False)),
+                input=_shape(d["input"], "input"),
+                output=_shape(d["output"], "output"),
+                kernel=count(d.get("kernel", 0), "kernel", 0, MAX_SIZE),
+                expand=count(d.get("expand", 0), "expand", 0, MAX_SIZE),
+                stride=count(d.get("stride", 1), "stride", 1, MAX_SIZE),
+                skip=_flag(d.get("skip", False)),
             )
-            median, low = d["median_ms"], d.get("min_ms")
+            ms = {name: _ms(d.get(name), name) for name in ("median_ms", "min_ms")}
             return cls(
                 key,
-                int(d["batch"]),
-                float(d["mean_ms"]),
-                None if median is None else float(median),
-                float(d["std_ms"]),
-                int(d["count"]),
-                None if low is None else float(low),
+                count(d["batch"], "batch", 1, MAX_SIZE),
+                _ms(d["mean_ms"], "mean_ms"),
+                ms["median_ms"],
+                _ms(d["std_ms"], "std_ms"),
+                count(d["count"], "count", 0, 2**62),
+                ms["min_ms"],
             )
-        except (KeyError, TypeError) as e:
-            raise LatencyError(f"bad LUT entry {d!r}: {e}") from None
+        except KeyError as e:
+            raise LatencyError(f"entry {_short(d)} lacks {e}") from None
+        except (InputError, TypeError) as e:
+            raise LatencyError(f"entry {_short(d)}: {e}") from None
+
+
+def _short(value: Any) -> str:
+    """A value as an error line shows it: a tampered entry may be huge."""
+    text = json.dumps(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _shape(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) not in (1, 3):
+        raise InputError(f"{name} must be a list of C or C, H, W, got {value!r}")
+    return tuple(count(v, name, 1, MAX_SIZE) for v in value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"skip must be true or false, got {value!r}")
+    return value
+
+
+def _ms(value: Any, name: str) -> float | None:
+    """A latency field: None (not reported) or a finite number of ms in [0, ``MAX_MS``]."""
+    return None if value is None else number(value, name, 0.0, MAX_MS)
 
 
 @dataclass(frozen=True)
@@ -129,6 +162,40 @@ class Header:
     source: str = "measured with proxyless search profile"
     calibration: dict[str, Any] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _header(raw: Any) -> Header:
+    """The checked header of a table file: the fields ``Header`` declares, of the right kinds and in range."""
+    if not isinstance(raw, dict):
+        raise LatencyError(f"no 'header' object (got {_short(raw)}); a table starts with where it was measured")
+    try:
+        header = Header(**raw)
+    except TypeError as e:
+        raise LatencyError(f"bad LUT header: {e}") from None
+    for name in ("space", "device", "device_kind", "runtime", "runtime_version", "date", "clock", "source"):
+        if not isinstance(getattr(header, name), str):
+            raise LatencyError(f"bad LUT header: {name} must be a string, got {_short(getattr(header, name))}")
+    if not isinstance(header.space_config, dict) or not isinstance(header.notes, dict):
+        raise LatencyError("bad LUT header: space_config and notes must be objects")
+    if header.statistic not in STATISTICS:
+        raise LatencyError(f"bad LUT header: statistic must be one of {STATISTICS}, got {header.statistic!r}")
+    try:
+        count(header.threads, "threads", 1, MAX_SIZE)
+        count(header.batch, "batch", 1, MAX_SIZE)
+        _calibration(header.calibration)
+    except InputError as e:
+        raise LatencyError(f"bad LUT header: {e}") from None
+    return header
+
+
+def _calibration(calibration: Any) -> None:
+    """A calibration is None or an object whose overhead is a finite number of ms (negative allowed: a table's
+    ops, timed alone, can cost more than within a network)."""
+    if calibration is None:
+        return
+    if not isinstance(calibration, dict):
+        raise InputError(f"calibration must be an object, got {_short(calibration)}")
+    number(calibration.get("overhead_ms", 0.0), "calibration.overhead_ms", -MAX_MS, MAX_MS)
 
 
 @dataclass
@@ -161,32 +228,31 @@ class Lut:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Lut:
         if d.get("format") != FORMAT:
-            raise LatencyError(f"not a {FORMAT} latency table (format={d.get('format')!r})")
-        try:
-            header = Header(**d["header"])
-        except TypeError as e:
-            raise LatencyError(f"bad LUT header: {e}") from None
-        if header.statistic not in STATISTICS:
-            raise LatencyError(f"bad LUT header: statistic must be one of {STATISTICS}, got {header.statistic!r}")
-        lut = cls(header)
-        for raw in d.get("entries", []):
+            raise LatencyError(f"not a {FORMAT} latency table (format={_short(d.get('format'))})")
+        lut = cls(_header(d.get("header")))
+        entries = d.get("entries", [])
+        if not isinstance(entries, list):
+            raise LatencyError(f"'entries' must be a list, got {type(entries).__name__}")
+        for raw in entries:
             lut.add(Entry.from_dict(raw))
         return lut
 
     def save(self, path: str | Path) -> None:
-        """Atomic: a profile interrupted mid-write leaves the previous complete file."""
-        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        """Atomic: a profile interrupted mid-write leaves the previous complete file; strict JSON."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Lut:
+        """A table file through the guarded reader; any fault is one line naming the file."""
         path = Path(path)
+        if not os.path.lexists(path):
+            raise LatencyError(f"no latency table at {path}")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise LatencyError(f"no latency table at {path}") from None
-        except json.JSONDecodeError as e:
-            raise LatencyError(f"{path} is not JSON: {e}") from None
-        return cls.from_dict(data)
+            return cls.from_dict(read_json(path, f"a {FORMAT} latency table"))
+        except InputError as e:  # the reader's line names the file already
+            raise LatencyError(str(e)) from None
+        except LatencyError as e:
+            raise LatencyError(f"{path}: {e}") from None
 
     def check_space(self, space: SearchSpace, where: str = "LUT") -> None:
         """Refuse a table measured for another search space (or another definition of one of the same name)."""

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.latency.lut import Entry, Header, LatencyError, Lut, OpKey, space_config
+from search.latency.lut import MAX_MS, Entry, Header, LatencyError, Lut, OpKey, space_config
 from search.latency.ops import layer_key
 from search.space import get_space
+from zoo.inputs import number, read_text
 
 FEATURES = ("dense_mmacs", "depthwise_mmacs", "activation_melems")
 _KEY_RE = re.compile(r"^(?P<op>[A-Za-z_0-9]+?)-input:(?P<input>[\dx]+)-output:(?P<output>[\dx]+)(?P<rest>.*)$")
@@ -45,6 +46,9 @@ def parse_authors_key(text: str) -> OpKey:
     if m["op"] == "Logits":  # global pool + linear, fed by the feature mix output
         return OpKey("classifier", inp, out)
     if m["op"] == "expanded_conv":
+        missing = [k for k in ("kernel", "expand", "stride", "idskip") if k not in params]
+        if missing:
+            raise LatencyError(f"mobile table entry {text!r} lacks {', '.join(missing)}")
         return OpKey(
             "mbconv",
             inp,
@@ -68,15 +72,40 @@ def _parse_yaml(text: str) -> dict[str, dict[str, float]]:
             current = table.setdefault(line.rstrip()[:-1], {})
         elif current is not None and ":" in line:
             name, value = line.split(":", 1)
-            current[name.strip()] = float(value)
+            current[name.strip()] = _yaml_number(value, n)
         else:
             raise LatencyError(f"mobile table line {n} is not 'key:' or '  field: number': {line!r}")
     return table
 
 
+def _yaml_number(text: str, line: int) -> float:
+    """A field's value: finite and in [0, ``MAX_MS``] (counts, means in ms and variances all are)."""
+    try:
+        return number(float(text), f"mobile table line {line}", 0.0, MAX_MS)
+    except ValueError:
+        raise LatencyError(f"mobile table line {line}: {text.strip()!r} is not a finite number in [0, 1e6]") from None
+
+
+def _stats(raw: dict[str, dict[str, float]], text: str) -> tuple[float, float, int]:
+    """(mean ms, std ms, count) of one published entry."""
+    stats = raw[text]
+    missing = [k for k in ("mean", "var", "count") if k not in stats]
+    if missing:
+        raise LatencyError(f"mobile table entry {text!r} lacks {', '.join(missing)}")
+    return stats["mean"], float(np.sqrt(stats["var"])), int(stats["count"])
+
+
 def convert_mobile_table(path: str | Path) -> Lut:
-    """The published Pixel-1 table as a ``proxyless-lut/1`` table of the imagenet space (means; no medians)."""
-    raw = _parse_yaml(Path(path).read_text())
+    """The published Pixel-1 table as a ``proxyless-lut/1`` table of the imagenet space (means; no medians);
+    a fault in the file is one line naming it."""
+    text = read_text(path, "the authors' mobile_trim.yaml")
+    try:
+        return _convert(_parse_yaml(text))
+    except LatencyError as e:
+        raise LatencyError(f"{path}: {e}") from None
+
+
+def _convert(raw: dict[str, dict[str, float]]) -> Lut:
     space = get_space("imagenet")
     header = Header(
         space="imagenet",
@@ -93,10 +122,9 @@ def convert_mobile_table(path: str | Path) -> Lut:
         notes={"threads": "not published; 1 assumed", "std_ms": "sqrt of the published variance"},
     )
     lut = Lut(header)
-    for text, stats in raw.items():
-        lut.add(
-            Entry(parse_authors_key(text), 1, stats["mean"], None, float(np.sqrt(stats["var"])), int(stats["count"]))
-        )
+    for text in raw:
+        mean, std, n = _stats(raw, text)
+        lut.add(Entry(parse_authors_key(text), 1, mean, None, std, n))
     for layer in space.layers():
         if layer.residual:  # the skipped layer runs nothing on the phone either
             zero = layer_key(layer, space.candidates(layer)[-1])
@@ -148,6 +176,13 @@ class MobilePredictor:
     @classmethod
     def fit(cls, entries: list[Entry]) -> MobilePredictor:
         timed = [e for e in entries if e.count > 0]
+        if not timed:
+            raise LatencyError("the mobile table has no timed entries to fit the predictor on")
+        bad = next((e for e in timed if e.mean_ms <= 0), None)
+        if bad is not None:  # weights are 1 / ms: a timed op must have taken some time
+            raise LatencyError(
+                f"mobile table entry {bad.key} is timed (count {bad.count}) but has mean {bad.mean_ms} ms"
+            )
         x = np.stack([op_features(e.key) for e in timed])
         return cls(tuple(float(c) for c in _fit(x, np.array([e.mean_ms for e in timed]))))
 

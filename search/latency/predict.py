@@ -7,6 +7,7 @@ measured tables). For the search, ``candidate_matrix`` prices every candidate of
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def load_latency_model(target: str, space: SearchSpace) -> LatencyModel:
             )
     else:
         path = Path(target)
-        if not path.is_file():
+        if not os.path.lexists(path):  # a device or FIFO is named by the guarded reader of Lut.load
             raise LatencyError(f"latency target {target!r} is neither one of {', '.join(TARGETS)} nor a LUT file")
     model = TableModel(Lut.load(path), name=f"{target} ({path.name})" if target in TARGETS else str(path))
     model.check_space(space)

@@ -168,7 +168,7 @@ def validate(
         scatter(png, measured, series, title, "measured end to end (ms)", "predicted (ms)")
         details = {**result, "archs": [signature(space, a) for a in archs]}
         details.update(measured_ms=measured.round(4).tolist(), predicted_ms=predicted.round(4).tolist())
-        _write_text(png.with_suffix(".json"), json.dumps(details, indent=1) + "\n")
+        _write_text(png.with_suffix(".json"), json.dumps(details, indent=1, allow_nan=False) + "\n")
         result["png"] = str(png)
     return result
 
