@@ -241,6 +241,33 @@ def test_a_torn_folder_is_refused_before_any_upload(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_symlink_out_of_the_folder_is_refused_before_any_upload(
+    supernet: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published repo is public: a file linked in from elsewhere (here a private CSV) must not ride along."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    folder = _copy(supernet, tmp_path / "linked", [f for f in SUPERNET_FILES if f != "subnet_accuracy.csv"])
+    private = tmp_path / "private.csv"
+    private.write_text("subnet,val_top1\nsecret,0.5\n")  # well-formed: only where it lives is wrong
+    (folder / "subnet_accuracy.csv").symlink_to(private)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert zoo_main(["publish", str(folder), "--repo", REPO, "--token", "hf_x"]) == 2
+        assert hub.state.requests == []  # refused before anything was sent
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"error: {folder / 'subnet_accuracy.csv'}: a symlink to {private}")
+        and len(err.splitlines()) == 1
+    )
+    assert zoo_main(["publish", str(folder), "--repo", REPO, "--dry-run", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    (folder / "subnet_accuracy.csv").unlink()  # a link that stays inside the folder is an ordinary file
+    shutil.copyfile(private, folder / "data.csv")
+    (folder / "subnet_accuracy.csv").symlink_to("data.csv")
+    assert zoo_main(["publish", str(folder), "--repo", REPO, "--dry-run", str(tmp_path / "ok")]) == 0
+    assert (tmp_path / "ok" / "subnet_accuracy.csv").read_text() == private.read_text()
+
+
 def test_single_network_options_are_refused_for_a_supernet(supernet: Path, capsys: pytest.CaptureFixture) -> None:
     assert zoo_main(["publish", str(supernet), "--repo", REPO, "--dry-run", "x", "--onnx", "model.onnx"]) == 2
     assert "is a supernet folder: --report, --onnx and --code-repo are for single networks" in capsys.readouterr().err
