@@ -81,6 +81,26 @@ def test_subnet_weights_are_slices_of_the_shared_weights(supernet: ElasticSupern
         w.copy_(saved)
 
 
+def test_training_a_subnet_normalizes_like_its_extracted_net_in_training() -> None:
+    """In training each sliced BN uses the batch's statistics and moves its slice of the running ones, exactly as
+    the extracted net's own BNs do: the sandwich rule trains the subnets it will later extract."""
+    torch.manual_seed(0)
+    supernet = ElasticSupernet(FMNIST)
+    images = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    input_dependent_bn(supernet, lambda x: supernet(x, FMNIST.largest()), images)
+    subnet = FMNIST.subnet((2, 3, 3, 2), (3, 5, 7, 3, 5, 7, 3, 5, 7, 3), (3, 6, 3, 6, 3, 6, 3, 6, 3, 6))
+    net = supernet.extract(subnet)
+    x = 2 * torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(3)) + 1  # other stats than `images`
+    with torch.no_grad():
+        stored = supernet.eval()(x, subnet)
+        trained = supernet.train()(x, subnet)
+        assert (trained - stored).abs().max() > 1e-2  # precondition: batch and stored statistics differ here
+        torch.testing.assert_close(trained, net.train()(x), atol=1e-4, rtol=1e-4)
+    after, ours = supernet.extract(subnet).state_dict(), net.state_dict()
+    for key in (k for k in ours if "running" in k):
+        torch.testing.assert_close(after[key], ours[key], msg=key)
+
+
 def test_the_baseline_is_a_subnet_and_the_space_spans_the_latency_range() -> None:
     base = get_model_info("fmnist_mobilenetv2").arch
     assert FMNIST.subnet_of(base) == FMNIST.baseline()
