@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hub_server import TOKEN, HubServer
 from huggingface_hub import ModelCard
 from test_elastic_search import TINY
+from test_hub_card_hostile import HOSTILE, _shape, _text
 from test_hub_publish import _client_env
 
 from search.cli import main as search_main
@@ -26,6 +29,7 @@ from search.elastic.space import get_elastic_space
 from search.elastic.train import ElasticTrainConfig, train_supernet
 from zoo import supernet_folder
 from zoo.cli import main as zoo_main
+from zoo.model_card import render_supernet_card
 from zoo.registry import weights_dir_info
 from zoo.weights import WeightsError, hub_file, sha256_file
 
@@ -203,6 +207,24 @@ def test_dry_run_writes_the_supernet_and_its_card(
     assert "| 2 | 40 | 2 | 1..3 |" in text and "117,418,896 subnets" in text
     assert "baseline (k3 e6 at full depth) is the subnet `d2332-k3333333333-e6666666666`" in text
     assert "| random_subnets | 2 |" in text and "arXiv:1908.09791" in text
+
+
+def test_the_supernet_card_shows_markup_as_text_and_quotes_its_commands(supernet: Path) -> None:
+    """A space name, recipe entry or validation key with markup or shell syntax: shown, never run or rendered."""
+    sn = supernet_folder.read_supernet(supernet)
+
+    def card(text: str) -> str:
+        validation = {**sn.validation, f"val_top1_{text}": 0.5}
+        other = replace(sn, space=replace(sn.space, name=text), recipe={**sn.recipe, text: text}, validation=validation)
+        return render_supernet_card(other, repo_id=REPO, revision="v1")
+
+    hostile, plain = card(HOSTILE + "; rm -rf ~"), card("plain words; and more")
+    assert _shape(hostile) == _shape(plain)
+    assert "<img" not in _text(hostile) and "[click](" not in _text(hostile)
+    name = " ".join((HOSTILE + "; rm -rf ~").split())
+    for line in re.search(r"```bash\n(.*?)```", hostile, flags=re.S).group(1).splitlines():
+        args = shlex.split(line)  # as the shell reads it: the name is one word, its `;` no command separator
+        assert args[args.index("--out") + 1] in (f"{name}_cpu_075", f"{name}_baseline"), line
 
 
 def _corrupt(folder: Path) -> None:

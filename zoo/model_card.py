@@ -497,7 +497,8 @@ def _supernet_predictor(sn: SupernetFolder) -> list[str]:
 
 def _supernet_usage(sn: SupernetFolder, source: str) -> list[str]:
     """How to specialize from it; the space name and source are quoted for the shell and Python they land in."""
-    space, out, source = sn.space.name, f"{sn.space.name}_cpu_075", shlex.quote(source)
+    space = " ".join(sn.space.name.split())  # one line: a code block's line stays one line
+    out, source = f"{space}_cpu_075", shlex.quote(source)
     return [
         "With proxyless-zoo, specialize it for a latency table in minutes, with no training: evolutionary search "
         "under the latency limit, then the best subnet is extracted with its inherited weights (BN recalibrated) "
