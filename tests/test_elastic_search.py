@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from search.cli import main as search_main
-from search.elastic.evolution import EvolutionConfig, SearchLimitError, evolve, random_search
+from search.elastic import specialize as specialize_module
+from search.elastic.evolution import EvolutionConfig, SearchLimitError, crossover, evolve, random_search
 from search.elastic.latency import SubnetLatency
+from search.elastic.predictor import encode, load_predictor
 from search.elastic.shrinking import PHASES, phase_of, progressive_students
 from search.elastic.space import get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet
+from search.elastic.subnet_folder import parse_subnet
 from search.elastic.train import ElasticTrainConfig, ElasticTrainer, train_supernet
 from search.latency.predict import load_latency_model
 from search.stats import bootstrap_tau, kendall_tau
@@ -97,7 +101,46 @@ def test_progressive_shrinking_opens_kernel_then_depth_then_expand(tmp_path: Pat
     assert opened == [{"kernels"}, {"kernels", "depths"}, {"kernels", "depths", "expands"}]
     trainer = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "p"), schedule="progressive", **TINY))
     assert [len(trainer.subnets_of_step(s)) for s in range(8)] == [0, 0, 3, 3, 3, 3, 3, 3]
-    assert trainer.subnets_of_step(5) == trainer.subnets_of_step(5)  # seeded by (seed, step): resumable
+    again = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "q"), schedule="progressive", **TINY))
+    assert again.subnets_of_step(5) == trainer.subnets_of_step(5)  # seeded by (seed, step): a resume draws alike
+    assert trainer.subnets_of_step(5) != trainer.subnets_of_step(6)
+
+
+def test_a_sandwich_step_trains_the_largest_the_smallest_and_random_subnets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "s"), **TINY))
+    ran: list = []
+    forward = trainer.model.forward
+    monkeypatch.setattr(trainer.model, "forward", lambda x, subnet: ran.append(subnet) or forward(x, subnet))
+    x, y = next(iter(trainer.loader))
+    trainer._train_mode()
+    trainer.train_step(x, y)
+    assert ran[0] == FMNIST.largest() and FMNIST.smallest() in ran[1:]
+    assert len(ran) == 2 + trainer.config.random_subnets
+
+
+def test_crossover_children_are_normalized_and_take_each_gene_from_a_parent() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        a, b = FMNIST.sample(rng), FMNIST.sample(rng)
+        child = crossover(FMNIST, a, b, rng)
+        assert child == FMNIST.subnet(child.depths, child.kernels, child.expands)  # as the space writes it
+        assert all(d in (u, v) for d, u, v in zip(child.depths, a.depths, b.depths, strict=True))
+        for i in FMNIST.active(child):
+            assert child.kernels[i] in (a.kernels[i], b.kernels[i], FMNIST.kernels[0])
+
+
+def test_the_predictor_encoding_tells_every_kernel_and_expand_apart() -> None:
+    """Subnets that run differently get different features: one one-hot kernel and one expand per layer run."""
+    top = FMNIST.largest()
+    n = len(top.kernels)
+    variants = [top, *(FMNIST.uniform(k, e) for k in FMNIST.kernels for e in FMNIST.expands if (k, e) != (7, 6))]
+    one_expand = FMNIST.subnet(top.depths, top.kernels, (*top.expands[:-1], min(FMNIST.expands)))
+    features = encode(FMNIST, [*variants, one_expand])
+    assert len({tuple(row.tolist()) for row in features}) == len(variants) + 1
+    assert features.sum(1).tolist() == [2.0 * n] * (len(variants) + 1)  # one kernel and one expand per layer
+    assert features.shape[1] == n * (len(FMNIST.kernels) + len(FMNIST.expands))
 
 
 def test_schedule_is_a_resume_key_and_older_checkpoints_had_the_sandwich(tmp_path: Path) -> None:
@@ -115,8 +158,19 @@ def test_schedule_is_a_resume_key_and_older_checkpoints_had_the_sandwich(tmp_pat
 def test_predictor_then_specialize_end_to_end(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert search_main(["elastic-predictor", "--supernet", str(trained), "--subnets", "12", "--no-progress"]) == 0
     fit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert fit["train_subnets"] + fit["heldout_subnets"] == 12 and fit["rmse"] >= 0
-    assert len((trained / "subnet_accuracy.csv").read_text().splitlines()) == 13
+    assert fit["train_subnets"] + fit["heldout_subnets"] == 12
+    rows = (trained / "subnet_accuracy.csv").read_text().splitlines()[1:]
+    assert len(rows) == 12
+    # the reported RMSE is the saved predictor's error on some `heldout_subnets` of the 12 measured subnets
+    predictor, _ = load_predictor(FMNIST, trained)
+    subnets = [parse_subnet(FMNIST, row.split(",")[0]) for row in rows]
+    with torch.no_grad():
+        errors = (predictor(encode(FMNIST, subnets)) - torch.tensor([float(r.split(",")[1]) for r in rows])).tolist()
+    rmses = [
+        (sum(errors[i] ** 2 for i in held) / len(held)) ** 0.5
+        for held in combinations(range(12), fit["heldout_subnets"])
+    ]
+    assert min(abs(r - fit["rmse"]) for r in rmses) < 1e-6 and fit["rmse"] > 0
     out = tmp_path / "fmnist_spec_cpu"
     args = ["specialize", "--supernet", str(trained), "--lut", "cpu", "--factor", "0.75", "--out", str(out)]
     assert search_main([*args, "--population", "8", "--generations", "3", "--top", "2"]) == 0
@@ -422,6 +476,29 @@ def with_predictor(trained: Path) -> Path:
     return trained
 
 
+def test_specialize_keeps_the_shortlisted_subnet_that_measured_best(
+    with_predictor: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The predictor only shortlists: the net written is the one with the best measured accuracy, here the one
+    the predictor ranked last (measurements that reverse its ranking are stubbed in)."""
+    predictor, _ = load_predictor(FMNIST, with_predictor)
+
+    def reversed_top1(_evaluator: Any, _supernet: Any, subnet: Any) -> float:
+        with torch.no_grad():
+            return round(1.0 - predictor(encode(FMNIST, [subnet])).item(), 6)
+
+    monkeypatch.setattr(specialize_module.SubnetEvaluator, "top1", reversed_top1)
+    out = tmp_path / "spec"
+    args = ["specialize", "--supernet", str(with_predictor), "--lut", "cpu", "--factor", "0.75", "--out", str(out)]
+    assert search_main([*args, "--population", "8", "--generations", "2", "--top", "4", "--name", "spec"]) == 0
+    spec = json.loads((out / "specialize.json").read_text())
+    shortlist = spec["shortlist"]
+    assert len({row["val_top1"] for row in shortlist}) > 1  # precondition: a choice to make
+    best = max(shortlist, key=lambda row: row["val_top1"])
+    assert (spec["subnet"], spec["val_top1"]) == (best["subnet"], best["val_top1"])
+    assert best["predicted"] == min(row["predicted"] for row in shortlist)
+
+
 def test_the_search_benchmark_runs_on_a_tiny_supernet(with_predictor: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["--supernet", str(with_predictor), "--seeds", "1", "--population", "8", "--generations", "2"]
     summary = _benchmark("elastic_search", args, capsys)
@@ -495,13 +572,19 @@ def test_the_head_to_head_scores_both_routes_alike(
     args += ["--nets", str(tmp_path / "nets"), "--gradient", f"1.0={searched / 'cpu'}"]
     args += ["--gradient", f"0.75={searched / 'mobile' / 'arch.json'}"]
     summary = _benchmark("search_head_to_head", [*args, "--budget-s", "0.5"], capsys)
+    verdict = _load_benchmark("search_head_to_head").verdict
     nets = summary["nets"]
     assert list(nets) == ["baseline", "gradient_0.75", "elastic_0.75", "gradient_1.0", "elastic_1.0"]
     cpu_arch = ArchSpec.from_json((searched / "cpu" / "arch.json").read_text())
     assert nets["gradient_1.0"]["subnet"] == str(FMNIST.subnet_of(cpu_arch))  # its zero op is a skipped layer
     for f, target in summary["targets"].items():
         assert nets[f"elastic_{f}"]["predicted"] <= target["limit"]
-        assert target["mcnemar"]["images"] == 200 and target["winner"] in ("gradient", "elastic", "tie")
+        assert target["mcnemar"]["images"] == 200  # the winner follows from the figures beside it
+        (acc_g, ms_g), (acc_e, ms_e) = (
+            (n["val_top1_inherited"], n["measured_ms"] or n["predicted"])
+            for n in (nets[f"gradient_{f}"], nets[f"elastic_{f}"])
+        )
+        assert target["winner"] == verdict(acc_g, acc_e, target["mcnemar"]["p"], ms_g, ms_e)
     assert all(r["measured_ms"] > 0 for r in nets.values())  # the cpu table is this machine's kind: measured
     assert json.loads((tmp_path / "head_to_head.json").read_text()) == summary
     assert sorted(p.name for p in (tmp_path / "nets").iterdir()) == ["elastic_0.75", "elastic_1.0"]  # not in --out
@@ -522,7 +605,10 @@ def test_the_ranking_benchmark_trains_alone_measures_seed_noise_and_ranks(
     args = ["--supernet", str(trained), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
     args += ["--subnets", "4", "--epochs", "1", "--limit-train", "256", "--noise-seeds", "2"]
     summary = _benchmark("elastic_ranking", args, capsys)
-    assert summary["subnets"] == 4 and len(summary["rows"]) == 4 and -1 <= summary["kendall_tau"] <= 1
+    rows = summary["rows"]
+    assert summary["subnets"] == 4 and len(rows) == 4
+    standalone, inherited = ([r[k] for r in rows] for k in ("standalone_val_top1", "inherited_val_top1"))
+    assert summary["kendall_tau"] == round(kendall_tau(standalone, inherited), 4)
     spread = summary["spread"]
     median = json.loads((tmp_path / "out" / "subnets.json").read_text())[2]
     assert spread["subnet"] == median and len(spread["seed_val_top1"]) == 3

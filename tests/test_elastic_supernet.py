@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from random_bn import randomize_bn
+from random_bn import input_dependent_bn
 
 from search.elastic.space import ELASTIC_SPACES, ElasticSpace, get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet, save_supernet
@@ -20,13 +20,21 @@ from zoo.registry import get_model_info
 from zoo.weights import WeightsError
 
 FMNIST = get_elastic_space("fmnist")
+ATOL = 1e-5
+
+
+def _spread(logits: torch.Tensor) -> float:
+    """How far the logits move from image to image: an equivalence check within ATOL sees the input only when
+    this is far above ATOL."""
+    return (logits - logits.mean(0)).abs().max().item()
 
 
 @pytest.fixture(scope="module")
 def supernet() -> ElasticSupernet:
     torch.manual_seed(0)
     net = ElasticSupernet(FMNIST)
-    randomize_bn(net)
+    images = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    input_dependent_bn(net, lambda x: net(x, FMNIST.largest()), images)
     return net.eval()
 
 
@@ -41,7 +49,9 @@ def test_extracted_subnet_computes_the_supernet_function(supernet: ElasticSupern
     net = supernet.extract(subnet).eval()
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(index))
     with torch.no_grad():
-        assert torch.allclose(supernet(x, subnet), net(x), atol=1e-5, rtol=1e-4)
+        logits = supernet(x, subnet)
+        assert _spread(logits) > 100 * ATOL  # precondition: the function depends on the image
+        assert torch.allclose(logits, net(x), atol=ATOL, rtol=1e-4)
     assert FMNIST.subnet_of(net.spec) == subnet
 
 
@@ -69,6 +79,26 @@ def test_subnet_weights_are_slices_of_the_shared_weights(supernet: ElasticSupern
         w[:, :, 3, 3] += 1.0  # the centre: every kernel size sees it
         assert not torch.allclose(supernet(x, subnet), before)
         w.copy_(saved)
+
+
+def test_training_a_subnet_normalizes_like_its_extracted_net_in_training() -> None:
+    """In training each sliced BN uses the batch's statistics and moves its slice of the running ones, exactly as
+    the extracted net's own BNs do: the sandwich rule trains the subnets it will later extract."""
+    torch.manual_seed(0)
+    supernet = ElasticSupernet(FMNIST)
+    images = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    input_dependent_bn(supernet, lambda x: supernet(x, FMNIST.largest()), images)
+    subnet = FMNIST.subnet((2, 3, 3, 2), (3, 5, 7, 3, 5, 7, 3, 5, 7, 3), (3, 6, 3, 6, 3, 6, 3, 6, 3, 6))
+    net = supernet.extract(subnet)
+    x = 2 * torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(3)) + 1  # other stats than `images`
+    with torch.no_grad():
+        stored = supernet.eval()(x, subnet)
+        trained = supernet.train()(x, subnet)
+        assert (trained - stored).abs().max() > 1e-2  # precondition: batch and stored statistics differ here
+        torch.testing.assert_close(trained, net.train()(x), atol=1e-4, rtol=1e-4)
+    after, ours = supernet.extract(subnet).state_dict(), net.state_dict()
+    for key in (k for k in ours if "running" in k):
+        torch.testing.assert_close(after[key], ours[key], msg=key)
 
 
 def test_the_baseline_is_a_subnet_and_the_space_spans_the_latency_range() -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hub_server import TOKEN, HubServer
 from huggingface_hub import ModelCard
 from test_elastic_search import TINY
+from test_hub_card_hostile import HOSTILE, _shape, _text
 from test_hub_publish import _client_env
 
 from search.cli import main as search_main
@@ -26,6 +29,7 @@ from search.elastic.space import get_elastic_space
 from search.elastic.train import ElasticTrainConfig, train_supernet
 from zoo import supernet_folder
 from zoo.cli import main as zoo_main
+from zoo.model_card import render_supernet_card
 from zoo.registry import weights_dir_info
 from zoo.weights import WeightsError, hub_file, sha256_file
 
@@ -205,6 +209,24 @@ def test_dry_run_writes_the_supernet_and_its_card(
     assert "| random_subnets | 2 |" in text and "arXiv:1908.09791" in text
 
 
+def test_the_supernet_card_shows_markup_as_text_and_quotes_its_commands(supernet: Path) -> None:
+    """A space name, recipe entry or validation key with markup or shell syntax: shown, never run or rendered."""
+    sn = supernet_folder.read_supernet(supernet)
+
+    def card(text: str) -> str:
+        validation = {**sn.validation, f"val_top1_{text}": 0.5}
+        other = replace(sn, space=replace(sn.space, name=text), recipe={**sn.recipe, text: text}, validation=validation)
+        return render_supernet_card(other, repo_id=REPO, revision="v1")
+
+    hostile, plain = card(HOSTILE + "; rm -rf ~"), card("plain words; and more")
+    assert _shape(hostile) == _shape(plain)
+    assert "<img" not in _text(hostile) and "[click](" not in _text(hostile)
+    name = " ".join((HOSTILE + "; rm -rf ~").split())
+    for line in re.search(r"(`{3,})bash\n(.*?)\n\1\n", hostile, flags=re.S).group(2).splitlines():
+        args = shlex.split(line)  # as the shell reads it: the name is one word, its `;` no command separator
+        assert args[args.index("--out") + 1] in (f"{name}_cpu_075", f"{name}_baseline"), line
+
+
 def _corrupt(folder: Path) -> None:
     data = bytearray((folder / "supernet.safetensors").read_bytes())
     data[-1] ^= 0xFF
@@ -239,6 +261,33 @@ def test_a_torn_folder_is_refused_before_any_upload(
     assert err.startswith(f"error: {folder}") and message in err and len(err.splitlines()) == 1
     assert zoo_main(["publish", str(folder), "--repo", REPO, "--dry-run", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_symlink_out_of_the_folder_is_refused_before_any_upload(
+    supernet: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published repo is public: a file linked in from elsewhere (here a private CSV) must not ride along."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    folder = _copy(supernet, tmp_path / "linked", [f for f in SUPERNET_FILES if f != "subnet_accuracy.csv"])
+    private = tmp_path / "private.csv"
+    private.write_text("subnet,val_top1\nsecret,0.5\n")  # well-formed: only where it lives is wrong
+    (folder / "subnet_accuracy.csv").symlink_to(private)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert zoo_main(["publish", str(folder), "--repo", REPO, "--token", "hf_x"]) == 2
+        assert hub.state.requests == []  # refused before anything was sent
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"error: {folder / 'subnet_accuracy.csv'}: a symlink to {private}")
+        and len(err.splitlines()) == 1
+    )
+    assert zoo_main(["publish", str(folder), "--repo", REPO, "--dry-run", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    (folder / "subnet_accuracy.csv").unlink()  # a link that stays inside the folder is an ordinary file
+    shutil.copyfile(private, folder / "data.csv")
+    (folder / "subnet_accuracy.csv").symlink_to("data.csv")
+    assert zoo_main(["publish", str(folder), "--repo", REPO, "--dry-run", str(tmp_path / "ok")]) == 0
+    assert (tmp_path / "ok" / "subnet_accuracy.csv").read_text() == private.read_text()
 
 
 def test_single_network_options_are_refused_for_a_supernet(supernet: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,8 +12,10 @@ the training set, not a benchmark's test split) and its usage is ``proxyless sea
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,33 @@ DATASETS = {
     "cifar10": ("uoft-cs/cifar10", "CIFAR-10", "test"),
     "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k", "validation"),
 }
+
+
+# What markdown reads as syntax in running text or a table cell; "_" only at a word's edge (CommonMark never
+# takes an underscore inside a word as emphasis, so `bundled_seed` stays as written).
+_MARKDOWN = re.compile(r"[\\`*\[\]|~#]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def md(value: Any) -> str:
+    """Config text (a name, description, metadata value) as literal card text, on one line: what its author wrote
+    is shown, never rendered as HTML, a link, emphasis, a heading or an extra table cell."""
+    text = " ".join(str(value).split())
+    return html.escape(_MARKDOWN.sub(lambda m: "\\" + m.group(0), text), quote=False)
+
+
+def code(value: Any) -> str:
+    """``value`` as an inline code span, on one line, fenced with more backticks than it holds; a ``|`` is
+    escaped, which a table cell needs and GitHub/Hub markdown shows as ``|`` inside code."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def py_str(value: str) -> str:
+    """``value`` as a Python string literal for a card's code block: whatever it holds, the snippet stays the
+    snippet (quotes and newlines escaped; backticks too, so it cannot close the block's fence)."""
+    return json.dumps(value).replace("`", "\\u0060")
 
 
 class CardError(ValueError):
@@ -140,7 +169,7 @@ def metadata_rows(metrics: Mapping[str, Any]) -> list[LatencyRow]:
 def _unmeasured(reports: Sequence[Mapping[str, Any]]) -> list[str]:
     """Runtimes a report could not measure on its machine, and why (e.g. TensorRT without a GPU)."""
     notes = {f"{kind}: {why}" for rep in reports for kind, why in dict(rep.get("unavailable") or {}).items()}
-    return [f"Not measured: {n}." for n in sorted(notes)]
+    return [f"Not measured: {md(n)}." for n in sorted(notes)]
 
 
 def eval_result(info: ModelInfo) -> Any | None:
@@ -217,11 +246,12 @@ def block_table(spec: ArchSpec) -> str:
 
 
 def _value_text(value: Any) -> str:
+    """A metadata value as card text: a number rounded, a structure as JSON in code, text escaped (``md``)."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, Mapping | list):
-        return f"`{json.dumps(value, sort_keys=True)}`"
-    return str(value)
+        return code(json.dumps(value, sort_keys=True))
+    return md(value)
 
 
 def _provenance(metrics: Mapping[str, Any], key: str, what: str) -> list[str]:
@@ -230,7 +260,7 @@ def _provenance(metrics: Mapping[str, Any], key: str, what: str) -> list[str]:
         return [f"**{what}:** not recorded in this model's metadata."]
     if not isinstance(record, Mapping):
         return [f"**{what}:** {_value_text(record)}"]
-    return [f"**{what}:**", "", *[f"- {k}: {_value_text(v)}" for k, v in record.items()]]
+    return [f"**{what}:**", "", *[f"- {md(k)}: {_value_text(v)}" for k, v in record.items()]]
 
 
 def _provenance_sections(metrics: Mapping[str, Any]) -> list[str]:
@@ -251,31 +281,31 @@ def _latency_table(rows: Sequence[LatencyRow]) -> list[str]:
         return ["No latency has been measured for this model yet (`proxyless export` writes a report)."]
     lines = ["| hardware / runtime | batch | latency (ms) | source |", "|---|---|---|---|"]
     for r in rows:
-        where = f"{r.hardware} / {r.runtime}" if r.runtime else r.hardware
-        batch = "" if r.batch is None else str(r.batch)
-        lines.append(f"| {where} | {batch} | {r.latency_ms:.3g} | {r.source} |")
+        where = f"{md(r.hardware)} / {md(r.runtime)}" if r.runtime else md(r.hardware)
+        batch = "" if r.batch is None else md(r.batch)
+        lines.append(f"| {where} | {batch} | {r.latency_ms:.3g} | {md(r.source)} |")
     return lines
 
 
 def _torch_hub(repo_id: str, revision: str, code_repo: str | None) -> list[str]:
     """torch.hub loads code from GitHub: from ``code_repo`` when the publisher named it, else from a local clone."""
-    where, local = (f'"{code_repo}"', "") if code_repo else ('"path/to/proxyless-zoo"', ', source="local"')
-    whose = f"the GitHub repo {code_repo}" if code_repo else "a clone of proxyless-zoo"
-    pinned = repo_id + ("" if revision == "main" else f"@{revision}")
+    where, local = (py_str(code_repo), "") if code_repo else ('"path/to/proxyless-zoo"', ', source="local"')
+    whose = f"the GitHub repo {md(code_repo)}" if code_repo else "a clone of proxyless-zoo"
+    pinned = py_str(repo_id + ("" if revision == "main" else f"@{revision}"))
     return [
         f"With torch.hub (the `hf_hub` entrypoint of {whose}'s `hubconf.py`):",
         "",
         "```python",
         "import torch",
         "",
-        f'model = torch.hub.load({where}, "hf_hub", "{pinned}"{local}).eval()',
+        f'model = torch.hub.load({where}, "hf_hub", {pinned}{local}).eval()',
         "```",
     ]
 
 
 def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool, code_repo: str | None) -> list[str]:
-    source = f"hf-hub:{repo_id}" + ("" if revision == "main" else f"@{revision}")
-    rev_arg = "" if revision == "main" else f', revision="{revision}"'
+    source = py_str(f"hf-hub:{repo_id}" + ("" if revision == "main" else f"@{revision}"))
+    rev_arg = "" if revision == "main" else f", revision={py_str(revision)}"
     c, h, w = info.input_size
     lines = [
         "With proxyless-zoo (the arch and metadata come from this repo's `config.json`):",
@@ -283,7 +313,7 @@ def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool, code_re
         "```python",
         "from zoo import create_model",
         "",
-        f'model = create_model("{source}", pretrained=True).eval()  # sha256-checked, cached (HF_HUB_OFFLINE=1 ok)',
+        f"model = create_model({source}, pretrained=True).eval()  # sha256-checked, cached (HF_HUB_OFFLINE=1 ok)",
         f"logits = model(images)  # float [N, {c}, {h}, {w}], normalized with the mean/std above",
         "```",
         "",
@@ -298,7 +328,7 @@ def _usage(info: ModelInfo, repo_id: str, revision: str, has_onnx: bool, code_re
             "import numpy as np, onnxruntime as ort",
             "from huggingface_hub import hf_hub_download",
             "",
-            f'session = ort.InferenceSession(hf_hub_download("{repo_id}", "model.onnx"{rev_arg}))',
+            f'session = ort.InferenceSession(hf_hub_download({py_str(repo_id)}, "model.onnx"{rev_arg}))',
             f"x = np.zeros((1, {c}, {h}, {w}), np.float32)  # your normalized image(s)",
             "logits = session.run(None, {session.get_inputs()[0].name: x})[0]",
             "```",
@@ -323,6 +353,7 @@ def render_card(
     c, h, w = info.input_size
     _, display, split = DATASETS.get(info.dataset, (info.dataset, info.dataset, "test"))
     top1 = metrics.get("top1")
+    display = md(display)
     accuracy = f"{top1 * 100:.2f}% top-1 on the {display} {split} split" if isinstance(top1, int | float) else None
     latency = [row for rep in reports for row in report_rows(rep, info.name)]
     latency += metadata_rows(metrics)
@@ -330,12 +361,12 @@ def render_card(
     if isinstance(info.arch, ArchSpec):
         arch = [block_table(info.arch)]
     else:
-        arch = [f"A `{info.arch.to_dict().get('format')}` network; its full spec is in `config.json`."]
+        arch = [f"A {code(info.arch.to_dict().get('format'))} network; its full spec is in `config.json`."]
     files = ["`model.safetensors` (weights)", "`config.json` (arch spec + metadata + weights sha256)"]
     if has_onnx:
         files.append("`model.onnx` (ONNX export of the same weights)")
     lines = [
-        f"# {info.name}",
+        f"# {md(info.name)}",
         "",
         f"A ProxylessNAS network (MBConv blocks chosen by hardware-aware architecture search) for {display} "
         f"image classification: {info.num_classes} classes, input {c}x{h}x{w}, published with proxyless-zoo.",
@@ -345,10 +376,10 @@ def render_card(
         f"- Parameters: {_fmt_count(info.params)} ({info.params:,})",
         f"- MACs per image: {_fmt_count(info.macs)} ({info.macs:,})",
         f"- Input: {c}x{h}x{w}, normalize with mean {list(info.mean)}, std {list(info.std)}",
-        f"- Classes: {', '.join(info.categories[:10])}{', ...' if len(info.categories) > 10 else ''}",
-        f"- Accuracy: {accuracy or 'not recorded'}" + (f" ({metrics['source']})" if "source" in metrics else ""),
+        f"- Classes: {', '.join(map(md, info.categories[:10]))}{', ...' if len(info.categories) > 10 else ''}",
+        f"- Accuracy: {accuracy or 'not recorded'}" + (f" ({md(metrics['source'])})" if "source" in metrics else ""),
         f"- Weights sha256: `{weights_sha256}`",
-        f"- Provenance: {info.source}",
+        f"- Provenance: {md(info.source)}",
         f"- Files: {', '.join(files)}",
         "",
         "## Architecture",
@@ -393,7 +424,8 @@ def _supernet_space(sn: SupernetFolder) -> list[str]:
     kernels, expands = ", ".join(map(str, s.kernels)), ", ".join(map(str, s.expands))
     k, e = s.baseline_op
     return [
-        f"Space `{s.name}`: input {'x'.join(map(str, s.input_size))}, {s.num_classes} classes, {s.subnets:,} subnets.",
+        f"Space {code(s.name)}: input {'x'.join(map(str, s.input_size))}, {s.num_classes} classes, "
+        f"{s.subnets:,} subnets.",
         "",
         *rows,
         "",
@@ -401,8 +433,8 @@ def _supernet_space(sn: SupernetFolder) -> list[str]:
         f"- Elastic kernel: {kernels} per layer (one {max(s.kernels)}x{max(s.kernels)} depthwise kernel; smaller "
         "kernels are its centre crop).",
         f"- Elastic expand ratio: {expands} per layer (channel slices of the widest expansion).",
-        f"- Largest subnet: `{s.largest}`; smallest: `{s.smallest}`.",
-        f"- The MobileNetV2-style baseline (k{k} e{e} at full depth) is the subnet `{s.baseline}`: `--factor` "
+        f"- Largest subnet: {code(s.largest)}; smallest: {code(s.smallest)}.",
+        f"- The MobileNetV2-style baseline (k{k} e{e} at full depth) is the subnet {code(s.baseline)}: `--factor` "
         "targets are fractions of its latency.",
     ]
 
@@ -421,12 +453,12 @@ def _supernet_figures(sn: SupernetFolder) -> list[str]:
     where = f"the {r['val_size']:,} " if isinstance(r.get("val_size"), int) else "the "
     calib = f" on {r['calib_images']:,} training images" if isinstance(r.get("calib_images"), int) else ""
     lines = [
-        f"Supernet-inherited top-1 on {where}validation images held out from the `{r.get('dataset', '?')}` "
+        f"Supernet-inherited top-1 on {where}validation images held out from the {code(r.get('dataset', '?'))} "
         f"training set (never the test set), batch-norm statistics recalibrated{calib}, no fine-tuning:",
         "",
         "| subnet | top-1 |",
         "|---|---|",
-        *[f"| {name} | {_pct(v[f'val_top1_{name}'])} |" for name in subnets],
+        *[f"| {md(name)} | {_pct(v[f'val_top1_{name}'])} |" for name in subnets],
     ]
     if isinstance(v.get("steps"), int):
         seconds = v.get("train_seconds")
@@ -453,31 +485,43 @@ def _supernet_predictor(sn: SupernetFolder) -> list[str]:
     ]
 
 
+def fenced(lang: str, *lines: str) -> list[str]:
+    """A code block whose fence is longer than any run of backticks in it: quoted text cannot close it early."""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + lang, *lines, fence]
+
+
 def _supernet_usage(sn: SupernetFolder, source: str) -> list[str]:
-    space = sn.space.name
+    """How to specialize from it; the space name and source are quoted for the shell and Python they land in."""
+    space = " ".join(sn.space.name.split())  # one line: a code block's line stays one line
+    out, source = f"{space}_cpu_075", shlex.quote(source)
     return [
         "With proxyless-zoo, specialize it for a latency table in minutes, with no training: evolutionary search "
         "under the latency limit, then the best subnet is extracted with its inherited weights (BN recalibrated) "
         "into an ordinary zoo weights folder.",
         "",
-        "```bash",
-        f"proxyless search specialize --supernet {source} --lut cpu --factor 0.75 --out {space}_cpu_075",
-        f"proxyless search extract --supernet {source} --subnet baseline --out {space}_baseline",
-        "```",
+        *fenced(
+            "bash",
+            f"proxyless search specialize --supernet {source} --lut cpu --factor 0.75 --out {shlex.quote(out)}",
+            f"proxyless search extract --supernet {source} --subnet baseline --out {shlex.quote(space + '_baseline')}",
+        ),
         "",
         f"`--lut` takes the project's latency tables (`cpu`, `mobile`, `gpu`, ...) or one profiled on your hardware "
-        f"(`proxyless search profile --space {space} --out TABLE`); `--target-ms X` instead of `--factor F` sets "
+        f"({code(f'proxyless search profile --space {shlex.quote(space)} --out TABLE')}); "
+        "`--target-ms X` instead of `--factor F` sets "
         "the limit in the table's unit. The folder written is a zoo network like any other (`proxyless export` "
         "and `proxyless zoo publish` take it too):",
         "",
-        "```python",
-        "import os",
-        "",
-        f'os.environ["PROXYLESS_ZOO_EXTRA"] = "{space}_cpu_075"  # registers the folder, named after it',
-        "from zoo import create_model",
-        "",
-        f'model = create_model("{space}_cpu_075", pretrained=True).eval()  # sha256-checked',
-        "```",
+        *fenced(
+            "python",
+            "import os",
+            "",
+            f'os.environ["PROXYLESS_ZOO_EXTRA"] = {py_str(out)}  # registers the folder, named after it',
+            "from zoo import create_model",
+            "",
+            f"model = create_model({py_str(out)}, pretrained=True).eval()  # sha256-checked",
+        ),
         "",
         "The supernet itself cannot be loaded with `create_model` or `torch.hub`: they build one network, and this "
         "is a family of them. The files are fetched into the Hugging Face cache, sha256-checked when loaded; "
@@ -506,13 +550,13 @@ def render_supernet_card(sn: SupernetFolder, *, repo_id: str, revision: str = "m
         "predictor.json": "the predictor's held-out fit figures and the supernet sha256 it was fit for",
         "subnet_accuracy.csv": "the measured subnets the predictor was fit on (`subnet`, `val_top1`)",
     }
-    recipe = [f"| {k} | {_value_text(v)} |" for k, v in sn.recipe.items()]
+    recipe = [f"| {md(k)} | {_value_text(v)} |" for k, v in sn.recipe.items()]
     lines = [
-        f"# {sn.space.name} elastic supernet",
+        f"# {md(sn.space.name)} elastic supernet",
         "",
         f"A **weight-sharing elastic supernet** (Once-for-All style), **not a single network**: one set of weights "
-        f"serves all {sn.space.subnets:,} subnets of the `{sn.space.name}` space, and a net for a new latency table "
-        "is found by search over it and extracted with its inherited weights, with no training. Published with "
+        f"serves all {sn.space.subnets:,} subnets of the {code(sn.space.name)} space, and a net for a new latency "
+        "table is found by search over it and extracted with its inherited weights, with no training. Published with "
         "proxyless-zoo.",
         "",
         f"Weights sha256: `{sn.sha256}`",

@@ -53,6 +53,10 @@ PUBLISHED_FILES = (WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE, *supernet.FILES)
 
 
 Kind = Literal["network", "supernet"]
+# The Hub's repo ids (ORG/REPO of letters, digits, '.', '_', '-') and the branch names a publish commits to
+# (git's ref rules, narrowed: no '..', '//', leading '-' or '.', trailing '/', '.' or '.lock', no space or quote).
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", re.ASCII)
+BRANCH = re.compile(r"(?!.*(\.\.|//|/\.|\.lock$|[./]$))[A-Za-z0-9_][\w./-]*", re.ASCII)
 
 
 class PublishError(ValueError):
@@ -351,6 +355,20 @@ def upload(
     return str(info.oid)
 
 
+def _refuse_links_out(sn: SupernetFolder) -> None:
+    """A published repo is public: a file of the folder that is a symlink to somewhere outside it (a private file,
+    another run's weights) is refused in one line, before anything is copied or sent."""
+    root = sn.path.resolve()
+    for name in sn.files:
+        path = sn.path / name
+        target = path.resolve()
+        if path.is_symlink() and not target.is_relative_to(root):
+            raise PublishError(
+                f"{path}: a symlink to {target}, outside the supernet folder; refusing to publish it "
+                "(copy the file into the folder if it belongs to this supernet)"
+            )
+
+
 @dataclass(frozen=True)
 class Publishable:
     """A network or a supernet, ready to stage: its name, kind, repo identity, weights file and how to stage it."""
@@ -375,6 +393,7 @@ def _publishable(
     """A supernet folder (checked; refused in one line when torn), or a registered net or weights directory."""
     if is_supernet_folder(name):
         sn = read_supernet(name)
+        _refuse_links_out(sn)
         return Publishable(
             f"{sn.space.name} supernet",
             "supernet",
@@ -418,10 +437,13 @@ def publish(
     """Publish model ``name`` (registered name, weights directory or supernet folder) to ``repo_id``, or to a folder
     with ``dry_run``. ``onnx``: a ``proxyless export`` file, True to export one here (the default), False for none
     (a supernet has none). Token: ``token``, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO")
-    if re.fullmatch(r"[0-9a-f]{40}", revision) or not revision.strip():
-        raise PublishError(f"--revision {revision!r}: expected a branch name (commits are made on branches)")
+    if not REPO_ID.fullmatch(repo_id):
+        raise PublishError(f"--repo-id {repo_id!r}: expected ORG/REPO (letters, digits, '.', '_', '-')")
+    if re.fullmatch(r"[0-9a-f]{40}", revision) or not BRANCH.fullmatch(revision):
+        raise PublishError(
+            f"--revision {revision!r}: expected a branch name (letters, digits, '.', '_', '-', '/'; "
+            "commits are made on branches)"
+        )
     if code_repo is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w./-]+)?", code_repo):
         raise PublishError(f"--code-repo {code_repo!r}: expected GitHub OWNER/REPO[:REF] (torch.hub's form)")
     if is_supernet_folder(name) and (reports or isinstance(onnx, str | Path) or code_repo is not None):
