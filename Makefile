@@ -91,7 +91,7 @@ fmnist-train-1x: $(VENV)/.installed-dev
 # alone (as the head-to-head with the elastic route at 0.75x needs: benchmarks/search_head_to_head.py).
 # RATIO_BETA is mul#ratio's exponent below the target; another value needs another SEARCH_OUT.
 # WARMUP_EPOCHS=0 WARMUP_ARGS="--init-elastic bundled" starts the candidates from the bundled elastic supernet
-# instead of a uniform-path warm-up (search/warm_start.py, docs/latency-loss.md).
+# instead of a uniform-path warm-up (search/gradient/warm_start.py, docs/latency-loss.md).
 FACTOR ?= 1.0
 ARCH_LR ?= 1e-2
 RATIO_BETA ?= 0.07

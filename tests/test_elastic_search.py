@@ -20,8 +20,8 @@ from search.elastic.space import get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet
 from search.elastic.train import ElasticTrainConfig, ElasticTrainer, train_supernet
 from search.latency.predict import load_latency_model
-from search.stats import bootstrap_tau, kendall_tau
-from search.train import TrainError
+from search.training.stats import bootstrap_tau, kendall_tau
+from search.training.train import TrainError
 from zoo import create_model
 from zoo.arch import ArchSpec
 from zoo.evaluate import evaluate
@@ -271,7 +271,7 @@ def test_a_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.train as train_module
+    import search.training.train as train_module
 
     seen = []
     real = train_module.Trainer.evaluate

@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from search.cli import main
-from search.objective import LatencyObjective
-from search.reinforce import Reinforce, reward
-from search.run import add_parsers, config_from_args, mix_seed, run_argv
+from search.gradient.cli import add_parsers, config_from_args
+from search.gradient.config import run_argv
+from search.gradient.objective import LatencyObjective
+from search.gradient.reinforce import Reinforce, reward
+from search.training.distributed import mix_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 # One-epoch searches: alpha steps from the first search epoch on (the authors skip it: --arch-skip-epochs 1).
@@ -82,7 +84,8 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, capsys):
 _RANK_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 from search.cli import build_parser
-from search.run import Search, config_from_args
+from search.gradient.search import Search
+from search.gradient.cli import config_from_args
 args = build_parser().parse_args(sys.argv[1:])
 s = Search(config_from_args(args))
 print(json.dumps(s.run()))

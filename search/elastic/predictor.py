@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from search.elastic.space import ElasticSpace, Subnet
-from search.stats import kendall_tau
+from search.training.stats import kendall_tau
 from zoo.files import atomic_output, atomic_write
 from zoo.weights import WeightsError, read_json_object, sha256_file
 

@@ -23,11 +23,11 @@ import torch
 
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.evolution import EvolutionConfig, SearchResult, evolve, random_search
+from search.elastic.extract import write_subnet
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import Subnet
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.subnet_folder import write_subnet
 from search.latency.predict import TARGETS
 from zoo.files import atomic_write
 

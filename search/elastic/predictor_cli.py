@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.extract import parse_subnet
 from search.elastic.predictor import fit_predictor, save_predictor
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.subnet_folder import parse_subnet
 from search.elastic.supernet import ElasticSupernet
 
 CSV = "subnet_accuracy.csv"
