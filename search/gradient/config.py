@@ -5,15 +5,18 @@ them, kept apart from the loop so that the CLI, the loop and the scripts that re
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
 from search.gradient.gates import GRAD_MODES
 from search.gradient.objective import LOSSES
+from search.latency.predict import TARGETS
 from search.space import get_space
+from zoo.options import option
 
 ALGOS = ("grad", "rl")
+WARMUP_EPOCHS = 5
 # Settings that may change between an interrupted run and its --resume.
 RESUMABLE = frozenset({"out", "resume", "device", "tensorboard", "ckpt_every", "progress", "data_dir"})
 # The options `search warmup` shares with `search run` (it also takes --out and --epochs, its warm-up epochs).
@@ -22,7 +25,7 @@ WARMUP_FIELDS = (
     "label_smoothing", "seed", "device", "amp", "channels_last", "init_elastic", "ckpt_every", "resume",
     "tensorboard", "progress",
 )  # fmt: skip
-FLAGS = ("amp", "channels_last")  # store_true options
+FLAGS = ("amp", "channels_last")  # recorded as a bare --flag when on (off is their default)
 
 
 class SearchError(ValueError):
@@ -31,51 +34,54 @@ class SearchError(ValueError):
 
 @dataclass
 class SearchConfig:
-    """Everything a run depends on (stored in its checkpoint). Defaults follow the authors' search script."""
+    """Everything a run depends on (stored in its checkpoint), and the options of ``search run`` (zoo.options;
+    ``search warmup`` takes ``WARMUP_FIELDS``). Defaults follow the authors' search script."""
 
-    out: str
-    space: str = "fmnist"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    target: str | None = "cpu"
-    lut: str | None = None
-    target_latency: float | None = None
-    algo: str | None = "grad"
-    grad_mode: str = "full_v2"
-    loss: str = "mul#ratio"
-    reg_scale: float = 0.2
-    reg_beta: float = 0.3
-    ratio_beta: float = 0.07
-    ratio_beta_over: float = 3.0
-    reg_lambda: float = 0.1
-    rl_samples: int = 10
-    rl_tradeoff: float = 0.1
-    rl_baseline_decay: float = 0.9
-    epochs: int = 10
-    warmup_epochs: int = 5
-    batch_size: int = 256
-    val_batch_size: int = 256
-    val_size: int = 5000
-    limit_train: int | None = None
-    lr: float = 0.025
-    warmup_lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    arch_lr: float = 1e-3
-    arch_every: int = 5
-    arch_skip_epochs: int = 1
-    alpha_init_std: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = False
-    channels_last: bool = False
-    ckpt_every: int = 0
-    init_from: str | None = None
-    init_elastic: str | None = None
-    tensorboard: bool = True
-    progress: bool = True
-    resume: bool = False
+    out: str = option(MISSING, "run folder: checkpoint.pt, history.json, probs.csv, tb/ ...")
+    space: str = option("fmnist", "search space (search/space.py)")
+    dataset: str = option("fashion-mnist", "fashion-mnist, cifar10 or synthetic")
+    data_dir: str | None = option(None, "dataset folder (default: the dataset's usual place)")
+    target: str | None = option("cpu", f"{', '.join(TARGETS)}, or a LUT file")
+    lut: str | None = option(None, "LUT file to use instead of --target's shipped table")
+    target_latency: float | None = option(None, "T, in the latency model's unit", required=True)
+    algo: str | None = option("grad", "grad (ProxylessNAS-G) or rl (-R: REINFORCE)", choices=ALGOS)
+    grad_mode: str = option("full_v2", "ProxylessNAS-G's gradient estimator", choices=GRAD_MODES)
+    loss: str = option("mul#ratio", "how latency enters the loss (docs/latency-loss.md)", choices=LOSSES)
+    reg_scale: float = option(0.2, "mul#log: scale (authors' alpha)")
+    reg_beta: float = option(0.3, "mul#log: exponent beta")
+    ratio_beta: float = option(0.07, "mul#ratio: exponent up to T")
+    ratio_beta_over: float = option(3.0, "mul#ratio: exponent beyond T")
+    reg_lambda: float = option(0.1, "add#linear, add#hinge: lambda")
+    rl_samples: int = option(10, "REINFORCE: nets sampled per alpha step")
+    rl_tradeoff: float = option(0.1, "REINFORCE: w in acc*(T/LAT)^w")
+    rl_baseline_decay: float = option(0.9, "REINFORCE: decay of the reward's moving-average baseline")
+    epochs: int = option(10, "search epochs (after the warm-up)")
+    warmup_epochs: int = option(WARMUP_EPOCHS, "ignored with --init-from")
+    batch_size: int = option(256, "global batch of weight steps")
+    val_batch_size: int = option(256, "batch of an alpha step")
+    val_size: int = option(5000, "class-balanced held-out split for alpha")
+    limit_train: int | None = option(None, "class-balanced subset of the training split")
+    lr: float = option(0.025, "weights: cosine from this over the search epochs")
+    warmup_lr: float = option(0.05, "cosine from this over the warm-up")
+    momentum: float = option(0.9, "Nesterov momentum of the weights")
+    weight_decay: float = option(4e-5, "weight decay of the weights")
+    label_smoothing: float = option(0.1, "of the weight steps' loss")
+    arch_lr: float = option(1e-3, "Adam lr of alpha (betas 0, 0.999)")
+    arch_every: int = option(5, "one alpha step every N weight steps")
+    arch_skip_epochs: int = option(1, "first search epochs without alpha steps")
+    alpha_init_std: float = option(1e-3, "alpha ~ N(0, std) (paper: 1e-3)")
+    seed: int = option(0, "init, sampled paths, data order and augmentation")
+    device: str = option("cpu", "cpu or cuda (torchrun: one GPU per local rank)")
+    amp: bool = option(False, "bfloat16 autocast")
+    channels_last: bool = option(False, "NHWC memory format")
+    ckpt_every: int = option(0, "also checkpoint every N steps (0: epoch ends only)")
+    init_from: str | None = option(None, "a finished warm-up's checkpoint.pt (skips the warm-up)")
+    init_elastic: str | None = option(
+        None, "start every candidate from a trained elastic supernet: a folder, hf-hub:ORG/REPO, or 'bundled'"
+    )
+    tensorboard: bool = option(True, "TensorBoard events under OUT/tb")
+    progress: bool = option(True, "tqdm bars")
+    resume: bool = option(False, "continue the run in --out from its checkpoint")
 
     def validate(self) -> None:
         get_space(self.space)
