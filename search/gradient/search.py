@@ -1,4 +1,4 @@
-"""``proxyless search warmup`` / ``proxyless search run``: the ProxylessNAS schedule, end to end.
+"""The gradient search's loop (``Search``) behind ``proxyless search warmup`` / ``run``: the ProxylessNAS schedule.
 
 1. Warm-up: weights train on paths sampled uniformly (zero op included); alpha is not touched.
 2. Search: every batch is a weight step on one path sampled from softmax(alpha); every ``arch_every`` batches an
