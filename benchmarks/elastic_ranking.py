@@ -29,13 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.extract import parse_subnet
 from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.subnet_folder import parse_subnet
 from search.elastic.train import ElasticTrainConfig
-from search.stats import bootstrap_tau, kendall_tau
-from search.train import TrainConfig, train
+from search.training.stats import bootstrap_tau, kendall_tau
+from search.training.train import TrainConfig, train
 from zoo.files import atomic_write
 
 

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.elastic_ranking import trained_alone
 from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.extract import parse_subnet
 from search.elastic.store import load_supernet
-from search.elastic.subnet_folder import parse_subnet
 from search.elastic.train import SCHEDULES, ElasticTrainConfig, train_supernet
-from search.stats import bootstrap_tau, kendall_tau
+from search.training.stats import bootstrap_tau, kendall_tau
 from zoo.files import atomic_write
 
 

@@ -23,7 +23,7 @@ from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.specialize import SpecializeConfig, specialize
 from search.elastic.store import load_supernet, resolve_supernet
-from search.stats import mcnemar
+from search.training.stats import mcnemar
 from zoo import create_model
 from zoo.arch import ArchSpec
 from zoo.files import atomic_write

@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from search.gradient.config import SearchConfig
+from search.gradient.search import Search
 from search.latency import load_latency_model
-from search.run import Search, SearchConfig
 from search.space import get_space
 
 

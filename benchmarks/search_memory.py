@@ -29,12 +29,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.gates import frozen_bn_stats, plan_gates
+from search.gradient.gates import frozen_bn_stats, plan_gates
+from search.gradient.objective import LatencyObjective
+from search.gradient.search import frozen
+from search.gradient.supernet import Supernet
 from search.latency import load_latency_model
-from search.objective import LatencyObjective
-from search.run import frozen
 from search.space import get_space
-from search.supernet import Supernet
 
 MB = 1 << 20
 

@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from search.run import run_command, warmup_command  # noqa: E402
+from search.gradient.config import run_command, warmup_command  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402
 from zoo.weights import save_pretrained  # noqa: E402
 

@@ -118,7 +118,8 @@ def done(path: Path) -> bool:
 
 
 def trained(run: Path) -> bool:
-    """search/train.py writes metrics.json last (after model.safetensors and config.json): then the run is done."""
+    """search/training/train.py writes metrics.json last (after model.safetensors and config.json): then the run is
+    done."""
     return (run / "metrics.json").exists()
 
 
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-args", default="", help="extra `search warmup` options, e.g. '--init-elastic bundled'")
     ap.add_argument("--search-args", default="", help="extra `search run` options, e.g. '--arch-every 2'")
     ap.add_argument("--train-args", default="", help="extra `search train` options (the same for every net)")
-    ap.add_argument("--loss", default="mul#ratio", help="search loss (search/objective.py)")
+    ap.add_argument("--loss", default="mul#ratio", help="search loss (search/gradient/objective.py)")
     ap.add_argument("--reg-lambda", type=float, help="add#linear / add#hinge: weight of the latency term")
     ap.add_argument("--threads", type=int, help="torch threads per job (OMP_NUM_THREADS)")
     ap.add_argument("--warmup-epochs", type=int, default=10)

@@ -44,7 +44,7 @@ from scripts.results_tables import (  # noqa: E402
 )
 from search.latency import load_latency_model  # noqa: E402
 from search.space import get_space  # noqa: E402
-from search.stats import mcnemar  # noqa: E402
+from search.training.stats import mcnemar  # noqa: E402
 from zoo import list_models  # noqa: E402
 from zoo.datasets import build_eval_dataset  # noqa: E402
 from zoo.evaluate import load_for_eval  # noqa: E402

@@ -25,16 +25,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.extract import write_subnet
 from search.elastic.latency import SubnetLatency
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.specialize import SpecializeConfig, specialize
 from search.elastic.store import load_supernet, resolve_supernet
-from search.elastic.subnet_folder import write_subnet
 from search.elastic.supernet import recalibrate_bn
 from search.latency.predict import load_latency_model
 from search.space import get_space
-from search.stats import mcnemar, t_interval
-from search.train import TrainConfig, train
+from search.training.stats import mcnemar, t_interval
+from search.training.train import TrainConfig, train
 from zoo import create_model
 from zoo.datasets import build_eval_dataset, get_dataset
 from zoo.files import atomic_write

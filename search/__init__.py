@@ -1,1 +1,1 @@
-"""Architecture search: spaces, supernet, latency models, search algorithms, training."""
+"""Architecture search: ``space`` (the spaces), ``latency/``, ``training/``, ``elastic/`` and ``gradient/``."""

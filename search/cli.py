@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from search.elastic.cli import add_parsers as add_elastic_parsers
+from search.gradient.cli import add_parsers as add_search_parsers
 from search.latency.cli import add_parsers as add_latency_parsers
-from search.run import add_parsers as add_search_parsers
-from search.train import add_parser as add_train_parser
+from search.training.train import add_parser as add_train_parser
 from zoo.files import describe_os_error
 
 

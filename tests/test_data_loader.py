@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
+from search.training.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
 from zoo.datasets import DatasetError, make_synthetic
 
 MEAN, STD = (0.5,), (0.25,)
@@ -100,7 +100,7 @@ def test_build_train_data_holds_out_a_balanced_val_split() -> None:
 def test_imagefolder_loader_resumes_its_order(tmp_path) -> None:
     from PIL import Image
 
-    from search.data import FolderLoader
+    from search.training.data import FolderLoader
     from zoo.datasets import build_eval_dataset
 
     for split in ("train", "val"):

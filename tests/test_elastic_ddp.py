@@ -14,8 +14,8 @@ from torchrun_env import free_port, set_rank_env
 def _rank_main(rank: int, port: int, tmp: str) -> None:
     set_rank_env(rank, port)
     torch.set_num_threads(1)
-    from search import distributed as dist
     from search.elastic.train import ElasticTrainConfig, ElasticTrainer
+    from search.training import distributed as dist
 
     config = ElasticTrainConfig(
         out=f"{tmp}/run",

@@ -16,16 +16,16 @@ from safetensors.torch import load_file
 from search.cli import main as search_main
 from search.elastic import specialize as specialize_module
 from search.elastic.evolution import EvolutionConfig, SearchLimitError, crossover, evolve, random_search
+from search.elastic.extract import parse_subnet
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.shrinking import PHASES, phase_of, progressive_students
 from search.elastic.space import get_elastic_space
 from search.elastic.store import WEIGHTS, load_supernet
-from search.elastic.subnet_folder import parse_subnet
 from search.elastic.train import ElasticTrainConfig, ElasticTrainer, train_supernet
 from search.latency.predict import load_latency_model
-from search.stats import bootstrap_tau, kendall_tau
-from search.train import TrainError
+from search.training.stats import bootstrap_tau, kendall_tau
+from search.training.train import TrainError
 from zoo import create_model
 from zoo.arch import ArchSpec
 from zoo.evaluate import evaluate
@@ -359,7 +359,7 @@ def test_a_second_specialize_into_the_same_folder_fails_in_one_line_and_the_firs
 KILLED_EXTRACT = """
 import sys, time
 from pathlib import Path
-import search.elastic.subnet_folder as sf
+import search.elastic.extract as sf
 real = sf.write_subnet
 def slow(*args):
     real(*args)
@@ -425,7 +425,7 @@ def test_a_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_no_test_scores_the_validation_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.train as train_module
+    import search.training.train as train_module
 
     seen = []
     real = train_module.Trainer.evaluate

@@ -55,7 +55,7 @@ def test_export_and_bench_options_are_their_dataclasses_fields():
 
 def test_train_options_are_train_config():
     """`proxyless search train` is TrainConfig: defaults, required fields, a renamed flag and a bare --amp."""
-    from search.train import TrainConfig, add_parser
+    from search.training.train import TrainConfig, add_parser
 
     p = argparse.ArgumentParser()
     add_parser(p.add_subparsers())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from search.cli import main
-from search.compare import PairDiff, compare_runs
+from search.gradient.compare import PairDiff, compare_runs
 from zoo.datasets import DatasetError, load_arrays
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from search.cli import main
-from search.derive import most_probable_within
+from search.gradient.derive import most_probable_within
 from search.latency import load_latency_model
 from search.space import get_space
 from tests.test_search_run import TINY

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from search.gates import LayerGate, frozen_bn_stats, plan_gates, rescale_pairs
+from search.gradient.gates import LayerGate, frozen_bn_stats, plan_gates, rescale_pairs
+from search.gradient.objective import LatencyObjective, ObjectiveError
+from search.gradient.supernet import MixedBlock, Supernet
 from search.latency import load_latency_model
-from search.objective import LatencyObjective, ObjectiveError
 from search.space import Layer, get_space
-from search.supernet import MixedBlock, Supernet
 
 LAYER = Layer(index=0, in_channels=4, out_channels=4, stride=1, input_size=6, residual=True)
 

@@ -1,5 +1,5 @@
-"""search.search_log: a resumed run's TensorBoard curve has one point per epoch, not the replayed ones twice; the
-convergence report."""
+"""search.gradient.search_log: a resumed run's TensorBoard curve has one point per epoch, not the replayed ones twice;
+the convergence report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from search.search_log import NearTie, SearchLog, convergence
+from search.gradient.search_log import NearTie, SearchLog, convergence
 
 LABELS = [["k3e3", "zero"]]
 

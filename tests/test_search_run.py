@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from search.cli import main
-from search.objective import LatencyObjective
-from search.reinforce import Reinforce, reward
-from search.run import add_parsers, config_from_args, mix_seed, run_argv
+from search.gradient.cli import add_parsers, run_config, warmup_config
+from search.gradient.config import SearchConfig, run_argv
+from search.gradient.objective import LatencyObjective
+from search.gradient.reinforce import Reinforce, reward
+from search.training.distributed import mix_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 # One-epoch searches: alpha steps from the first search epoch on (the authors skip it: --arch-skip-epochs 1).
@@ -82,9 +84,10 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, capsys):
 _RANK_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 from search.cli import build_parser
-from search.run import Search, config_from_args
+from search.gradient.search import Search
+from search.gradient.cli import run_config
 args = build_parser().parse_args(sys.argv[1:])
-s = Search(config_from_args(args))
+s = Search(run_config(args))
 print(json.dumps(s.run()))
 torch.save({"model": s.net.state_dict()}, f"{args.out}/rank{dist.get_rank()}.pt")
 dist.destroy_process_group()
@@ -151,7 +154,7 @@ def test_shared_warmup_then_rl_search(tmp_path, capsys):
     add_parsers(parser.add_subparsers())
     args = parser.parse_args(["run", *argv[3:]])
     assert args.out == str(tmp_path / "rl")
-    again = asdict(config_from_args(args))
+    again = asdict(run_config(args))
     assert {k: again[k] for k in search["config"]} == search["config"]
     # ... and the warm-up it started from, as the command that reruns that warm-up
     argv = shlex.split(search["warmup_command"])
@@ -159,7 +162,7 @@ def test_shared_warmup_then_rl_search(tmp_path, capsys):
     assert _ckpt(tmp_path / "rl")["warmup_command"] == search["warmup_command"]  # kept for a resumed run
     args = parser.parse_args(["warmup", *argv[3:]])
     assert args.out == str(warm) and args.epochs == 1
-    again = asdict(config_from_args(args, algo=None, warmup_epochs=args.epochs, epochs=0, target=None))
+    again = asdict(warmup_config(args))
     ours = {k: v for k, v in _ckpt(warm)["config"].items() if k not in ("out", "tensorboard", "progress")}
     assert {k: again[k] for k in ours} == ours
 
@@ -169,8 +172,31 @@ def test_recorded_cpu_search_config_renders_to_a_command_that_parses_back():
     config = config["config"]
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers())
-    again = asdict(config_from_args(parser.parse_args(["run", *run_argv(config), "--out", "x"])))
+    again = asdict(run_config(parser.parse_args(["run", *run_argv(config), "--out", "x"])))
     assert {k: again[k] for k in config} == config
+
+
+def test_run_and_warmup_options_are_their_config_fields_with_its_defaults():
+    """The options come from SearchConfig (zoo.options): a field without help would silently lose its flag; the
+    warm-up's come from WARMUP_FIELDS, which warmup_command also reruns a warm-up with."""
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    add_parsers(subparsers)
+
+    def dests(name: str) -> set[str]:
+        return {a.dest for a in subparsers.choices[name]._actions} - {"help"}
+
+    assert dests("run") == {f.name for f in fields(SearchConfig)}
+    assert dests("warmup") == {  # the options `search warmup` has always taken: WARMUP_FIELDS + out + epochs
+        "out", "epochs", "space", "dataset", "data_dir", "batch_size", "val_size", "limit_train", "warmup_lr",
+        "momentum", "weight_decay", "label_smoothing", "seed", "device", "amp", "channels_last", "init_elastic",
+        "ckpt_every", "resume", "tensorboard", "progress",
+    }  # fmt: skip
+    run = subparsers.choices["run"].parse_args(["--out", "x", "--target-latency", "1"])
+    assert run_config(run) == SearchConfig(out="x", target_latency=1.0)
+    warm = warmup_config(subparsers.choices["warmup"].parse_args(["--out", "x"]))
+    assert warm == SearchConfig(out="x", algo=None, target=None, epochs=0)
+    with pytest.raises(SystemExit):  # --target-latency stays required for a search
+        subparsers.choices["run"].parse_args(["--out", "x"])
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from search.run import Search, SearchConfig
+from search.gradient.config import SearchConfig
+from search.gradient.search import Search
+from search.gradient.supernet import Supernet
 from search.space import get_space
-from search.supernet import Supernet
 
 
 def _search(tmp_path: Path, **kw) -> Search:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from search.gradient.config import SearchConfig
+from search.gradient.search import Search
 from search.latency import LatencyModel
 from search.latency.lut import OpKey
-from search.run import Search, SearchConfig
 from search.space import get_space
 
 SPACE = get_space("fmnist")

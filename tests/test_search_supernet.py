@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from search.gradient.supernet import Supernet
 from search.space import get_space
-from search.supernet import Supernet
 from zoo.arch import ArchSpec
 
 SPACE = get_space("fmnist")

@@ -15,9 +15,9 @@ from search.cli import main
 from search.elastic.space import ElasticSpace, get_elastic_space
 from search.elastic.store import save_supernet
 from search.elastic.supernet import ElasticSupernet
+from search.gradient.supernet import Supernet
+from search.gradient.warm_start import WarmStartError, init_from_elastic
 from search.space import SPACES, get_space
-from search.supernet import Supernet
-from search.warm_start import WarmStartError, init_from_elastic
 
 SPACE = get_space("fmnist")
 ELASTIC = get_elastic_space("fmnist")

@@ -26,8 +26,8 @@ def _rank_main(rank: int, port: int, tmp: str) -> None:
     """One torchrun-style process: the environment torchrun sets, then an ordinary training run."""
     set_rank_env(rank, port)
     torch.set_num_threads(1)
-    from search import distributed as dist
-    from search.train import TrainConfig, Trainer
+    from search.training import distributed as dist
+    from search.training.train import TrainConfig, Trainer
 
     config = TrainConfig(
         arch=f"{tmp}/tiny.json", out=f"{tmp}/run", dataset="synthetic", epochs=1, batch_size=32, limit_train=320

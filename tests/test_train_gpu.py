@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_train_resume import TINY  # the same tiny fmnist-shaped net
 
-from search.data import Augment, TensorLoader
-from search.train import TrainConfig, train
+from search.training.data import Augment, TensorLoader
+from search.training.train import TrainConfig, train
 from zoo.datasets import make_synthetic
 
 pytestmark = [

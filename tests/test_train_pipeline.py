@@ -217,7 +217,7 @@ def test_last_json_says_which_command_printed_no_json_line() -> None:
 def test_bundled_search_record_gets_both_commands_and_no_checkout_path(tmp_path: Path) -> None:
     import torch
 
-    from search.run import SearchConfig
+    from search.gradient.config import SearchConfig
 
     b = _script("bundle_fmnist")
     warm = tmp_path / "warmup" / "checkpoint.pt"

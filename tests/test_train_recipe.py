@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from test_train_resume import TINY
 from torch import nn
 
-from search.train import EMA, TrainConfig, Trainer
+from search.training.recipe import EMA
+from search.training.train import TrainConfig, Trainer
 
 BATCH, STEPS_PER_EPOCH = 32, 10
 

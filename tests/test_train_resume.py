@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from search.cli import main as search_main
-from search.train import TrainConfig, TrainError, train
+from search.training.train import TrainConfig, TrainError, train
 from zoo import create_model
 from zoo.arch import ArchSpec
 from zoo.cli import main as zoo_main

@@ -6,7 +6,7 @@ The train and eval transforms of folder images are defined here once (``train_tr
 and used by training, evaluation, export's parity/calibration images and the demo.
 
 Small datasets load whole into uint8 tensors ``[N, C, H, W]`` so that training can keep them on the GPU
-(``search.data.TensorLoader``) and evaluation can normalize a whole batch at once. Preprocessing follows a
+(``search.training.data.TensorLoader``) and evaluation can normalize a whole batch at once. Preprocessing follows a
 model's metadata: ``len(mean)`` is the channel count (grayscale <-> RGB converted as needed), ``input_size``
 the side the images are resized to, ``mean``/``std`` the normalization.
 """

@@ -3,7 +3,8 @@ and default in the dataclass, its help (and choices) in the field's metadata, vi
 
 ``add_options`` turns every field that has help into ``--field-name`` (booleans into ``--x/--no-x``, tuples into
 comma-separated lists, ``X | None`` into an optional ``X``); ``from_args`` builds the dataclass back from the
-parsed arguments. Used by ``proxyless export`` (``ExportOptions``, ``BenchOptions``) and ``proxyless train``.
+parsed arguments. Used by ``proxyless export`` (``ExportOptions``, ``BenchOptions``), ``proxyless search train``
+(``TrainConfig``) and the gradient search (``SearchConfig``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ def option(
     choices: Sequence[str] | None = None,
     flag: str | None = None,
     const: Any = None,
+    required: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line option: ``default`` ``dataclasses.MISSING`` makes it
-    required; ``const`` lets the flag stand alone (``--amp`` = ``--amp bf16``); ``flag`` renames it."""
-    meta = {"help": help, "choices": choices, "flag": flag, "const": const}
+    required; ``const`` lets the flag stand alone (``--amp`` = ``--amp bf16``); ``flag`` renames it; ``required``
+    makes the flag required though the field keeps its default (a setting that only some commands need)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "const": const, "required": required}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -71,7 +74,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         text = meta["help"] if f.default in (None, dataclasses.MISSING) else f"{meta['help']} (default {shown})"
         kwargs: dict[str, Any] = {"dest": f.name, "help": text}
-        if f.default is dataclasses.MISSING:
+        if f.default is dataclasses.MISSING or meta.get("required"):
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default

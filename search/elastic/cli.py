@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.elastic.measure import add_parser as add_predictor_parser
+from search.elastic.extract import add_parser as add_extract_parser
+from search.elastic.predictor_cli import add_parser as add_predictor_parser
 from search.elastic.specialize import add_parser as add_specialize_parser
-from search.elastic.subnet_folder import add_parser as add_extract_parser
 from search.elastic.train import add_parser as add_train_parser
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from search.data import build_train_data
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.supernet import ElasticSupernet, recalibrate_bn
+from search.training.data import build_train_data
 from zoo.datasets import balanced_subset
 from zoo.evaluate import accumulate, summarize
 
@@ -25,7 +25,7 @@ class SubnetEvaluator:
     """Fixed calibration batches and validation loader: every subnet is scored on the same images."""
 
     calib: list[torch.Tensor]
-    val: object  # a search.data loader (eval mode: fixed order, no augmentation)
+    val: object  # a search.training.data loader (eval mode: fixed order, no augmentation)
     device: torch.device
 
     @classmethod

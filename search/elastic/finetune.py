@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from search.data import Augment, TrainData, build_train_data
-from search.schedule import cosine
-from search.train import _param_groups
+from search.training.data import Augment, TrainData, build_train_data
+from search.training.recipe import param_groups
+from search.training.schedule import cosine
 from zoo.evaluate import accumulate, load_for_eval, summarize
 
 MAX_MINUTES = 24 * 60.0
@@ -139,7 +139,7 @@ class _Step:
         self.net, self.teacher, self.cfg = net, teacher, cfg
         self.lr = cfg.lr * cfg.batch_size / 256
         self.optimizer = torch.optim.SGD(
-            _param_groups(net, cfg.wd), lr=self.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0
+            param_groups(net, cfg.wd), lr=self.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0
         )
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, factor: float) -> None:

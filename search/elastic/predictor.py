@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from search.elastic.space import ElasticSpace, Subnet
-from search.stats import kendall_tau
+from search.training.stats import kendall_tau
 from zoo.files import atomic_output, atomic_write
 from zoo.inputs import one_line
 from zoo.supernet_folder import read_format_json

@@ -31,12 +31,12 @@ import torch
 
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.evolution import EvolutionConfig, SearchResult, check_limit, evolve, random_search
+from search.elastic.extract import save_subnet, subnet_net
 from search.elastic.finetune import MAX_MINUTES, DataRecipe, FinetuneConfig, FinetuneResult, finetune
 from search.elastic.latency import SubnetLatency
 from search.elastic.predictor import encode, load_predictor
 from search.elastic.space import BASELINE_MODELS, Subnet
 from search.elastic.store import load_supernet, recipe_of, resolve_supernet
-from search.elastic.subnet_folder import save_subnet, subnet_net
 from search.latency.lut import MAX_MS, Lut
 from search.latency.predict import TARGETS
 from zoo.datasets import build_eval_dataset, get_dataset

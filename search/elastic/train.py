@@ -28,16 +28,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from search import distributed as dist
-from search.data import Augment, build_train_data
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.shrinking import phase_of, progressive_students
 from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
 from search.elastic.store import save_supernet
 from search.elastic.supernet import ElasticSupernet
-from search.loop import EpochLoop, TrainError
-from search.run import allreduce_mean_, mix_seed
-from search.train import EMA, _param_groups, lr_factor
+from search.training import distributed as dist
+from search.training.data import Augment, build_train_data
+from search.training.distributed import allreduce_mean_, mix_seed
+from search.training.loop import EpochLoop, TrainError
+from search.training.recipe import EMA, lr_factor, param_groups
 from zoo.datasets import get_dataset
 from zoo.files import atomic_write
 from zoo.options import add_options, from_args, option
@@ -183,7 +183,7 @@ class ElasticTrainer(EpochLoop):
         self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
         lr = c.lr * c.batch_size / 256
         self.optimizer = torch.optim.SGD(
-            _param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
+            param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
         )
         self.steps_per_epoch = len(data.train)
         self.total_steps = c.epochs * self.steps_per_epoch

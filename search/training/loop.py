@@ -1,6 +1,6 @@
 """What every resumable training here shares: the epoch loop, its stops, its checkpoints and its logs.
 
-``EpochLoop`` is the base of ``search.train.Trainer`` (one network) and ``search.elastic.train.ElasticTrainer``
+``EpochLoop`` is the base of ``search.training.train.Trainer`` (one network) and ``search.elastic.train.ElasticTrainer``
 (a supernet). It runs epochs from the loader's position to ``config.epochs``; stops checkpointed after
 ``--stop-after-steps``, past ``--time-limit`` or on SIGTERM (a scheduler's preemption, a session's end, ``kill``),
 with every rank stopping at the same step; writes ``checkpoint.pt`` with its sha256 beside it and refuses, in one
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm import tqdm
 
-from search import distributed as dist
+from search.training import distributed as dist
 from zoo.files import atomic_write, verify_checksum, write_checksummed
 
 CHECKPOINT = "checkpoint.pt"
@@ -174,7 +174,7 @@ class EpochLoop:
     def run(self) -> dict[str, Any]:
         """Train (resuming if asked); returns the final result, or ``{"finished": False, ...}`` after a stop.
 
-        The process group stays up (callers run ``search.distributed.cleanup()``), so rank checks still work.
+        The process group stays up (callers run ``search.training.distributed.cleanup()``), so rank checks still work.
         """
         c = self.config
         ckpt = self.out / CHECKPOINT

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from search.derive import most_probable_within
+from search.gradient.derive import most_probable_within
 from search.latency import expected_latency
 
 LOSSES = ("mul#ratio", "mul#log", "add#linear", "add#hinge")

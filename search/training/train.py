@@ -15,7 +15,6 @@ CPU, NCCL on CUDA); only rank 0 writes.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from dataclasses import MISSING, dataclass
@@ -27,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from search import distributed as dist
-from search.data import Augment, TrainData, build_train_data
-from search.loop import EpochLoop, TrainError
-from search.schedule import cosine
 from search.space import get_space
+from search.training import distributed as dist
+from search.training.data import Augment, TrainData, build_train_data
+from search.training.loop import EpochLoop, TrainError
+from search.training.recipe import EMA, lr_factor, param_groups
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
@@ -110,44 +109,6 @@ def resolve_arch(text: str) -> Any:
         except json.JSONDecodeError as e:
             raise ArchError(f"{path}: not valid JSON ({e})") from None
     return get_model_info(text).arch
-
-
-def _param_groups(model: nn.Module, wd: float) -> list[dict[str, Any]]:
-    """Weight decay on conv / linear weights only: BN scales and biases are not decayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return cosine((step - warmup_steps) / max(1, total_steps - warmup_steps))
-
-
-class EMA:
-    """Exponential moving average of all floating-point weights and buffers (integer buffers are copied).
-
-    The decay ramps up as ``min(decay, (1 + t) / (10 + t))`` so the average is not dominated by the random init.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
-        self._ema = [e for e, _ in pairs if e.is_floating_point()]
-        self._cur = [m for e, m in pairs if e.is_floating_point()]
-        self._other = [(e, m) for e, m in pairs if not e.is_floating_point()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        self.updates += 1
-        torch._foreach_lerp_(self._ema, self._cur, 1.0 - d)
-        for e, m in self._other:
-            e.copy_(m)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -230,7 +191,7 @@ class Trainer(EpochLoop):
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         lr = c.lr * c.batch_size / 256
         self.optimizer = torch.optim.SGD(
-            _param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
+            param_groups(self.model, c.wd), lr=lr, momentum=c.momentum, nesterov=c.momentum > 0
         )
         self.steps_per_epoch = len(self.data.train)
         self.total_steps = c.epochs * self.steps_per_epoch

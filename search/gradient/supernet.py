@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from search.gates import LayerGate, binary_gate, frozen_bn_stats
+from search.gradient.gates import LayerGate, binary_gate, frozen_bn_stats
 from search.space import Layer, SearchSpace
 from zoo.arch import BlockSpec
 from zoo.layers import ConvLayer, LinearClassifier, MBInvertedConv, MobileInvertedResidualBlock

@@ -22,10 +22,10 @@ import torch
 from tqdm import tqdm
 
 from search.elastic.evaluate import SubnetEvaluator
+from search.elastic.extract import parse_subnet
 from search.elastic.predictor import fit_predictor, save_predictor
 from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, recipe_of, resolve_supernet
-from search.elastic.subnet_folder import parse_subnet
 from search.elastic.supernet import ElasticSupernet
 from zoo.inputs import InputError, count, csv_stream, number
 from zoo.options import DefaultsHelpFormatter

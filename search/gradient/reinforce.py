@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from search.gates import frozen_bn_stats, sample_paths
-from search.objective import LatencyObjective
-from search.supernet import Supernet
+from search.gradient.gates import frozen_bn_stats, sample_paths
+from search.gradient.objective import LatencyObjective
+from search.gradient.supernet import Supernet
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from search.elastic.supernet import ElasticSupernet
+from search.gradient.supernet import Supernet
 from search.space import Layer
-from search.supernet import Supernet
 
 
 class WarmStartError(ValueError):

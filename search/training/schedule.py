@@ -1,4 +1,5 @@
-"""The cosine learning-rate schedule, defined once for training (``search.train``) and search (``search.run``)."""
+"""The cosine learning-rate schedule, defined once for training (``training.train``, ``training.recipe``) and the
+gradient search (``gradient.search``)."""
 
 from __future__ import annotations
 

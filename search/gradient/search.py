@@ -1,13 +1,13 @@
-"""``proxyless search warmup`` / ``proxyless search run``: the ProxylessNAS schedule, end to end.
+"""The gradient search's loop (``Search``) behind ``proxyless search warmup`` / ``run``: the ProxylessNAS schedule.
 
 1. Warm-up: weights train on paths sampled uniformly (zero op included); alpha is not touched.
 2. Search: every batch is a weight step on one path sampled from softmax(alpha); every ``arch_every`` batches an
    alpha step on a batch of the held-out, class-balanced validation split (ProxylessNAS-G gates or REINFORCE),
    except in the first ``arch_skip_epochs`` search epochs. The defaults are the authors': Adam (lr 1e-3, betas
-   0 and 0.999) every 5 weight steps, none in the first search epoch; the loss ``mul#ratio`` (search/objective.py).
+   0 and 0.999) every 5 weight steps, none in the first search epoch; the loss ``mul#ratio`` (objective.py).
 3. Derivation: argmax per layer (zero = skip the layer), written as an ArchSpec with its predicted latency; where
-   the argmax exceeds the target latency, the most probable path within it (search/derive.py). With it, a
-   convergence report (search/search_log.py): entropy per layer and epoch, argmax changes, near-ties (warned).
+   the argmax exceeds the target latency, the most probable path within it (derive.py). With it, a
+   convergence report (search_log.py): entropy per layer and epoch, argmax changes, near-ties (warned).
 
 Reproducibility: the paths of step s come from a generator seeded by (seed, s), the data position is the loader's
 (epoch, batch), so a run resumed from its checkpoint replays exactly what an uninterrupted run does. Under
@@ -17,14 +17,11 @@ averaged over ranks by hand (one all-reduce each), so weights and alpha stay ide
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,121 +30,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from search import distributed as D
-from search.compare import add_parser as add_compare_parser
-from search.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
 from search.elastic.store import load_supernet, resolve_supernet
-from search.gates import GRAD_MODES, frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
+from search.gradient.config import RESUMABLE, SearchConfig, SearchError, run_command, warmup_command
+from search.gradient.gates import frozen_bn_stats, plan_gates, rescale_pairs, sample_paths
+from search.gradient.objective import LatencyObjective
+from search.gradient.reinforce import Reinforce
+from search.gradient.search_log import SearchLog, convergence, layer_entropy, op_label
+from search.gradient.supernet import Supernet
+from search.gradient.warm_start import WarmStartError, init_from_elastic
 from search.latency import LatencyModel, load_latency_model
-from search.latency.predict import TARGETS
-from search.objective import LOSSES, LatencyObjective
-from search.reinforce import Reinforce
-from search.schedule import cosine
-from search.search_log import SearchLog, convergence, layer_entropy, op_label
 from search.space import get_space
-from search.supernet import Supernet
-from search.warm_start import WarmStartError, init_from_elastic
+from search.training import distributed as D
+from search.training.data import NO_AUGMENT, Augment, TensorLoader, build_train_data
+from search.training.distributed import allreduce_mean_, mix_seed
+from search.training.schedule import cosine
 from zoo.files import atomic_write, verify_checksum, write_checksummed
 from zoo.weights import WeightsError
 
 CKPT_FORMAT = "proxyless-search-ckpt/1"
-ALGOS = ("grad", "rl")
 SPLIT_SEED = 0  # the validation split is the same for every run, whatever its seed
-# Settings that may change between an interrupted run and its --resume.
-_RESUMABLE = {"out", "resume", "device", "tensorboard", "ckpt_every", "progress", "data_dir"}
-
-
-class SearchError(ValueError):
-    """A search configuration or checkpoint that cannot be run."""
-
-
-@dataclass
-class SearchConfig:
-    """Everything a run depends on (stored in its checkpoint). Defaults follow the authors' search script."""
-
-    out: str
-    space: str = "fmnist"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    target: str | None = "cpu"
-    lut: str | None = None
-    target_latency: float | None = None
-    algo: str | None = "grad"
-    grad_mode: str = "full_v2"
-    loss: str = "mul#ratio"
-    reg_scale: float = 0.2
-    reg_beta: float = 0.3
-    ratio_beta: float = 0.07
-    ratio_beta_over: float = 3.0
-    reg_lambda: float = 0.1
-    rl_samples: int = 10
-    rl_tradeoff: float = 0.1
-    rl_baseline_decay: float = 0.9
-    epochs: int = 10
-    warmup_epochs: int = 5
-    batch_size: int = 256
-    val_batch_size: int = 256
-    val_size: int = 5000
-    limit_train: int | None = None
-    lr: float = 0.025
-    warmup_lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    arch_lr: float = 1e-3
-    arch_every: int = 5
-    arch_skip_epochs: int = 1
-    alpha_init_std: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = False
-    channels_last: bool = False
-    ckpt_every: int = 0
-    init_from: str | None = None
-    init_elastic: str | None = None
-    tensorboard: bool = True
-    progress: bool = True
-    resume: bool = False
-
-    def validate(self) -> None:
-        get_space(self.space)
-        if self.algo is not None:
-            if self.algo not in ALGOS:
-                raise SearchError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
-            if self.grad_mode not in GRAD_MODES:
-                raise SearchError(f"unknown --grad-mode {self.grad_mode!r}; expected one of {', '.join(GRAD_MODES)}")
-            if self.loss not in LOSSES:
-                raise SearchError(f"unknown --loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
-            if self.target_latency is None or not self.target_latency > 0:
-                raise SearchError("--target-latency must be given and > 0 (in the latency model's unit)")
-            if self.epochs < 1:
-                raise SearchError(f"--epochs must be >= 1 for a search, got {self.epochs}")
-            if not 0 <= self.arch_skip_epochs < self.epochs:
-                raise SearchError(
-                    f"--arch-skip-epochs must be >= 0 and below --epochs ({self.epochs}) so that alpha is searched, "
-                    f"got {self.arch_skip_epochs}"
-                )
-        for name in ("batch_size", "val_batch_size", "arch_every", "val_size"):
-            if getattr(self, name) < 1:
-                raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.epochs < 0:
-            raise SearchError("--epochs / --warmup-epochs must be >= 0")
-        if self.init_from and self.init_elastic:
-            raise SearchError("--init-from and --init-elastic both set the starting weights: pass one")
-        if self.algo is not None and self.val_batch_size > self.val_size:
-            raise SearchError(f"--val-batch-size {self.val_batch_size} is larger than --val-size {self.val_size}")
-
-    @property
-    def total_epochs(self) -> int:
-        return self.warmup_epochs + (self.epochs if self.algo else 0)
-
-
-def mix_seed(*parts: int) -> int:
-    """One 63-bit seed from several integers (run seed, step, stream): distinct tuples, distinct seeds."""
-    s = 0x9E3779B97F4A7C15
-    for p in parts:
-        s = (s * 1_000_003 + p + 1) % (2**63 - 1)
-    return s
 
 
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -165,19 +66,6 @@ def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def allreduce_mean_(tensors: list[torch.Tensor]) -> None:
-    """Average tensors over ranks in one all-reduce (every rank passes the same list: same sampled path)."""
-    if D.world_size() == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat.div_(D.world_size())
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
 
 
 class Search:
@@ -323,7 +211,7 @@ class Search:
         self.warmup_command = warmup_command(theirs, path.parent)
 
     def _init_elastic(self, source: str) -> None:
-        """Start every candidate from a trained elastic supernet's weights (search/warm_start.py)."""
+        """Start every candidate from a trained elastic supernet's weights (warm_start.py)."""
         try:
             elastic, _ = load_supernet(resolve_supernet(None if source == "bundled" else source, self.cfg.space))
             init_from_elastic(self.net, elastic)
@@ -331,8 +219,8 @@ class Search:
             raise SearchError(f"--init-elastic {source}: {e}") from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        mine = {k: v for k, v in asdict(self.cfg).items() if k not in _RESUMABLE}
-        theirs = {k: v for k, v in ckpt["config"].items() if k not in _RESUMABLE}
+        mine = {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE}
+        theirs = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE}
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         if diff:
             raise SearchError(f"--resume: settings differ from the checkpoint's: {', '.join(diff)}")
@@ -572,7 +460,7 @@ class Search:
             "init_elastic": cfg.init_elastic,
             "seed": cfg.seed,
             # every setting of the run (where it ran and how it logged aside): enough to run it again
-            "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
+            "config": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE},
         }
         report = convergence(self.history, self.op_labels, path)
         search_info["convergence"] = asdict(report)
@@ -599,131 +487,3 @@ class Search:
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    d = SearchConfig(out="")
-    p.add_argument("--space", default=d.space, help="search space (search/space.py)")
-    p.add_argument("--dataset", default=d.dataset, help="fashion-mnist, cifar10 or synthetic")
-    p.add_argument("--data-dir", default=None, help="dataset folder (default: the dataset's usual place)")
-    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, probs.csv, tb/ ...")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch of weight steps")
-    p.add_argument("--val-size", type=int, default=d.val_size, help="class-balanced held-out split for alpha")
-    p.add_argument("--limit-train", type=int, default=None, help="class-balanced subset of the training split")
-    p.add_argument("--warmup-lr", type=float, default=d.warmup_lr, help="cosine from this over the warm-up")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu or cuda (torchrun: one GPU per local rank)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument(
-        "--init-elastic",
-        default=None,
-        help="start every candidate from a trained elastic supernet: a folder, hf-hub:ORG/REPO, or 'bundled'",
-    )
-    p.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: epoch ends only)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
-
-
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``warmup``, ``run`` and ``compare`` on ``proxyless search``."""
-    d = SearchConfig(out="")
-    w = subparsers.add_parser("warmup", help="train supernet weights on uniformly sampled paths (shared warm-up)")
-    _common(w)
-    w.add_argument("--epochs", type=int, default=d.warmup_epochs, help="warm-up epochs")
-    w.set_defaults(func=_cmd_warmup)
-
-    r = subparsers.add_parser("run", help="architecture search (ProxylessNAS-G or -R) for one latency target")
-    _common(r)
-    r.add_argument("--target", default=d.target, help=f"{', '.join(TARGETS)}, or a LUT file")
-    r.add_argument("--lut", default=None, help="LUT file to use instead of --target's shipped table")
-    r.add_argument("--target-latency", type=float, required=True, help="T, in the latency model's unit")
-    r.add_argument("--algo", choices=ALGOS, default=d.algo)
-    r.add_argument("--grad-mode", choices=GRAD_MODES, default=d.grad_mode)
-    r.add_argument("--loss", choices=LOSSES, default=d.loss)
-    r.add_argument("--reg-scale", type=float, default=d.reg_scale, help="mul#log: scale (authors' alpha)")
-    r.add_argument("--reg-beta", type=float, default=d.reg_beta, help="mul#log: exponent beta")
-    r.add_argument("--ratio-beta", type=float, default=d.ratio_beta, help="mul#ratio: exponent up to T")
-    r.add_argument("--ratio-beta-over", type=float, default=d.ratio_beta_over, help="mul#ratio: exponent beyond T")
-    r.add_argument("--reg-lambda", type=float, default=d.reg_lambda, help="add#linear, add#hinge: lambda")
-    r.add_argument("--rl-samples", type=int, default=d.rl_samples, help="REINFORCE: nets sampled per alpha step")
-    r.add_argument("--rl-tradeoff", type=float, default=d.rl_tradeoff, help="REINFORCE: w in acc*(T/LAT)^w")
-    r.add_argument("--rl-baseline-decay", type=float, default=d.rl_baseline_decay)
-    r.add_argument("--epochs", type=int, default=d.epochs, help="search epochs (after the warm-up)")
-    r.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="ignored with --init-from")
-    r.add_argument("--init-from", default=None, help="a finished warm-up's checkpoint.pt (skips the warm-up)")
-    r.add_argument("--lr", type=float, default=d.lr, help="weights: cosine from this over the search epochs")
-    r.add_argument("--arch-lr", type=float, default=d.arch_lr, help="Adam lr of alpha (betas 0, 0.999)")
-    r.add_argument("--arch-every", type=int, default=d.arch_every, help="one alpha step every N weight steps")
-    r.add_argument(
-        "--arch-skip-epochs", type=int, default=d.arch_skip_epochs, help="first search epochs without alpha steps"
-    )
-    r.add_argument("--val-batch-size", type=int, default=d.val_batch_size, help="batch of an alpha step")
-    r.add_argument("--alpha-init-std", type=float, default=d.alpha_init_std, help="alpha ~ N(0, std) (paper: 1e-3)")
-    r.set_defaults(func=_cmd_run)
-    add_compare_parser(subparsers)
-
-
-_FLAGS = ("amp", "channels_last")  # store_true options
-
-
-def run_argv(config: dict[str, Any]) -> list[str]:
-    """``proxyless search run`` arguments that reproduce a search ``config`` (``asdict`` of its SearchConfig,
-    less where it ran and how it logged): the command recorded with a derived arch."""
-    argv = []
-    for key, value in config.items():
-        if key in _RESUMABLE or value is None or (key in _FLAGS and not value):
-            continue
-        argv.append(f"--{key.replace('_', '-')}")
-        if key not in _FLAGS:
-            argv.append(str(value))
-    return argv
-
-
-def run_command(config: dict[str, Any], out: str | Path) -> str:
-    """The shell command that reruns the search ``config`` into ``out``."""
-    return "proxyless search run " + shlex.join([*run_argv(config), "--out", str(out)])
-
-
-def warmup_command(config: dict[str, Any], out: str | Path) -> str:
-    """The ``proxyless search warmup`` command that reruns a warm-up ``config`` (its checkpoint's) into ``out``."""
-    subparsers = argparse.ArgumentParser().add_subparsers()
-    add_parsers(subparsers)
-    options = set(vars(subparsers.choices["warmup"].parse_args(["--out", "."])))  # what `search warmup` takes
-    kept = {k: v for k, v in config.items() if k in options and k != "epochs"}
-    argv = [*run_argv(kept), "--epochs", str(config["warmup_epochs"]), "--out", str(out)]
-    return "proxyless search warmup " + shlex.join(argv)
-
-
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> SearchConfig:
-    names = {f.name for f in fields(SearchConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    return SearchConfig(**{**values, **overrides})
-
-
-def _execute(cfg: SearchConfig) -> int:
-    search = Search(cfg)
-    try:
-        result = search.run()
-    finally:
-        search.close()
-        D.cleanup()
-    if search.main:
-        print(json.dumps(result))
-    return 0
-
-
-def _cmd_warmup(args: argparse.Namespace) -> int:
-    return _execute(config_from_args(args, algo=None, warmup_epochs=args.epochs, epochs=0, target=None))
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    overrides = {"warmup_epochs": 0} if args.init_from else {}
-    return _execute(config_from_args(args, **overrides))

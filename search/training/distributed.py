@@ -84,3 +84,25 @@ def average_buffers(module: nn.Module) -> None:
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (run seed, step, stream): distinct tuples, distinct seeds; the same on
+    every rank, so that ranks sample the same paths and subnets without talking."""
+    s = 0x9E3779B97F4A7C15
+    for p in parts:
+        s = (s * 1_000_003 + p + 1) % (2**63 - 1)
+    return s
+
+
+def allreduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average tensors over ranks in one all-reduce (every rank passes the same list: same sampled path)."""
+    if world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat.div_(world_size())
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
