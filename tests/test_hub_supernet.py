@@ -24,7 +24,7 @@ from test_hub_card_hostile import HOSTILE, _shape, _text
 from test_hub_publish import _client_env
 
 from search.cli import main as search_main
-from search.elastic import measure, predictor, store
+from search.elastic import predictor, predictor_cli, store
 from search.elastic.space import get_elastic_space
 from search.elastic.train import ElasticTrainConfig, train_supernet
 from zoo import supernet_folder
@@ -82,7 +82,7 @@ def test_zoo_names_the_files_search_writes() -> None:
         predictor.WEIGHTS,
         predictor.CONFIG,
     )
-    assert supernet_folder.SUBNETS_CSV == measure.CSV
+    assert supernet_folder.SUBNETS_CSV == predictor_cli.CSV
 
 
 def test_publish_then_specialize_from_the_hub(supernet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
