@@ -14,27 +14,18 @@ import time
 from pathlib import Path
 
 import pytest
+import test_hub_supernet
 import torch
-from test_elastic_search import TINY
 
 from search.cli import main as search_main
 from search.elastic.finetune import DataRecipe, FinetuneConfig, FinetuneError, finetune, lr_at
 from search.elastic.specialize import Specialized
 from search.elastic.store import load_supernet
-from search.elastic.train import ElasticTrainConfig, train_supernet
 from zoo.registry import weights_dir_info
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DataRecipe(dataset="synthetic", val_size=200, limit_train=256)
-
-
-@pytest.fixture(scope="module")
-def supernet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny trained supernet (synthetic images) with a fitted accuracy predictor."""
-    out = tmp_path_factory.mktemp("finetune") / "supernet"
-    train_supernet(ElasticTrainConfig(out=str(out), state_dtype="float32", **TINY))
-    assert search_main(["elastic-predictor", "--supernet", str(out), "--subnets", "12", "--no-progress"]) == 0
-    return out
+supernet = test_hub_supernet.supernet  # the fixture: a tiny trained supernet with its predictor
 
 
 def _specialize(supernet: Path, out: Path, *extra: str) -> list[str]:
