@@ -4,8 +4,8 @@
     python scripts/finetune_study.py step2     # step 1's choice for 8 epochs: the val curve
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
-finished arms are not rerun. The summary goes to ``benchmarks/results/finetune/STEP.json``; the last line printed
-is that summary as one line of JSON.
+finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
+printed is that summary as one line of JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "finetune"
-RESULTS = ROOT / "benchmarks" / "results" / "finetune"
+RESULTS = ROOT / "benchmarks" / "results" / "finetune_study.json"  # one summary per step
 TEACHER = "fmnist_mobilenetv2"
 STEPS_PER_EPOCH = 215  # 55,000 training images in batches of 256 (the last partial batch kept)
 
@@ -105,8 +105,9 @@ def main() -> int:
     ap.add_argument("step", choices=sorted(STEPS))
     args = ap.parse_args()
     summary = STEPS[args.step]()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.step}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**study, args.step: summary}, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
 
