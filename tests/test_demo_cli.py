@@ -6,50 +6,52 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from demo.cli import SERVER_ENV, main
 
 ROOT = Path(__file__).parents[1]
 MODEL = "fmnist_proxyless_cpu"  # bundled in zoo/pretrained
 
 
-@pytest.fixture
-def no_server(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """``main`` runs up to serving, on PyTorch only (built in a moment), and records the uvicorn config."""
-    import demo.app  # Gradio and PyTorch: only for this test, not for the make one
+# ``main`` up to serving, on PyTorch only (built in a moment), in a process of its own: the uvicorn config it makes
+# sets up logging on the stderr of the moment, which must not be a test's captured one
+START = """
+import sys
+import demo.app
+from demo.cli import main
+demo.app.serve = lambda config: print("served on port", config.port)
+demo.app.runtime_status = lambda: (["torch"], {"onnxruntime": "left out by the test"})
+sys.exit(main(sys.argv[1:]))
+"""
 
-    for key, value in SERVER_ENV.items():  # main sets them; restored after the test
-        monkeypatch.setenv(key, value)
-    served: list[object] = []
-    monkeypatch.setattr(demo.app, "serve", served.append)
-    monkeypatch.setattr(demo.app, "runtime_status", lambda: (["torch"], {"onnxruntime": "left out by the test"}))
-    return served
+
+def _start(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", START, *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.skipif(not (ROOT / "zoo" / "pretrained" / MODEL).is_dir(), reason=f"{MODEL} is not bundled")
-def test_start_up_shows_its_progress_on_stderr_and_no_progress_silences_it(
-    no_server: list[object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_start_up_shows_its_progress_on_stderr_and_no_progress_silences_it(tmp_path: Path) -> None:
     argv = ["--models", MODEL, "--port", "7999", "--cache-dir", str(tmp_path)]
-    assert main(argv) == 0 and len(no_server) == 1
-    out, err = capsys.readouterr()
-    assert out == "proxyless-zoo demo on http://127.0.0.1:7999 (plain API: POST /api/classify)\n", out
-    steps = [line.split("] ", 1)[1] for line in err.splitlines()]
+    run = _start(*argv)
+    assert run.returncode == 0, run.stderr
+    url = "proxyless-zoo demo on http://127.0.0.1:7999 (plain API: POST /api/classify)"
+    assert run.stdout.splitlines() == [url, "served on port 7999"], run.stdout
+    steps = [line.split("] ", 1)[1] for line in run.stderr.splitlines()]
     assert steps == [
         "importing Gradio and PyTorch",
         "finding the runtimes that work here",
         "runtimes: torch (unavailable: onnxruntime)",
         f"loading {MODEL}",
         f"preparing PyTorch for {MODEL} (exported once, then cached in {tmp_path})",
-    ], err
-    assert all(line.startswith("[") and " s] " in line for line in err.splitlines()), err  # seconds since start
+    ], run.stderr
+    assert all(line.startswith("[") and " s] " in line for line in run.stderr.splitlines()), run.stderr
 
-    assert main([*argv, "--no-progress"]) == 0 and len(no_server) == 2
-    out, err = capsys.readouterr()
-    assert err == "" and out.startswith("proxyless-zoo demo on http://127.0.0.1:7999"), (out, err)
+    run = _start(*argv, "--no-progress")
+    assert run.returncode == 0 and run.stderr == "" and run.stdout.startswith(url), (run.stdout, run.stderr)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")

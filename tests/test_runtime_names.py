@@ -17,14 +17,7 @@ from pathlib import Path
 
 import pytest
 
-# imported here, not in a test: Gradio binds its logging to the stderr of the moment it is imported
-from demo.app import latency_label, runtime_status
-from export.bench import BenchOptions
-from export.pipeline import FORMATS as EXPORT_FORMATS
-from export.pipeline import parse_formats
-from export.report import packages
-from zoo.model_card import describe_latency_key
-from zoo.runtimes import RuntimeSpec, default_bench_runtimes, default_export_formats, register_runtime
+from zoo.runtimes import RuntimeSpec, register_runtime
 from zoo.runtimes.formats import FORMATS, ArtefactFormat, register_format
 from zoo.runtimes.registry import RUNTIMES, TABLE_ONLY_RUNTIMES
 
@@ -112,6 +105,14 @@ def dummy_runtime() -> Iterator[None]:
 
 
 def test_a_registered_runtime_reaches_every_list(dummy_runtime: None) -> None:
+    from demo.app import latency_label, runtime_status
+    from export.bench import BenchOptions
+    from export.pipeline import FORMATS as EXPORT_FORMATS
+    from export.pipeline import parse_formats
+    from export.report import packages
+    from zoo.model_card import describe_latency_key
+    from zoo.runtimes import default_bench_runtimes, default_export_formats
+
     assert DUMMY_FORMAT in EXPORT_FORMATS and DUMMY_FORMAT in default_export_formats()
     assert parse_formats(DUMMY_FORMAT) == ("onnx", DUMMY_FORMAT)  # built from the ONNX file, made last
     assert DUMMY in default_bench_runtimes()
