@@ -327,7 +327,7 @@ def test_a_second_specialize_into_the_same_folder_fails_in_one_line_and_the_firs
     import search.elastic.specialize as spec_module
 
     started, go = threading.Event(), threading.Event()
-    real_write = spec_module.write_subnet
+    real_write = spec_module.save_subnet
 
     def slow_write(*args: Any) -> Any:
         if not started.is_set():  # only the first writer waits: a second one that got through fails fast
@@ -335,7 +335,7 @@ def test_a_second_specialize_into_the_same_folder_fails_in_one_line_and_the_firs
             go.wait(120)
         return real_write(*args)
 
-    monkeypatch.setattr(spec_module, "write_subnet", slow_write)
+    monkeypatch.setattr(spec_module, "save_subnet", slow_write)
     out = tmp_path / "net"
     args = ["specialize", "--supernet", str(with_predictor), "--lut", "cpu", "--factor", "0.75", "--out", str(out)]
     args += ["--population", "8", "--generations", "1", "--top", "1"]
