@@ -182,7 +182,7 @@ def _teacher(cfg: SpecializeConfig, baseline: str | None) -> str | None:
     return cfg.teacher
 
 
-def test_top1(net: torch.nn.Module, dataset: str, data_dir: str | None) -> tuple[float, int]:
+def score_test_split(net: torch.nn.Module, dataset: str, data_dir: str | None) -> tuple[float, int]:
     """Top-1 (fraction) and image count of ``net`` on the dataset's whole test split."""
     spec = net.spec
     data = get_dataset(dataset)
@@ -261,8 +261,10 @@ def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
         )
         tuned = finetune(net, tune, DataRecipe.of(recipe, cfg.data_dir), log=say)
     say("scoring the net" + (f" and {baseline}" if baseline else "") + " on the test split")
-    top1_test, n_test = test_top1(net, recipe["dataset"], cfg.data_dir)
-    baseline_top1 = test_top1(load_for_eval(baseline)[0], recipe["dataset"], cfg.data_dir)[0] if baseline else None
+    top1_test, n_test = score_test_split(net, recipe["dataset"], cfg.data_dir)
+    baseline_top1 = None
+    if baseline:
+        baseline_top1 = score_test_split(load_for_eval(baseline)[0], recipe["dataset"], cfg.data_dir)[0]
     record = Specialized(
         subnet=str(best.subnet),
         latency=round(best.latency, 4),
