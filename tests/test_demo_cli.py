@@ -57,8 +57,11 @@ def test_start_up_shows_its_progress_on_stderr_and_no_progress_silences_it(tmp_p
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_make_demo_takes_a_port_and_keeps_7860_by_default() -> None:
     def command(*args: str) -> str:
-        env = {**os.environ, "PORT": "5000"}  # a PORT in the environment (as some hosts set) is not the demo's
-        dry = subprocess.run(["make", "-n", "demo", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        # a PORT in the environment (as some hosts set) is not the demo's; under `make test` a sub-make would
+        # otherwise inherit the outer one's flags and print its directory
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")} | {"PORT": "5000"}
+        cmd = ["make", "--no-print-directory", "-n", "demo", *args]
+        dry = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         return dry.stdout.strip().splitlines()[-1]
 
     assert command("PORT=8123").endswith("proxyless demo --port 8123")
