@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from search.training.data import Augment, TrainData, build_train_data
-from search.training.recipe import param_groups
+from search.training.recipe import distillation_loss, load_teacher, param_groups
 from search.training.schedule import cosine
-from zoo.evaluate import accumulate, load_for_eval, summarize
+from zoo.evaluate import accumulate, summarize
 
 MAX_MINUTES = 24 * 60.0
 MAX_STEPS = 10**6
@@ -112,14 +111,6 @@ class DataRecipe:
         return cls(**{k: recipe[k] for k in keys if k in recipe}, data_dir=data_dir)
 
 
-def load_teacher(source: str, classes: int) -> nn.Module:
-    """A frozen teacher: a zoo model name (its registered weights) or a weights folder, in eval mode."""
-    model, _ = load_for_eval(source)
-    if model.spec.num_classes != classes:
-        raise FinetuneError(f"teacher {source} has {model.spec.num_classes} classes, the data has {classes}")
-    return model.to(memory_format=torch.channels_last).eval().requires_grad_(False)
-
-
 def lr_at(fraction: float, warmup_fraction: float) -> float:
     """The lr factor at ``fraction`` of a run: linear warm-up, then cosine to 0 at 1."""
     if fraction < warmup_fraction:
@@ -146,11 +137,9 @@ class _Step:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
         logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        if self.teacher is not None:
-            with torch.no_grad():
-                soft = self.teacher(x).softmax(1)
-            loss = loss + self.cfg.kd_weight * -(soft * logits.log_softmax(1)).sum(1).mean()
+        with torch.no_grad():
+            soft = self.teacher(x).softmax(1) if self.teacher is not None else None
+        loss = distillation_loss(logits, y, self.cfg.label_smoothing, soft, self.cfg.kd_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

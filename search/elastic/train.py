@@ -37,7 +37,7 @@ from search.training import distributed as dist
 from search.training.data import Augment, build_train_data
 from search.training.distributed import allreduce_mean_, mix_seed
 from search.training.loop import EpochLoop, TrainError
-from search.training.recipe import EMA, lr_factor, param_groups
+from search.training.recipe import EMA, lr_factor, param_groups, soft_cross_entropy
 from zoo.datasets import get_dataset
 from zoo.files import atomic_write
 from zoo.options import add_options, from_args, option
@@ -221,7 +221,7 @@ class ElasticTrainer(EpochLoop):
         students = self.subnets_of_step(self.step)
         distill = 0.0
         for subnet in students:
-            kd = -(soft * self.model(x, subnet).log_softmax(1)).sum(1).mean()
+            kd = soft_cross_entropy(self.model(x, subnet), soft)
             kd.backward()
             distill += kd.item()
         if not torch.isfinite(loss):

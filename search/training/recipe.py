@@ -1,5 +1,6 @@
-"""The pieces of the training recipe that every trainer shares (a plain net, the elastic supernet): which
-parameters decay, the per-step lr factor (linear warm-up, cosine), and an EMA of the weights.
+"""The pieces of the training recipe that every trainer shares (a plain net, the elastic supernet, a fine-tune):
+which parameters decay, the per-step lr factor (linear warm-up, cosine), an EMA of the weights, and the
+distillation loss with its frozen teacher.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ import copy
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from search.training.loop import TrainError
 from search.training.schedule import cosine
+from zoo.evaluate import load_for_eval
 
 
 def param_groups(model: nn.Module, wd: float) -> list[dict[str, Any]]:
@@ -18,6 +22,27 @@ def param_groups(model: nn.Module, wd: float) -> list[dict[str, Any]]:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits`` to soft target probabilities (a teacher's), averaged over the batch."""
+    return -(soft * logits.log_softmax(1)).sum(1).mean()
+
+
+def distillation_loss(
+    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float, soft: torch.Tensor | None, kd_weight: float
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy, plus ``kd_weight`` x the cross-entropy to a teacher's ``soft`` predictions."""
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    return loss if soft is None else loss + kd_weight * soft_cross_entropy(logits, soft)
+
+
+def load_teacher(source: str, classes: int, device: torch.device | str = "cpu") -> nn.Module:
+    """A frozen teacher: a zoo model name (its registered weights) or a weights folder, in eval mode."""
+    model, info = load_for_eval(source)
+    if info.num_classes != classes:
+        raise TrainError(f"teacher {source} has {info.num_classes} classes, the data has {classes}")
+    return model.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -30,7 +29,7 @@ from search.space import get_space
 from search.training import distributed as dist
 from search.training.data import Augment, TrainData, build_train_data
 from search.training.loop import EpochLoop, TrainError
-from search.training.recipe import EMA, lr_factor, param_groups
+from search.training.recipe import EMA, distillation_loss, load_teacher, lr_factor, param_groups
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
@@ -81,7 +80,9 @@ class TrainConfig:
     time_limit_minutes: float | None = option(None, "stop (checkpointed) after N minutes", flag="--time-limit")
     progress: bool = option(True, "tqdm bars")
     init: str | None = option(None, "start from these weights (fine-tuning): weights folder, .safetensors or hf-hub:")
-    teacher: str | None = option(None, "weights folder of a teacher: adds CE to its soft predictions (distillation)")
+    teacher: str | None = option(
+        None, "zoo model or weights folder of a teacher: adds CE to its soft predictions (distillation)"
+    )
     kd_weight: float = option(1.0, "weight of the teacher's term")
     test: bool = option(True, "score the test split (off: the val split only, for a protocol that scores test once)")
 
@@ -129,16 +130,6 @@ def _network_of(arch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arch.items() if k not in ("name", "extra")}
 
 
-def _teacher(path: str, device: torch.device, classes: int) -> nn.Module:
-    """The frozen teacher of a distillation: a weights folder's network in eval mode."""
-    spec = resolve_arch(path)
-    if spec.num_classes != classes:
-        raise TrainError(f"teacher {path} has {spec.num_classes} classes, the data has {classes}")
-    net = build_network(spec)
-    load_pretrained(net, path)
-    return net.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
-
-
 class Trainer(EpochLoop):
     """One run: builds data, network, optimizer; ``run()`` trains to the end (or a stop) and returns metrics."""
 
@@ -181,7 +172,7 @@ class Trainer(EpochLoop):
         self.model = build_network(self.spec).to(self.device)
         if c.init:
             load_pretrained(self.model, c.init)
-        self.teacher = _teacher(c.teacher, self.device, len(self.data.classes)) if c.teacher else None
+        self.teacher = load_teacher(c.teacher, len(self.data.classes), self.device) if c.teacher else None
         if c.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
@@ -275,11 +266,9 @@ class Trainer(EpochLoop):
         c = self.config
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             logits = self.net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
-            if self.teacher is not None:
-                with torch.no_grad():
-                    soft = self.teacher(x).softmax(1)
-                loss = loss + c.kd_weight * -(soft * logits.log_softmax(1)).sum(1).mean()
+            with torch.no_grad():
+                soft = self.teacher(x).softmax(1) if self.teacher is not None else None
+            loss = distillation_loss(logits, y, c.label_smoothing, soft, c.kd_weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
