@@ -2,6 +2,8 @@
 
     python scripts/finetune_study.py step1     # lr and distillation: 4 arms from the 0.75x cpu net
     python scripts/finetune_study.py step2     # step 1's choice for 8 epochs: the val curve
+    python scripts/finetune_study.py step3     # the 30-minute journey: profile + specialize --finetune-min 20
+    python scripts/finetune_study.py zoo       # step 4: the journey's recipe for the 4 bundled nets, 2 seeds
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
@@ -12,10 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "finetune"
@@ -97,7 +105,144 @@ def step2() -> dict:
     return {"step": "step2", "start": start.name, "arm": arm, "val_top1_by_epoch": curve}
 
 
-STEPS = {"step1": step1, "step2": step2}
+JOURNEY = ROOT / "runs" / "journey"
+PROXYLESS = [sys.executable, "-m", "zoo.proxyless_cli"]
+JOURNEY_COMMANDS = {  # as the README writes them (after `proxyless`), run in JOURNEY
+    "profile": "search profile --space fmnist --device cpu --runtime onnxruntime --batch 1 --threads 1 "
+    "--out my_cpu.json",
+    "specialize": "search specialize --lut my_cpu.json --factor 0.75 --finetune-min 20 --out my_cpu_net",
+}
+
+
+def step3() -> dict:
+    """The journey, timed command by command. Its fine-tune runs on the clock, so a journey cut short is void:
+    it starts again from nothing rather than resuming."""
+    times_file = JOURNEY / "times.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    if set(times) != set(JOURNEY_COMMANDS):
+        shutil.rmtree(JOURNEY, ignore_errors=True)
+        JOURNEY.mkdir(parents=True)
+        for name, args in JOURNEY_COMMANDS.items():
+            tick = time.monotonic()
+            subprocess.run(PROXYLESS + shlex.split(args), check=True, cwd=JOURNEY)
+            times[name] = round(time.monotonic() - tick, 1)
+        times_file.write_text(json.dumps(times) + "\n")
+    net = JOURNEY / "my_cpu_net"
+    speed = JOURNEY / "speed"
+    if not speed.with_suffix(".json").is_file():
+        cmd = [sys.executable, str(ROOT / "scripts" / "specialization.py"), str(net), TEACHER, "--out", str(speed)]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    figures = json.loads(speed.with_suffix(".json").read_text())
+    record = json.loads((net / "specialize.json").read_text())
+    cpu = figures["latency_ms"]["cpu"]
+    return {
+        "step": "step3",
+        "seconds": {**times, "total": round(sum(times.values()), 1)},
+        "subnet": record["subnet"],
+        "finetune_steps": record["finetune"]["steps"],
+        "val_top1_inherited": record["val_top1"],
+        "val_top1_finetuned": record["finetune"]["val_top1"],
+        "test_top1": record["test_top1"],
+        "baseline_test_top1": record["baseline_test_top1"],
+        "cpu_onnxruntime_ms": {"my_cpu_net": cpu["my_cpu_net"], TEACHER: cpu[TEACHER]},
+        "speedup_measured": round(cpu[TEACHER] / cpu["my_cpu_net"], 3),
+        "paired": paired_test(net),
+    }
+
+
+def paired_test(net: Path) -> dict:
+    """McNemar of ``net`` against the baseline on the 10,000 test images."""
+    sys.path.insert(0, str(ROOT))
+    from scripts.specialization import right_answers
+    from search.training.stats import mcnemar
+    from zoo.evaluate import load_for_eval
+
+    right = [right_answers(load_for_eval(str(n))[0].eval(), None) for n in (TEACHER, net)]
+    return mcnemar(*right)
+
+
+ZOO_NETS = ("fmnist_proxyless_cpu", "fmnist_mobilenetv2", "fmnist_proxyless_mobile", "fmnist_proxyless_gpu")
+CARRY = ROOT / "checkpoints" / "finetune_zoo"  # finished runs, committed while the step spans sessions
+CARRIED = ("config.json", "model.safetensors", "log.json", "metrics.json")  # metrics last: it marks a whole copy
+
+
+def zoo() -> dict:
+    """Step 4's runs (seed 0 of every net first); each finished run is copied into CARRY for the next session.
+    The choices and the test figures come after the last run, from their own command."""
+    study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if "step3" not in study:
+        raise SystemExit("error: step 4 takes its length from step 3's journey; run step3 first")
+    epochs = max(1, round(study["step3"]["finetune_steps"] / STEPS_PER_EPOCH))
+    runs = []
+    for seed in (0, 1):
+        for name in ZOO_NETS:
+            arm = Arm(f"zoo_s{seed}", 0.01, None, epochs=epochs, seed=seed)
+            run, carried = RUNS / f"{name}_{arm.name}", CARRY / f"{name}_{arm.name}"
+            if (carried / "metrics.json").is_file() and not (run / "metrics.json").is_file():
+                shutil.copytree(carried, run, dirs_exist_ok=True)
+            runs.append({"net": name, **run_arm(arm, ROOT / "zoo" / "pretrained" / name)})
+            if not (carried / "metrics.json").is_file():
+                carried.mkdir(parents=True, exist_ok=True)
+                for file in CARRIED:
+                    shutil.copy2(run / file, carried / file)
+    return {"step": "step4", "epochs": epochs, "runs": runs, **zoo_choices()}
+
+
+def right_answers(folder: Path) -> dict[str, np.ndarray]:
+    """Which images of the validation split (the 5,000 held out of training, split seed 0) and of the test split
+    the net in ``folder`` gets right."""
+    sys.path.insert(0, str(ROOT))
+    from search.training.data import build_train_data
+    from zoo.evaluate import load_for_eval
+
+    model = load_for_eval(str(folder))[0].eval()
+    data = build_train_data("fashion-mnist", None, 256, input_size=28, val_size=5000, split_seed=0)
+    out = {}
+    with torch.inference_mode():
+        for split, loader in (("val", data.val), ("test", data.test)):
+            out[split] = np.concatenate([(model(x).argmax(1) == y).numpy() for x, y, *_ in loader])
+    return out
+
+
+def zoo_choices() -> dict:
+    """Step 4's choices (on validation for the specialized nets, on test for the baseline: the harder bar), then
+    the test figures: every candidate's, the seed means and intervals, and the bundled pairs' McNemar tests."""
+    sys.path.insert(0, str(ROOT))
+    from search.training.stats import mcnemar, t_interval
+
+    answers, figures = {}, {}
+    for name in ZOO_NETS:
+        candidates = {"today": ROOT / "zoo" / "pretrained" / name}
+        candidates |= {f"seed{s}": RUNS / f"{name}_zoo_s{s}" for s in (0, 1)}
+        answers[name] = {label: right_answers(folder) for label, folder in candidates.items()}
+    for name, found in answers.items():
+        val = {label: round(float(a["val"].mean()), 4) for label, a in found.items()}
+        test = {label: round(float(a["test"].mean()), 4) for label, a in found.items()}
+        by = test if name == TEACHER else val  # the baseline saw the validation images in training
+        chosen = "today"
+        for label in ("seed0", "seed1"):
+            chosen = label if by[label] > by[chosen] else chosen
+        mean, low, high = t_interval([test["seed0"], test["seed1"]])
+        figures[name] = {
+            "val_top1": val,
+            "test_top1": test,
+            "chosen": chosen,
+            "chosen_on": "test" if name == TEACHER else "val",
+            "seeds_test_mean": round(mean, 4),
+            "seeds_test_t95": [round(low, 4), round(high, 4)],
+        }
+    base = answers[TEACHER][figures[TEACHER]["chosen"]]["test"]
+    for name in ZOO_NETS:
+        if name != TEACHER:
+            net = answers[name][figures[name]["chosen"]]["test"]
+            figures[name]["vs_baseline"] = {
+                "points": round(100 * float(net.mean() - base.mean()), 2),
+                "mcnemar": mcnemar(base, net),
+            }
+    return {"zoo": figures}
+
+
+STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo}
 
 
 def main() -> int:
