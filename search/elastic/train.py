@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from search.training.data import Augment, build_train_data
 from search.training.distributed import allreduce_mean_, mix_seed
 from search.training.loop import EpochLoop, TrainError
 from search.training.recipe import EMA, lr_factor, param_groups, soft_cross_entropy
+from search.training.train import train_command
 from zoo.datasets import get_dataset
 from zoo.files import atomic_write
 from zoo.options import add_options, from_args, option
@@ -353,14 +353,4 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = from_args(ElasticTrainConfig, args)
-    trainer = None
-    try:
-        trainer = ElasticTrainer(config)
-        result = trainer.run()
-    finally:
-        dist.cleanup()
-    if trainer.main:
-        if not result["finished"]:
-            print(f"stopped at step {result['step']}; continue with --resume", file=sys.stderr)
-        print(json.dumps(result))
-    return 0
+    return train_command(lambda: ElasticTrainer(config))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
@@ -391,15 +392,24 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = from_args(TrainConfig, args)
+    return train_command(
+        lambda: Trainer(config),
+        lambda r: f"wrote {config.out}: {r['split']} top-1 {r['top1'] * 100:.2f}% on {r['n']} images",
+    )
+
+
+def train_command(make: Callable[[], Any], finished: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """A training command alone or under torchrun: the process group is closed whatever happens, and the main
+    rank says how a run ended (``finished``'s line, or how to continue it) before its one line of JSON."""
     try:
-        trainer = Trainer(config)
+        trainer = make()
         result = trainer.run()
     finally:
         dist.cleanup()
     if trainer.main:
-        if result["finished"]:
-            print(f"wrote {config.out}: {result['split']} top-1 {result['top1'] * 100:.2f}% on {result['n']} images")
-        else:
+        if not result["finished"]:
             print(f"stopped at step {result['step']}; continue with --resume", file=sys.stderr)
+        elif finished:
+            print(finished(result))
         print(json.dumps(result))
     return 0
