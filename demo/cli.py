@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.limits import MAX_CONNECTIONS, MAX_UPLOADS, READ_TIMEOUT_S, Limits, default_max_connections
+from zoo.options import add_options, from_args, option
 
 # Set before Gradio is imported (it reads them then or when the queue starts). Offline: no usage analytics, no
 # Hub telemetry or downloads. Gradio's queue also rebuilds a pandas table of up to 10,000 past events after
@@ -34,56 +36,46 @@ class StderrProgress:
         print(f"[{time.monotonic() - self.start:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="proxyless demo", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--models", help="comma-separated zoo networks to offer (default: all with weights present)")
-    p.add_argument("--concurrency", type=int, default=2, help="requests classified at once (default 2)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="intra-op threads per inference (default 1: requests run side by side; small nets gain nothing from more)",
+@dataclass(frozen=True)
+class DemoOptions:
+    """``proxyless demo``: each field one option (zoo.options)."""
+
+    host: str = option("127.0.0.1", "address to listen on (default: loopback only)")
+    port: int = option(7860, "port")
+    models: str | None = option(None, "comma-separated zoo networks to offer (default: all with weights present)")
+    concurrency: int = option(2, "requests classified at once")
+    threads: int = option(
+        1, "intra-op threads per inference (default 1: requests run side by side; small nets gain nothing from more)"
     )
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=16,
-        help="requests waiting for a runtime run together, up to this many (default 16; 1: no batching)",
+    max_batch: int = option(
+        16, "requests waiting for a runtime run together, up to this many (default 16; 1: no batching)"
     )
-    p.add_argument("--queue-size", type=int, default=64, help="requests allowed to wait (default 64)")
-    p.add_argument(
-        "--read-timeout",
-        type=float,
-        default=READ_TIMEOUT_S,
-        help=f"seconds a request head, or a plain-API upload, may take to arrive (default {READ_TIMEOUT_S:g}; "
+    queue_size: int = option(64, "requests allowed to wait")
+    read_timeout: float = option(
+        READ_TIMEOUT_S,
+        f"seconds a request head, or a plain-API upload, may take to arrive (default {READ_TIMEOUT_S:g}; "
         "slower uploads get 408, connections that send no complete request are closed)",
     )
-    p.add_argument(
-        "--max-uploads",
-        type=int,
-        default=MAX_UPLOADS,
-        help=f"plain-API uploads read at once (default {MAX_UPLOADS}; each holds at most 10 MiB)",
+    max_uploads: int = option(
+        MAX_UPLOADS, f"plain-API uploads read at once (default {MAX_UPLOADS}; each holds at most 10 MiB)"
     )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=None,
-        help=f"open connections (default {MAX_CONNECTIONS}, or half the open-file limit if less); at the limit the "
+    max_connections: int | None = option(
+        None,
+        f"open connections (default {MAX_CONNECTIONS}, or half the open-file limit if less); at the limit the "
         "longest idle one is closed to make room",
     )
-    p.add_argument("--no-progress", action="store_true", help="print nothing on stderr while starting")
-    p.add_argument("--no-warm", action="store_true", help="build runtimes on first use instead of at start")
-    p.add_argument("--cache-dir", help="where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
-    p.add_argument(
-        "--onnx-exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter (default dynamo)"
+    no_progress: bool = option(False, "print nothing on stderr while starting", switch=True)
+    no_warm: bool = option(False, "build runtimes on first use instead of at start", switch=True)
+    cache_dir: str | None = option(None, "where exported runtimes are kept (default ~/.cache/proxyless-zoo/runtimes)")
+    onnx_exporter: str = option("dynamo", "ONNX exporter", choices=("dynamo", "torchscript"))
+    write_examples: str | None = option(
+        None, "write example PNGs of the default model's dataset to DIR and exit", metavar="DIR"
     )
-    p.add_argument(
-        "--write-examples",
-        metavar="DIR",
-        help="write example PNGs of the default model's dataset to DIR and exit",
-    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxyless demo", description=__doc__)
+    add_options(p, DemoOptions)
     return p
 
 
@@ -92,12 +84,12 @@ def quiet_progress(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = from_args(DemoOptions, build_parser().parse_args(argv))
     if not 0 < args.port < 65536:
         print(f"error: --port {args.port} is not a TCP port (1..65535)", file=sys.stderr)
         return 2
     if args.max_connections is None:
-        args.max_connections = default_max_connections()
+        args = dataclasses.replace(args, max_connections=default_max_connections())
     counts = (args.concurrency, args.queue_size, args.threads, args.max_batch, args.max_uploads, args.max_connections)
     if min(counts) < 1:
         print(

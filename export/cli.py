@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +31,65 @@ from export.bench import BenchOptions
 from export.files import ExportError, ParityError
 from export.pipeline import FORMATS, ExportOptions, check_dir, parse_formats, run_export
 from zoo.inputs import InputError, number, read_json
-from zoo.options import add_options, from_args
-
-SUBCOMMANDS = ("run", "quantize", "check", "bench", "runtimes")
+from zoo.options import add_options, from_args, option
 
 
-def _common_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="zoo model name, arch JSON file (random weights) or weights directory")
-    p.add_argument("--out", required=True, type=Path, help="new or empty directory for the artefacts and report.json")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out (an earlier export's too)")
-    p.add_argument("--random-weights", action="store_true", help="a zoo name with random (seed 0) weights")
-    add_options(p, ExportOptions)
-    p.add_argument("--full-test", action="store_true", help="int8 accuracy on the whole test split")
-    p.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
+@dataclass(frozen=True)
+class ExportTarget:
+    """What ``export`` and ``quantize`` read and write, beside their ``ExportOptions``."""
+
+    source: str = option(
+        MISSING, "zoo model name, arch JSON file (random weights) or weights directory", positional=True
+    )
+    out: Path = option(MISSING, "new or empty directory for the artefacts and report.json")
+    force: bool = option(False, "replace a non-empty --out (an earlier export's too)", switch=True)
+    random_weights: bool = option(False, "a zoo name with random (seed 0) weights", switch=True)
+    full_test: bool = option(False, "int8 accuracy on the whole test split", switch=True)
+    no_progress: bool = option(False, "no step lines on stderr", switch=True)
+
+
+@dataclass(frozen=True)
+class RunTarget(ExportTarget):
+    """``export run`` also chooses its formats."""
+
+    formats: str = option(
+        ",".join(ExportOptions.formats), f"comma-separated: {','.join(FORMATS)} (default: all but int8)"
+    )
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    dir: Path = option(MISSING, "an export directory (report.json and its artefacts)", positional=True)
+    no_progress: bool = option(False, "no step lines on stderr", switch=True)
+
+
+@dataclass(frozen=True, kw_only=True)  # required options among optional ones, in --help's order
+class BenchTarget:
+    """What ``bench`` times and where its report goes, beside its ``BenchOptions``."""
+
+    models: tuple[str, ...] = option(
+        MISSING, "zoo model names, arch JSON files or weights directories", positional=True, nargs="+"
+    )
+    random_weights: bool = option(False, "zoo names with random (seed 0) weights", switch=True)
+    out: Path = option(MISSING, "new or empty directory for the report")
+    force: bool = option(False, "replace a non-empty --out", switch=True)
+    no_progress: bool = option(False, "no progress lines on stderr", switch=True)
+
+
+@dataclass(frozen=True)
+class RuntimesOptions:
+    device: str = option("cpu", "where the runtimes would run", choices=("cpu", "cuda"))
+    json: bool = option(False, "end with one JSON line: runtime -> ok or why not", switch=True)
+
+
+COMMANDS: tuple[tuple[str, str, tuple[type, ...]], ...] = (  # name, help, the dataclasses of its options
+    ("run", "export and check (the default: `proxyless export SOURCE ...`)", (RunTarget, ExportOptions)),
+    ("quantize", "ONNX + ORT int8 static quantization, with its accuracy change", (ExportTarget, ExportOptions)),
+    ("check", "re-run the parity checks of an export directory", (CheckTarget,)),
+    ("bench", "latency report of zoo models across runtimes", (BenchTarget, BenchOptions)),
+    ("runtimes", "which runtimes work here: ok, or why not", (RuntimesOptions,)),
+)
+SUBCOMMANDS = tuple(name for name, _, _ in COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,28 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="proxyless export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="export and check (the default: `proxyless export SOURCE ...`)")
-    _common_export(run)
-    run.add_argument(
-        "--formats",
-        default=",".join(ExportOptions.formats),
-        help=f"comma-separated: {','.join(FORMATS)} (default: all but int8)",
-    )
-    quant = sub.add_parser("quantize", help="ONNX + ORT int8 static quantization, with its accuracy change")
-    _common_export(quant)
-    check = sub.add_parser("check", help="re-run the parity checks of an export directory")
-    check.add_argument("dir", type=Path)
-    check.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
-    bench = sub.add_parser("bench", help="latency report of zoo models across runtimes")
-    bench.add_argument("models", nargs="+", help="zoo model names, arch JSON files or weights directories")
-    add_options(bench, BenchOptions)
-    bench.add_argument("--random-weights", action="store_true", help="zoo names with random (seed 0) weights")
-    bench.add_argument("--out", required=True, type=Path, help="new or empty directory for the report")
-    bench.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    bench.add_argument("--no-progress", action="store_true")
-    runtimes = sub.add_parser("runtimes", help="which runtimes work here: ok, or why not")
-    runtimes.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    runtimes.add_argument("--json", action="store_true", help="end with one JSON line: runtime -> ok or why not")
+    for name, help, classes in COMMANDS:
+        command = sub.add_parser(name, help=help)
+        for cls in classes:
+            add_options(command, cls)
     return p
 
 

@@ -11,8 +11,10 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import MISSING, dataclass
 from typing import Any
 
+from zoo.options import add_options, option
 from zoo.registry import ModelInfo, get_model_info, list_models, no_weights_message
 
 SUBCOMMAND_MODULES = ("zoo.official", "zoo.evaluate", "zoo.publish")
@@ -101,16 +103,26 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class ListOptions:
+    pretrained: bool = option(False, "only models with loadable weights", switch=True)
+    json: bool = option(False, "end with one line of JSON", switch=True)
+
+
+@dataclass(frozen=True)
+class InfoOptions:
+    name: str = option(MISSING, "registered model name", positional=True)
+    json: bool = option(False, "end with one line of JSON", switch=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxyless zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="table of registered models")
-    p.add_argument("--pretrained", action="store_true", help="only models with loadable weights")
-    p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    add_options(p, ListOptions)
     p.set_defaults(func=_run_list)
     p = sub.add_parser("info", help="details of one model: params, MACs, input, metrics, weights")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true", help="end with one line of JSON")
+    add_options(p, InfoOptions)
     p.set_defaults(func=_run_info)
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)

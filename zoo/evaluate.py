@@ -6,12 +6,11 @@ its ranks before ``summarize``; ``evaluate`` is the single-process convenience o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from zoo.datasets import DatasetError, build_eval_dataset, dataset_names, get_dataset
+from zoo.options import add_options, from_args, option
 
 
 def accumulate(
@@ -108,6 +108,25 @@ def load_for_eval(name_or_dir: str) -> tuple[nn.Module, Any]:
     return model, model.info
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """``proxyless zoo eval``: each field one option (zoo.options)."""
+
+    model: str = option(
+        MISSING, "registered model name, or a weights directory", positional=True, metavar="NAME_OR_DIR"
+    )
+    dataset: str | None = option(None, "default: the model's own dataset", choices=dataset_names)
+    split: str = option("test", "default: test (imagenet: val/)", choices=("train", "test"))
+    data_dir: str | None = option(None, "dataset folder (Fashion-MNIST default: the Debian package's)")
+    limit: int | None = option(None, "evaluate a fixed class-balanced subset of N images (for CI)")
+    subset_seed: int = option(0, "seed of the --limit subset")
+    batch_size: int = option(256, "images per forward pass")
+    device: str = option("cpu", "cpu or cuda[:N]")
+    workers: int = option(0, "DataLoader worker processes, one thread each (ImageFolder datasets)")
+    json: bool = option(False, "end with one line of JSON", switch=True)
+    no_progress: bool = option(False, "no progress bar on stderr", switch=True)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
@@ -118,23 +137,11 @@ def add_parser(subparsers: Any) -> None:
         "(--no-progress: none). Threads: PyTorch's default, one per core (OMP_NUM_THREADS sets it); --workers "
         "loader processes add one thread each.",
     )
-    p.add_argument("model", metavar="NAME_OR_DIR", help="registered model name, or a weights directory")
-    p.add_argument("--dataset", choices=dataset_names(), help="default: the model's own dataset")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="default: test (imagenet: val/)")
-    p.add_argument("--data-dir", help="dataset folder (Fashion-MNIST default: the Debian package's)")
-    p.add_argument("--limit", type=int, help="evaluate a fixed class-balanced subset of N images (for CI)")
-    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --limit subset (default 0)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument(
-        "--workers", type=int, default=0, help="DataLoader worker processes, one thread each (ImageFolder datasets)"
-    )
-    p.add_argument("--json", action="store_true", help="end with one line of JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=_run)
+    add_options(p, EvalOptions)
+    p.set_defaults(func=lambda args: _run(from_args(EvalOptions, args)))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: EvalOptions) -> int:
     if args.limit is not None and args.limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {args.limit}")
     try:

@@ -12,13 +12,14 @@ import json
 import pickle
 import re
 import zipfile
-from dataclasses import replace
+from dataclasses import MISSING, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.files import output_folder
+from zoo.options import add_options, option
 from zoo.registry import build_network, get_model_info
 from zoo.weights import WeightsError, assign_state_dict, save_pretrained, sha256_file
 
@@ -87,6 +88,17 @@ def import_official(arch: str, checkpoint: str | Path, out_dir: str | Path, dtyp
     return save_pretrained(model, out_dir, replace(info, source=source), dtype=dtype)
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """``proxyless zoo import-official``."""
+
+    checkpoint: Path = option(MISSING, "the authors' .pth / .pth.tar file", positional=True)
+    arch: str = option(MISSING, "registered arch name (see `proxyless zoo list`)")
+    out: Path = option(MISSING, "output directory (new or empty)")
+    force: bool = option(False, "replace a non-empty --out", switch=True)
+    fp16: bool = option(False, "store weights as float16 (half the size)", switch=True)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "import-official",
@@ -94,11 +106,7 @@ def add_parser(subparsers: Any) -> None:
         description="Convert an authors' checkpoint ({'state_dict': ...}, read with weights_only=True) into "
         "model.safetensors + config.json; then create_model(ARCH, pretrained=OUT).",
     )
-    p.add_argument("checkpoint", type=Path, help="the authors' .pth / .pth.tar file")
-    p.add_argument("--arch", required=True, help="registered arch name (see `proxyless zoo list`)")
-    p.add_argument("--out", required=True, type=Path, help="output directory (new or empty)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    add_options(p, ImportOptions)
     p.set_defaults(func=_run)
 
 

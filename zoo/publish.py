@@ -18,7 +18,6 @@ network: ``proxyless search specialize --supernet hf-hub:ORG/REPO@REV`` uses it)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import io
@@ -29,7 +28,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +38,7 @@ from torch import nn
 from zoo import supernet_folder as supernet
 from zoo.files import output_folder
 from zoo.model_card import read_report, render_card, render_supernet_card
+from zoo.options import add_options, from_args, option
 from zoo.registry import build_network, create_model, weights_dir_info
 from zoo.supernet_folder import SupernetFolder, is_supernet_folder, read_supernet
 from zoo.weights import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, save_pretrained, sha256_file
@@ -483,7 +483,39 @@ def publish(
     return PublishResult(item.label, repo_id, revision, commit, sha, files, kind=item.kind)
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class PublishOptions:
+    """``proxyless zoo publish``: each field one option (zoo.options)."""
+
+    name: str = option(
+        MISSING,
+        "registered model name, a save_pretrained weights directory, or a supernet folder (supernet.json)",
+        positional=True,
+    )
+    repo_id: str = option(MISSING, "ORG/REPO on the Hub", flag=("--repo-id", "--repo"))
+    revision: str = option("main", "branch to commit to (created if missing; default main)")
+    private: bool = option(False, "create the repo private (an existing repo is unchanged)", switch=True)
+    token: str | None = option(None, "Hub token (default: HF_TOKEN, else the one saved by `hf auth login`)")
+    report: tuple[str, ...] = option((), "export report JSON (repeatable)", repeat=True, metavar="FILE")
+    onnx: str | None = option(
+        None,
+        "the model.onnx `proxyless export` wrote for these weights (default: export one here)",
+        metavar="FILE",
+        exclusive="onnx",
+    )
+    no_onnx: bool = option(False, "publish without model.onnx", switch=True, exclusive="onnx")
+    license: str = option("mit", "license in the model card (default mit)")
+    code_repo: str | None = option(
+        None,
+        "GitHub repo serving this project's hubconf.py, for the card's torch.hub snippet (default: a local clone)",
+        metavar="OWNER/REPO[:REF]",
+    )
+    force: bool = option(False, "replace another model already in the repo (or a used --dry-run DIR)", switch=True)
+    dry_run: str | None = option(None, "write the repo folder to DIR instead of uploading", metavar="DIR")
+    json: bool = option(False, "end with one line of JSON", switch=True)
+
+
+def run(args: PublishOptions) -> int:
     result = publish(
         args.name,
         args.repo_id,
@@ -520,30 +552,5 @@ def add_parser(subparsers: Any) -> None:
         "commit and print the WeightsRef that pins it; or a trained elastic supernet's folder (supernet, "
         "predictor, card) and the specialize command that uses it. --dry-run DIR writes the folder instead.",
     )
-    p.add_argument(
-        "name", help="registered model name, a save_pretrained weights directory, or a supernet folder (supernet.json)"
-    )
-    p.add_argument("--repo-id", "--repo", dest="repo_id", required=True, help="ORG/REPO on the Hub")
-    p.add_argument("--revision", default="main", help="branch to commit to (created if missing; default main)")
-    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN, else the one saved by `hf auth login`)")
-    p.add_argument("--report", action="append", default=[], metavar="FILE", help="export report JSON (repeatable)")
-    onnx = p.add_mutually_exclusive_group()
-    onnx.add_argument(
-        "--onnx",
-        metavar="FILE",
-        help="the model.onnx `proxyless export` wrote for these weights (default: export one here)",
-    )
-    onnx.add_argument("--no-onnx", action="store_true", help="publish without model.onnx")
-    p.add_argument("--license", default="mit", help="license in the model card (default mit)")
-    p.add_argument(
-        "--code-repo",
-        metavar="OWNER/REPO[:REF]",
-        help="GitHub repo serving this project's hubconf.py, for the card's torch.hub snippet (default: a local clone)",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="replace another model already in the repo (or a used --dry-run DIR)"
-    )
-    p.add_argument("--dry-run", metavar="DIR", help="write the repo folder to DIR instead of uploading")
-    p.add_argument("--json", action="store_true", help="end with one line of JSON")
-    p.set_defaults(func=run)
+    add_options(p, PublishOptions)
+    p.set_defaults(func=lambda args: run(from_args(PublishOptions, args)))

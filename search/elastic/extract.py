@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from search.elastic.supernet import ElasticSupernet, recalibrate_bn
 from zoo.datasets import get_dataset
 from zoo.files import output_folder
 from zoo.network import ProxylessNet, count_macs, count_params
+from zoo.options import add_options, option
 from zoo.weights import save_pretrained
 
 NAMED = ("largest", "smallest", "baseline")
@@ -96,18 +98,25 @@ def write_subnet(
     return net
 
 
+@dataclass(frozen=True, kw_only=True)  # required options among optional ones, in --help's order
+class ExtractOptions:
+    """``proxyless search extract``: each field one option (zoo.options)."""
+
+    supernet: str | None = option(None, "supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
+    subnet: str = option(MISSING, f"{', '.join(NAMED)} or d<depths>-k<kernels>-e<expands>")
+    out: str = option(MISSING, "weights folder to write (new or empty)")
+    force: bool = option(False, "replace a non-empty --out folder", switch=True)
+    name: str | None = option(None, "the net's name (default: the --out folder's name)")
+    data_dir: str | None = option(None, "dataset folder")
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "extract",
         help="write one subnet of a trained supernet as a zoo weights folder (inherited weights, BN recalibrated)",
         description="The last line is JSON: the subnet and its inherited validation accuracy.",
     )
-    p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
-    p.add_argument("--subnet", required=True, help=f"{', '.join(NAMED)} or d<depths>-k<kernels>-e<expands>")
-    p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
-    p.add_argument("--name", help="the net's name (default: the --out folder's name)")
-    p.add_argument("--data-dir", help="dataset folder")
+    add_options(p, ExtractOptions)
     p.set_defaults(func=_run)
 
 

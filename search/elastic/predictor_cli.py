@@ -14,7 +14,7 @@ import csv
 import json
 import os
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from search.elastic.space import ElasticSpace, Subnet
 from search.elastic.store import load_supernet, recipe_of, resolve_supernet
 from search.elastic.supernet import ElasticSupernet
 from zoo.inputs import InputError, count, csv_stream, number
-from zoo.options import DefaultsHelpFormatter
+from zoo.options import DefaultsHelpFormatter, add_options, option
 
 CSV = "subnet_accuracy.csv"
 MAX_SUBNETS = 100_000  # each is one validation pass: 400 is the default, 100k already days of CPU
@@ -79,6 +79,20 @@ def read_measured(space: ElasticSpace, csv_path: Path) -> dict[Subnet, float]:
     return done
 
 
+@dataclass(frozen=True)
+class PredictorOptions:
+    """``proxyless search elastic-predictor``: each field one option (zoo.options)."""
+
+    supernet: str | None = option(None, "supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
+    out: str | None = option(None, "where the CSV and the predictor go (default: the supernet folder)")
+    subnets: int = option(400, "subnets to measure (largest, smallest, baseline first)")
+    seed: int = option(0, "subnet draws and the predictor's split")
+    val_limit: int | None = option(None, "score on the first N validation images only (quick runs)")
+    data_dir: str | None = option(None, "dataset folder")
+    threads: int | None = option(None, "torch CPU threads")
+    progress: bool = option(True, "tqdm bar")
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "elastic-predictor",
@@ -86,14 +100,7 @@ def add_parser(subparsers: Any) -> None:
         description="The last line is JSON: the predictor's held-out RMSE and Kendall tau.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
-    p.add_argument("--out", help="where the CSV and the predictor go (default: the supernet folder)")
-    p.add_argument("--subnets", type=int, default=400, help="subnets to measure (largest, smallest, baseline first)")
-    p.add_argument("--seed", type=int, default=0, help="subnet draws and the predictor's split")
-    p.add_argument("--val-limit", type=int, help="score on the first N validation images only (quick runs)")
-    p.add_argument("--data-dir", help="dataset folder")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar")
+    add_options(p, PredictorOptions)
     p.set_defaults(func=_run)
 
 

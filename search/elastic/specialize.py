@@ -23,7 +23,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from zoo.datasets import build_eval_dataset, get_dataset
 from zoo.evaluate import evaluate, load_for_eval
 from zoo.files import atomic_write, output_folder
 from zoo.inputs import InputError, count, number
-from zoo.options import DefaultsHelpFormatter
+from zoo.options import DefaultsHelpFormatter, add_options, from_args, option
 from zoo.registry import get_model_info, list_models
 
 
@@ -62,24 +62,32 @@ MAX_FACTOR = 100.0  # x the baseline's latency: far above the largest subnet's
 
 @dataclass(frozen=True)
 class SpecializeConfig:
-    lut: str
-    out: str
-    supernet: str | None = None
-    target_ms: float | None = None
-    factor: float | None = None
-    random: bool = False
-    population: int = 100
-    generations: int = 100
-    seed: int = 0
-    top: int = 5
-    data_dir: str | None = None
-    threads: int | None = None
-    name: str | None = None
-    finetune_min: float = 0.0
-    teacher: str | None = None  # None: no distillation; "baseline": the space's zoo baseline; else a model/folder
-    finetune_lr: float = FinetuneConfig.lr
-    progress: bool = True
-    force: bool = False
+    """``proxyless search specialize``: each field one option (zoo.options), in --help's order."""
+
+    lut: str = option(MISSING, f"latency table: one of {', '.join(TARGETS)} or a LUT file")
+    out: str = option(MISSING, "weights folder to write (new or empty)")
+    force: bool = option(False, "replace a non-empty --out folder", switch=True)
+    supernet: str | None = option(None, "supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
+    target_ms: float | None = option(None, "latency limit in the table's unit", exclusive="limit", required=True)
+    factor: float | None = option(None, "latency limit as a fraction of the baseline subnet's", exclusive="limit")
+    random: bool = option(False, "random search with the same evaluations (control)", switch=True)
+    population: int = option(100, "evolution population")
+    generations: int = option(100, "evolution generations")
+    seed: int = option(0, "search seed")
+    top: int = option(5, "best distinct subnets measured on the val split")
+    data_dir: str | None = option(None, "dataset folder (validation and BN calibration images)")
+    threads: int | None = option(None, "torch CPU threads")
+    name: str | None = option(None, "the net's name (default: the --out folder's name)")
+    finetune_min: float = option(
+        0.0, "then fine-tune the chosen net for at most this many minutes of wall clock (0: inherited weights)"
+    )
+    teacher: str | None = option(  # None: no distillation; "baseline": the space's zoo baseline; else a model/folder
+        None,
+        "distill the fine-tune from this zoo model or weights folder, or 'baseline': the space's zoo baseline "
+        "(e.g. fmnist_mobilenetv2) (default: none)",
+    )
+    finetune_lr: float = option(FinetuneConfig.lr, "peak fine-tune lr per 256 images")
+    progress: bool = option(True, "no progress lines on stderr", flag="--no-progress", switch=True)
 
     def validate(self) -> None:
         """Every option in range and every input file readable, before the supernet is loaded."""
@@ -312,7 +320,6 @@ def _specialize(cfg: SpecializeConfig, command: str, out: Path) -> Specialized:
 
 
 def add_parser(subparsers: Any) -> None:
-    d = SpecializeConfig(lut="", out="")
     p = subparsers.add_parser(
         "specialize",
         help="specialize a trained elastic supernet for a latency table in minutes (no training)",
@@ -320,39 +327,12 @@ def add_parser(subparsers: Any) -> None:
         "folder. The last line is JSON.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--lut", required=True, help=f"latency table: one of {', '.join(TARGETS)} or a LUT file")
-    p.add_argument("--out", required=True, help="weights folder to write (new or empty)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
-    p.add_argument("--supernet", help="supernet folder or hf-hub:ORG/REPO[@REV] (default: the bundled one)")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--target-ms", type=float, help="latency limit in the table's unit")
-    group.add_argument("--factor", type=float, help="latency limit as a fraction of the baseline subnet's")
-    p.add_argument("--random", action="store_true", help="random search with the same evaluations (control)")
-    p.add_argument("--population", type=int, default=d.population, help="evolution population")
-    p.add_argument("--generations", type=int, default=d.generations, help="evolution generations")
-    p.add_argument("--seed", type=int, default=d.seed, help="search seed")
-    p.add_argument("--top", type=int, default=d.top, help="best distinct subnets measured on the val split")
-    p.add_argument("--data-dir", help="dataset folder (validation and BN calibration images)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--name", help="the net's name (default: the --out folder's name)")
-    p.add_argument(
-        "--finetune-min",
-        type=float,
-        default=d.finetune_min,
-        help="then fine-tune the chosen net for at most this many minutes of wall clock (0: inherited weights)",
-    )
-    p.add_argument(
-        "--teacher",
-        help="distill the fine-tune from this zoo model or weights folder, or 'baseline': the space's zoo baseline "
-        "(e.g. fmnist_mobilenetv2) (default: none)",
-    )
-    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="peak fine-tune lr per 256 images")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
+    add_options(p, SpecializeConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = SpecializeConfig(**{k: getattr(args, k) for k in SpecializeConfig.__dataclass_fields__})
+    cfg = from_args(SpecializeConfig, args)
     command = "proxyless search " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     record = specialize(cfg, command)
     tuned = record.finetune

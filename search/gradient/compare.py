@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 from search.latency import load_latency_model
 from search.space import get_space
 from zoo.arch import ArchSpec
 from zoo.files import atomic_write
+from zoo.options import add_options, option
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,17 @@ def compare_runs(runs: dict[str, Path]) -> Comparison:
     return Comparison(len(space.layers()), nets, pairs)
 
 
+@dataclass(frozen=True)
+class CompareOptions:
+    runs: tuple[str, ...] = option(
+        MISSING, "search run folders (each with arch.json); named by folder name", positional=True, nargs="+"
+    )
+    out: str | None = option(None, "also write the comparison here (JSON)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="the derived nets of several searches on each other's latency models")
-    p.add_argument("runs", nargs="+", help="search run folders (each with arch.json); named by folder name")
-    p.add_argument("--out", help="also write the comparison here (JSON)")
+    add_options(p, CompareOptions)
     p.set_defaults(func=_cmd_compare)
 
 

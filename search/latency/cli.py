@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from search.latency.runtimes import CLOCKS
 from search.space import SPACES, SearchSpace, get_space
 from zoo.arch import ArchSpec
 from zoo.inputs import MAX_JSON_BYTES, count, number, read_text
+from zoo.options import add_options, from_args, option
 from zoo.runtimes import runtime_names
 from zoo.runtimes.base import DEVICES
 
@@ -45,7 +47,7 @@ VALIDATE_LIMITS = (
 )
 
 
-def _check_sizes(args: argparse.Namespace, bounds: tuple[Bound, ...]) -> None:
+def _check_sizes(args: ProfileOptions | ValidateOptions, bounds: tuple[Bound, ...]) -> None:
     """One-line refusal of an option out of range (``--archs 100000000``, ``--budget-s inf``)."""
     for b in bounds:
         value, name = getattr(args, b.option), "--" + b.option.replace("_", "-")
@@ -55,65 +57,72 @@ def _check_sizes(args: argparse.Namespace, bounds: tuple[Bound, ...]) -> None:
             number(value, name, b.low, b.high)
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("profile", help="time every candidate op of a search space into a latency table")
-    p.add_argument("--space", choices=sorted(SPACES), required=True)
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--runtime", choices=runtime_names(), default="onnxruntime", help="from the runtime registry")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    p.add_argument(
-        "--clock",
-        choices=CLOCKS,
-        default="auto",
-        help="auto: thread CPU time on cpu with 1 thread, else wall / CUDA events",
-    )
-    p.add_argument("--out", type=Path, required=True, help="table JSON; entries already there are kept (resume)")
-    p.add_argument(
-        "--statistic",
+@dataclass(frozen=True, kw_only=True)  # required options among optional ones, in --help's order
+class ProfileOptions:
+    """``proxyless search profile``."""
+
+    space: str = option(MISSING, "search space whose candidate ops are timed", choices=lambda: sorted(SPACES))
+    device: str = option("cpu", "where the ops run", choices=DEVICES)
+    runtime: str = option("onnxruntime", "from the runtime registry", choices=runtime_names)
+    batch: int = option(1, "batch size")
+    threads: int = option(1, "intra-op threads")
+    clock: str = option("auto", "auto: thread CPU time on cpu with 1 thread, else wall / CUDA events", choices=CLOCKS)
+    out: Path = option(MISSING, "table JSON; entries already there are kept (resume)")
+    statistic: str = option(
+        "min",
+        "what lookups and validation use (default min: robust to other processes on a shared machine)",
         choices=STATISTICS,
-        default="min",
-        help="what lookups and validation use (default min: robust to other processes on a shared machine)",
     )
-    p.add_argument("--budget-s", type=float, default=2.0, help="timing budget per op after warm-up (default 2)")
-    p.add_argument("--warmup-s", type=float, default=0.3)
-    p.add_argument("--calib-archs", type=int, default=10, help="archs to fit the per-network overhead on (0: none)")
-    p.add_argument("--calib-budget-s", type=float, default=4.0, help="timing budget per calibration arch")
-    p.add_argument("--recalibrate", action="store_true", help="refit the overhead even if the table has one")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_profile)
-
-    p = subparsers.add_parser("latency", help="an arch's predicted latency, layer by layer")
-    p.add_argument("arch", help="arch JSON file or zoo model name")
-    p.add_argument("--lut", required=True, help=f"LUT file or one of {', '.join(TARGETS)}")
-    p.add_argument("--space", choices=sorted(SPACES), help="space of a named target (default: from the arch)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line")
-    p.set_defaults(func=_run_latency)
-
-    p = subparsers.add_parser("validate-lut", help="measure random archs end to end against a table's prediction")
-    p.add_argument("--lut", type=Path, required=True)
-    p.add_argument("--archs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget-s", type=float, default=4.0, help="timing budget per arch")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved passes over the archs")
-    p.add_argument("--png", type=Path, help="scatter plot (default: next to the table, .validate.png)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_validate)
-
-    p = subparsers.add_parser("mobile-table", help="convert the authors' Pixel-1 mobile_trim.yaml to our format")
-    p.add_argument("yaml", type=Path)
-    p.add_argument("--out", type=Path, default=MOBILE_TABLE)
-    p.set_defaults(func=_run_mobile_table)
-
-    p = subparsers.add_parser("mobile-loo", help="leave-one-out error of the Pixel-1 predictor on the table")
-    p.add_argument("--table", type=Path, default=MOBILE_TABLE)
-    p.add_argument("--png", type=Path, help="LOO predicted-vs-published scatter plot")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    p.set_defaults(func=_run_mobile_loo)
+    budget_s: float = option(2.0, "timing budget per op after warm-up")
+    warmup_s: float = option(0.3, "warm-up per op")
+    calib_archs: int = option(10, "archs to fit the per-network overhead on (0: none)")
+    calib_budget_s: float = option(4.0, "timing budget per calibration arch")
+    recalibrate: bool = option(False, "refit the overhead even if the table has one", switch=True)
+    no_progress: bool = option(False, "no progress bars on stderr", switch=True)
 
 
-def _run_profile(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class LatencyOptions:
+    """``proxyless search latency``."""
+
+    arch: str = option(MISSING, "arch JSON file or zoo model name", positional=True)
+    lut: str = option(MISSING, f"LUT file or one of {', '.join(TARGETS)}")
+    space: str | None = option(None, "space of a named target (default: from the arch)", choices=lambda: sorted(SPACES))
+    json: bool = option(False, "end with one JSON line", switch=True)
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """``proxyless search validate-lut``."""
+
+    lut: Path = option(MISSING, "the table to check")
+    archs: int = option(20, "random archs measured end to end")
+    seed: int = option(0, "seed of the random archs")
+    budget_s: float = option(4.0, "timing budget per arch")
+    rounds: int = option(5, "interleaved passes over the archs")
+    png: Path | None = option(None, "scatter plot (default: next to the table, .validate.png)")
+    json: bool = option(False, "end with one JSON line of the figures", switch=True)
+    no_progress: bool = option(False, "no progress bars on stderr", switch=True)
+
+
+@dataclass(frozen=True)
+class MobileTableOptions:
+    """``proxyless search mobile-table``."""
+
+    yaml: Path = option(MISSING, "the authors' mobile_trim.yaml", positional=True)
+    out: Path = option(MOBILE_TABLE, "where the converted table goes")
+
+
+@dataclass(frozen=True)
+class MobileLooOptions:
+    """``proxyless search mobile-loo``."""
+
+    table: Path = option(MOBILE_TABLE, "the Pixel-1 table")
+    png: Path | None = option(None, "LOO predicted-vs-published scatter plot")
+    json: bool = option(False, "end with one JSON line of the figures", switch=True)
+
+
+def _run_profile(args: ProfileOptions) -> int:
     from search.latency.profile import profile_ops
     from search.latency.runtimes import make_runner
     from search.latency.validate import calibrate
@@ -145,7 +154,7 @@ def _load_arch(text: str) -> ArchSpec:
     return arch
 
 
-def _space_for(args: argparse.Namespace, arch: ArchSpec) -> SearchSpace:
+def _space_for(args: LatencyOptions, arch: ArchSpec) -> SearchSpace:
     """``--space``, else the space whose input the arch takes: a table of another space is then refused by its
     space check (as ``specialize`` refuses it), not by the first entry it lacks."""
     if args.space:
@@ -158,7 +167,7 @@ def _space_for(args: argparse.Namespace, arch: ArchSpec) -> SearchSpace:
     raise LatencyError(f"no search space takes {arch.name}'s {arch.in_chans}x{arch.input_size}px input; give --space")
 
 
-def _run_latency(args: argparse.Namespace) -> int:
+def _run_latency(args: LatencyOptions) -> int:
     arch = _load_arch(args.arch)
     model = load_latency_model(args.lut, _space_for(args, arch))
     b = model.predict_arch(arch)
@@ -178,7 +187,7 @@ def _run_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_validate(args: argparse.Namespace) -> int:
+def _run_validate(args: ValidateOptions) -> int:
     from search.latency.validate import validate
 
     _check_sizes(args, VALIDATE_LIMITS)
@@ -195,14 +204,14 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_mobile_table(args: argparse.Namespace) -> int:
+def _run_mobile_table(args: MobileTableOptions) -> int:
     lut = convert_mobile_table(args.yaml)
     lut.save(args.out)
     print(f"wrote {args.out}: {sum(e.count > 0 for e in lut.entries.values())} published entries + zero ops")
     return 0
 
 
-def _run_mobile_loo(args: argparse.Namespace) -> int:
+def _run_mobile_loo(args: MobileLooOptions) -> int:
     from search.latency.plots import scatter
     from search.latency.predict import MobileModel
 
@@ -225,3 +234,29 @@ def _run_mobile_loo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+COMMANDS: tuple[tuple[str, str, type, Callable[[Any], int]], ...] = (
+    ("profile", "time every candidate op of a search space into a latency table", ProfileOptions, _run_profile),
+    ("latency", "an arch's predicted latency, layer by layer", LatencyOptions, _run_latency),
+    (
+        "validate-lut",
+        "measure random archs end to end against a table's prediction",
+        ValidateOptions,
+        _run_validate,
+    ),
+    (
+        "mobile-table",
+        "convert the authors' Pixel-1 mobile_trim.yaml to our format",
+        MobileTableOptions,
+        _run_mobile_table,
+    ),
+    ("mobile-loo", "leave-one-out error of the Pixel-1 predictor on the table", MobileLooOptions, _run_mobile_loo),
+)
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    for name, help, options, run in COMMANDS:
+        p = subparsers.add_parser(name, help=help)
+        add_options(p, options)
+        p.set_defaults(func=lambda args, options=options, run=run: run(from_args(options, args)))
