@@ -638,3 +638,37 @@ def test_the_inheritance_benchmark_compares_with_runs_of_the_same_arch(
     assert largest["gap_points"] == round((largest["inherited_test_top1"] - largest["standalone_test_top1"]) * 100, 2)
     with pytest.raises(SystemExit, match="another arch"):
         _benchmark("elastic_inheritance", ["--supernet", str(trained), "--largest-run", str(tmp_path / "k3e6")], capsys)
+
+
+def test_init_starts_from_a_trained_supernet(trained: Path, tmp_path: Path) -> None:
+    start = load_supernet(trained)[0].state_dict()
+    trainer = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "i"), init=str(trained), **TINY))
+    assert all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
+    fresh = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "f"), **TINY)).model.state_dict()
+    assert not all(torch.equal(v, start[k]) for k, v in fresh.items())
+
+
+def test_with_a_teacher_every_subnet_learns_from_the_labels_and_the_teacher(tmp_path: Path) -> None:
+    """The students' loss is the teacher's distillation loss, not the largest subnet's soft targets."""
+    from search.training.recipe import distillation_loss
+
+    trainer = ElasticTrainer(ElasticTrainConfig(out=str(tmp_path / "t"), teacher="fmnist_mobilenetv2", **TINY))
+    x, y = next(iter(trainer.loader))
+    trainer._train_mode()
+    with torch.no_grad():
+        taught = trainer.teacher(x).softmax(1)
+        want = [distillation_loss(trainer.model(x, s), y, 0.1, taught, 1.0).item() for s in trainer.subnets_of_step(0)]
+    trainer.train_step(x, y)
+    assert trainer.last.distill == pytest.approx(sum(want) / len(want), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [("--init", "no/such/supernet", "no/such/supernet"), ("--teacher", "no_such_net", "no_such_net")],
+)
+def test_elastic_train_refuses_a_missing_init_or_teacher_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, said: str
+) -> None:
+    assert search_main(["elastic-train", "--out", str(tmp_path / "r"), "--dataset", "synthetic", flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and said in err[0]

@@ -2,7 +2,9 @@
 
 Sandwich rule with in-place distillation (Yu et al., slimmable / BigNAS): every step the largest subnet learns
 from the labels (label-smoothed CE), then the smallest and ``random_subnets`` random subnets learn from the largest
-subnet's detached soft predictions; their gradients add up and one SGD step follows. ``--schedule progressive``
+subnet's detached soft predictions; their gradients add up and one SGD step follows. With ``--teacher`` (a trained
+net) every subnet learns from the labels plus the teacher's soft predictions instead (Once-for-All's recipe);
+``--init`` starts from a trained supernet, to continue one with a fresh schedule. ``--schedule progressive``
 draws the students by Once-for-All's progressive shrinking instead (``shrinking.py``). Subnet draws come from a
 generator seeded by (seed, step), so a resumed or multi-process run draws the same subnets.
 
@@ -18,25 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from search.elastic.evaluate import SubnetEvaluator
 from search.elastic.shrinking import phase_of, progressive_students
 from search.elastic.space import ElasticSpace, Subnet, get_elastic_space
-from search.elastic.store import save_supernet
+from search.elastic.store import load_supernet, resolve_supernet, save_supernet
 from search.elastic.supernet import ElasticSupernet
 from search.training import distributed as dist
 from search.training.data import Augment, build_train_data
 from search.training.distributed import allreduce_mean_, mix_seed
 from search.training.loop import EpochLoop, TrainError
-from search.training.recipe import EMA, lr_factor, param_groups, soft_cross_entropy
+from search.training.recipe import EMA, distillation_loss, load_teacher, lr_factor, param_groups, soft_cross_entropy
 from search.training.train import train_command
 from zoo.datasets import get_dataset
 from zoo.files import atomic_write
@@ -65,6 +67,9 @@ _RESUME_KEYS = (
     "pad",
     "flip",
     "erase",
+    "init",
+    "teacher",
+    "kd_weight",
 )
 
 
@@ -92,6 +97,16 @@ class ElasticTrainConfig:
         "a space elastic in kernel, then depth, then expand ratio)",
         choices=SCHEDULES,
     )
+    init: str | None = option(
+        None,
+        "start from this trained supernet (folder or hf-hub:ORG/REPO[@REV]) with a fresh schedule: continue a supernet",
+    )
+    teacher: str | None = option(
+        None,
+        "zoo model or weights folder of a trained net: every subnet then learns from the labels plus its soft "
+        "predictions (Once-for-All's distillation) instead of from the largest subnet's",
+    )
+    kd_weight: float = option(1.0, "weight of the teacher's term")
     val_size: int = option(5000, "training images held out for validation (class-balanced)")
     calib_images: int = option(2000, "training images that recalibrate BN before a subnet is evaluated")
     eval_every: int = option(2, "validate the largest / baseline / smallest subnets every N epochs (and the last)")
@@ -125,11 +140,14 @@ class ElasticTrainConfig:
             raise TrainError(f"--state-dtype must be float16, bfloat16 or float32, got {self.state_dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise TrainError(f"--threads must be >= 1, got {self.threads}")
+        if not (math.isfinite(self.kd_weight) and 0 < self.kd_weight <= 100):
+            raise TrainError(f"--kd-weight must be in (0, 100], got {self.kd_weight}")
 
 
 @dataclass(frozen=True)
 class StepLosses:
-    """One step's losses: the largest subnet's label loss, the mean distillation loss of the others."""
+    """One step's losses: the largest subnet's (labels, plus the teacher's term with one), the mean of the others'
+    (distillation from the largest, or what the largest learns from with a teacher)."""
 
     largest: float
     distill: float
@@ -152,6 +170,8 @@ class ElasticTrainer(EpochLoop):
         self.out = Path(c.out)
         torch.manual_seed(c.seed)  # same initial weights on every rank
         backbone = self.space.backbone
+        init = self._load_init(c.init) if c.init else None  # both refused in one line before the data loads
+        self.teacher = load_teacher(c.teacher, backbone.num_classes, self.device) if c.teacher else None
         data = build_train_data(
             c.dataset,
             c.data_dir,
@@ -179,7 +199,10 @@ class ElasticTrainer(EpochLoop):
             if self.main
             else None
         )
-        self.model = ElasticSupernet(self.space).to(self.device).to(memory_format=torch.channels_last)
+        self.model = ElasticSupernet(self.space)
+        if init is not None:
+            self.model.load_state_dict(init.state_dict())
+        self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, c.ema) if c.ema > 0 else None
         lr = c.lr * c.batch_size / 256
         self.optimizer = torch.optim.SGD(
@@ -196,6 +219,13 @@ class ElasticTrainer(EpochLoop):
         self.history: list[dict[str, Any]] = []
         self.sums = torch.zeros(3, dtype=torch.float64)  # largest loss, distill loss, steps of this epoch
         self.train_seconds = 0.0
+
+    def _load_init(self, source: str) -> ElasticSupernet:
+        """A trained supernet of this space to start from (checked as ``specialize`` checks one)."""
+        trained, meta = load_supernet(resolve_supernet(source, self.config.space))
+        if meta["space"] != self.space.name:
+            raise TrainError(f"--init {source} is a supernet of space {meta['space']!r}, not {self.space.name!r}")
+        return trained
 
     # ------------------------------------------------------------ one step
 
@@ -214,14 +244,24 @@ class ElasticTrainer(EpochLoop):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
+        taught = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                taught = self.teacher(x).softmax(1)
         logits = self.model(x, self.space.largest())
-        loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+        loss = distillation_loss(logits, y, c.label_smoothing, taught, c.kd_weight)
         loss.backward()
         soft = logits.detach().softmax(1)
         students = self.subnets_of_step(self.step)
         distill = 0.0
         for subnet in students:
-            kd = soft_cross_entropy(self.model(x, subnet), soft)
+            out = self.model(x, subnet)
+            # with a teacher every subnet learns as the largest does; else from the largest (in-place)
+            kd = (
+                soft_cross_entropy(out, soft)
+                if taught is None
+                else distillation_loss(out, y, c.label_smoothing, taught, c.kd_weight)
+            )
             kd.backward()
             distill += kd.item()
         if not torch.isfinite(loss):
