@@ -4,6 +4,7 @@
     python scripts/finetune_study.py step2     # step 1's choice for 8 epochs: the val curve
     python scripts/finetune_study.py step3     # the 30-minute journey: profile + specialize --finetune-min 20
     python scripts/finetune_study.py zoo       # step 4: the journey's recipe for the 4 bundled nets, 2 seeds
+    python scripts/finetune_study.py step6a    # the supernet continued with a teacher: 2 epochs at 2 lrs
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
@@ -242,7 +243,31 @@ def zoo_choices() -> dict:
     return {"zoo": figures}
 
 
-STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo}
+SUPERNET = ROOT / "search" / "elastic" / "pretrained" / "fmnist"
+PILOT_LRS = (0.05, 0.2)
+
+
+def step6a() -> dict:
+    """Two 2-epoch continuations of the bundled supernet with the baseline as teacher, one per peak lr."""
+    bundled = json.loads((SUPERNET / "supernet.json").read_text())["metadata"]["validation"]
+    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
+    arms = {}
+    for lr in PILOT_LRS:
+        out = RUNS / f"supernet_teacher_lr{lr}"
+        if not (out / "metrics.json").is_file():
+            cmd = [*PROXYLESS, "search", "elastic-train", "--init", str(SUPERNET), "--teacher", TEACHER]
+            cmd += ["--epochs", "2", "--warmup-epochs", "0.2", "--lr", str(lr), "--out", str(out), "--resume"]
+            subprocess.run([*cmd, "--no-progress"], check=True, cwd=ROOT)
+        metrics = json.loads((out / "metrics.json").read_text())
+        arms[str(lr)] = {n: metrics[n] for n in names} | {"mean": round(sum(metrics[n] for n in names) / 3, 4)}
+    best = max(a["mean"] for a in arms.values())
+    chosen = min((float(lr) for lr, a in arms.items() if a["mean"] >= best - 0.001))
+    before = round(sum(bundled[n] for n in names) / 3, 4)
+    return {"step": "step6a", "bundled": {n: bundled[n] for n in names} | {"mean": before}, "arms": arms,
+            "chosen_lr": chosen, "teacher_helps": best > before}  # fmt: skip
+
+
+STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a}
 
 
 def main() -> int:
