@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import subprocess
@@ -169,7 +170,7 @@ CARRIED = ("config.json", "model.safetensors", "log.json", "metrics.json")  # me
 
 def zoo() -> dict:
     """Step 4's runs (seed 0 of every net first); each finished run is copied into CARRY for the next session.
-    The choices and the test figures come after the last run, from their own command."""
+    Once every run is done: the choices, then the test figures."""
     study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if "step3" not in study:
         raise SystemExit("error: step 4 takes its length from step 3's journey; run step3 first")
@@ -209,7 +210,7 @@ def zoo_choices() -> dict:
     """Step 4's choices (on validation for the specialized nets, on test for the baseline: the harder bar), then
     the test figures: every candidate's, the seed means and intervals, and the bundled pairs' McNemar tests."""
     sys.path.insert(0, str(ROOT))
-    from search.training.stats import mcnemar, t_interval
+    from search.training.stats import mcnemar
 
     answers, figures = {}, {}
     for name in ZOO_NETS:
@@ -223,14 +224,17 @@ def zoo_choices() -> dict:
         chosen = "today"
         for label in ("seed0", "seed1"):
             chosen = label if by[label] > by[chosen] else chosen
-        mean, low, high = t_interval([test["seed0"], test["seed1"]])
+        seeds = [found[f"seed{s}"]["test"] for s in (0, 1)]
+        mean = float(np.concatenate(seeds).mean())
+        half = 1.96 * math.sqrt(mean * (1 - mean) / sum(map(len, seeds)))  # binomial, both seeds' images
         figures[name] = {
             "val_top1": val,
             "test_top1": test,
             "chosen": chosen,
             "chosen_on": "test" if name == TEACHER else "val",
             "seeds_test_mean": round(mean, 4),
-            "seeds_test_t95": [round(low, 4), round(high, 4)],
+            "seeds_test_binomial95": [round(mean - half, 4), round(mean + half, 4)],
+            "seeds_test_range": [min(test["seed0"], test["seed1"]), max(test["seed0"], test["seed1"])],
         }
     base = answers[TEACHER][figures[TEACHER]["chosen"]]["test"]
     for name in ZOO_NETS:
