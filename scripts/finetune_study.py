@@ -4,7 +4,7 @@
     python scripts/finetune_study.py step2     # step 1's choice for 8 epochs: the val curve
     python scripts/finetune_study.py step3     # the 30-minute journey: profile + specialize --finetune-min 20
     python scripts/finetune_study.py zoo       # step 4: the journey's recipe for the 4 bundled nets, 2 seeds
-    python scripts/finetune_study.py step6a    # the supernet continued with a teacher: 2 epochs at 2 lrs
+    python scripts/finetune_study.py step6a    # the supernet continued 2 epochs: a teacher at 2 lrs, a control
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the packages and scripts/, for the late imports below
 RUNS = ROOT / "runs" / "finetune"
 RESULTS = ROOT / "benchmarks" / "results" / "finetune_study.json"  # one summary per step
 TEACHER = "fmnist_mobilenetv2"
@@ -154,12 +154,11 @@ def step3() -> dict:
 
 def paired_test(net: Path) -> dict:
     """McNemar of ``net`` against the baseline on the 10,000 test images."""
-    sys.path.insert(0, str(ROOT))
-    from scripts.specialization import right_answers
+    from scripts.specialization import test_answers
     from search.training.stats import mcnemar
     from zoo.evaluate import load_for_eval
 
-    right = [right_answers(load_for_eval(str(n))[0].eval(), None) for n in (TEACHER, net)]
+    right = [test_answers(load_for_eval(str(n))[0], None) for n in (TEACHER, net)]
     return mcnemar(*right)
 
 
@@ -190,33 +189,27 @@ def zoo() -> dict:
     return {"step": "step4", "epochs": epochs, "runs": runs, **zoo_choices()}
 
 
-def right_answers(folder: Path) -> dict[str, np.ndarray]:
+def split_answers(folder: Path) -> dict[str, np.ndarray]:
     """Which images of the validation split (the 5,000 held out of training, split seed 0) and of the test split
     the net in ``folder`` gets right."""
-    sys.path.insert(0, str(ROOT))
     from search.training.data import build_train_data
-    from zoo.evaluate import load_for_eval
+    from zoo.evaluate import load_for_eval, right_answers
 
-    model = load_for_eval(str(folder))[0].eval()
+    model = load_for_eval(str(folder))[0]
     data = build_train_data("fashion-mnist", None, 256, input_size=28, val_size=5000, split_seed=0)
-    out = {}
-    with torch.inference_mode():
-        for split, loader in (("val", data.val), ("test", data.test)):
-            out[split] = np.concatenate([(model(x).argmax(1) == y).numpy() for x, y, *_ in loader])
-    return out
+    return {"val": right_answers(model, data.val), "test": right_answers(model, data.test)}
 
 
 def zoo_choices() -> dict:
     """Step 4's choices (on validation for the specialized nets, on test for the baseline: the harder bar), then
     the test figures: every candidate's, the seed means and intervals, and the bundled pairs' McNemar tests."""
-    sys.path.insert(0, str(ROOT))
     from search.training.stats import mcnemar
 
     answers, figures = {}, {}
     for name in ZOO_NETS:
         candidates = {"today": ROOT / "zoo" / "pretrained" / name}
         candidates |= {f"seed{s}": RUNS / f"{name}_zoo_s{s}" for s in (0, 1)}
-        answers[name] = {label: right_answers(folder) for label, folder in candidates.items()}
+        answers[name] = {label: split_answers(folder) for label, folder in candidates.items()}
     for name, found in answers.items():
         val = {label: round(float(a["val"].mean()), 4) for label, a in found.items()}
         test = {label: round(float(a["test"].mean()), 4) for label, a in found.items()}
@@ -247,28 +240,44 @@ def zoo_choices() -> dict:
     return {"zoo": figures}
 
 
-SUPERNET = ROOT / "search" / "elastic" / "pretrained" / "fmnist"
 PILOT_LRS = (0.05, 0.2)
+CONTROL_LR = 0.05  # the chosen pilot lr, continued without a teacher: the teacher's share of the loss
+
+
+def continue_supernet(out: Path, lr: float, teacher: str | None) -> dict:
+    """A 2-epoch continuation of the bundled supernet (run unless finished); its three val top-1s and their mean."""
+    from search.elastic.store import BUNDLED
+
+    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
+    if not (out / "metrics.json").is_file():
+        cmd = [*PROXYLESS, "search", "elastic-train", "--init", str(BUNDLED / "fmnist")]
+        cmd += ["--teacher", teacher] if teacher else []
+        cmd += ["--epochs", "2", "--warmup-epochs", "0.2", "--lr", str(lr), "--out", str(out), "--resume"]
+        subprocess.run([*cmd, "--no-progress"], check=True, cwd=ROOT)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {n: metrics[n] for n in names} | {"mean": round(sum(metrics[n] for n in names) / 3, 4)}
 
 
 def step6a() -> dict:
-    """Two 2-epoch continuations of the bundled supernet with the baseline as teacher, one per peak lr."""
-    bundled = json.loads((SUPERNET / "supernet.json").read_text())["metadata"]["validation"]
-    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
-    arms = {}
-    for lr in PILOT_LRS:
-        out = RUNS / f"supernet_teacher_lr{lr}"
-        if not (out / "metrics.json").is_file():
-            cmd = [*PROXYLESS, "search", "elastic-train", "--init", str(SUPERNET), "--teacher", TEACHER]
-            cmd += ["--epochs", "2", "--warmup-epochs", "0.2", "--lr", str(lr), "--out", str(out), "--resume"]
-            subprocess.run([*cmd, "--no-progress"], check=True, cwd=ROOT)
-        metrics = json.loads((out / "metrics.json").read_text())
-        arms[str(lr)] = {n: metrics[n] for n in names} | {"mean": round(sum(metrics[n] for n in names) / 3, 4)}
+    """Two 2-epoch continuations of the bundled supernet with the baseline as teacher, one per peak lr, and the
+    control without a teacher."""
+    from search.elastic.store import BUNDLED
+
+    bundled = json.loads((BUNDLED / "fmnist" / "supernet.json").read_text())["metadata"]["validation"]
+    arms = {str(lr): continue_supernet(RUNS / f"supernet_teacher_lr{lr}", lr, TEACHER) for lr in PILOT_LRS}
+    control = continue_supernet(RUNS / f"supernet_noteacher_lr{CONTROL_LR}", CONTROL_LR, None)
     best = max(a["mean"] for a in arms.values())
     chosen = min((float(lr) for lr, a in arms.items() if a["mean"] >= best - 0.001))
-    before = round(sum(bundled[n] for n in names) / 3, 4)
-    return {"step": "step6a", "bundled": {n: bundled[n] for n in names} | {"mean": before}, "arms": arms,
-            "chosen_lr": chosen, "teacher_helps": best > before}  # fmt: skip
+    before = round(sum(bundled[n] for n in control if n != "mean") / 3, 4)
+    return {
+        "step": "step6a",
+        "bundled": {n: bundled[n] for n in control if n != "mean"} | {"mean": before},
+        "arms": arms,
+        "chosen_lr": chosen,
+        "teacher_helps": best > before,
+        "control_no_teacher": {"lr": CONTROL_LR, **control},
+        "continuation_helps": control["mean"] >= before,
+    }
 
 
 STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a}

@@ -47,7 +47,7 @@ from search.space import get_space  # noqa: E402
 from search.training.stats import mcnemar  # noqa: E402
 from zoo import list_models  # noqa: E402
 from zoo.datasets import build_eval_dataset  # noqa: E402
-from zoo.evaluate import load_for_eval  # noqa: E402
+from zoo.evaluate import load_for_eval, right_answers  # noqa: E402
 from zoo.files import atomic_output, atomic_write  # noqa: E402
 from zoo.runtimes import make_session  # noqa: E402
 
@@ -105,15 +105,11 @@ def predict(archs: dict[str, object]) -> dict[str, dict[str, float]]:
     return out
 
 
-def right_answers(model: torch.nn.Module, limit: int | None) -> np.ndarray:
+def test_answers(model: torch.nn.Module, limit: int | None) -> np.ndarray:
     """Which Fashion-MNIST test images (all, or ``limit`` of them, class-balanced) ``model`` classifies right."""
     info = model.info
     data = build_eval_dataset("fashion-mnist", "test", None, info.input_size[1], info.mean, info.std, limit=limit)
-    out = []
-    with torch.inference_mode():
-        for x, y in torch.utils.data.DataLoader(data, batch_size=500):
-            out.append((model(x).argmax(1) == y).numpy())
-    return np.concatenate(out)
+    return right_answers(model, torch.utils.data.DataLoader(data, batch_size=500))
 
 
 def verdicts(
@@ -213,7 +209,7 @@ def main() -> int:
     try:
         models, acc, size = load(nets)
         paired = [n for n in (BASELINE, *SPECIALIZED.values()) if n in models] if BASELINE in models else []
-        right = {n: right_answers(models[n], args.limit) for n in paired} if len(paired) > 1 else None
+        right = {n: test_answers(models[n], args.limit) for n in paired} if len(paired) > 1 else None
     except (ValueError, OSError) as e:  # DatasetError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2

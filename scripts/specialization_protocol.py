@@ -37,6 +37,7 @@ from search.training.stats import mcnemar, t_interval
 from search.training.train import TrainConfig, train
 from zoo import create_model
 from zoo.datasets import build_eval_dataset, get_dataset
+from zoo.evaluate import right_answers
 from zoo.files import atomic_write
 from zoo.registry import get_model_info
 from zoo.weights import save_pretrained
@@ -140,12 +141,7 @@ def scored_net(folder: Path, ev: SubnetEvaluator) -> torch.nn.Module:
 
 def answers(folder: Path, ev: SubnetEvaluator, split: Any) -> np.ndarray:
     """Which images of ``split`` the net of ``folder`` (BN recalibrated on the protocol's images) gets right."""
-    net = scored_net(folder, ev)
-    right = []
-    with torch.inference_mode():
-        for x, y in split:
-            right.append((net(x).argmax(1) == y).numpy())
-    return np.concatenate(right)
+    return right_answers(scored_net(folder, ev), split)
 
 
 def write_bundle(dest: Path, run: Path, specialized: Path, ev: SubnetEvaluator, figures: dict, top1: float) -> None:

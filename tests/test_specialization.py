@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from zoo import create_model, get_model_info
 from zoo.datasets import build_eval_dataset
-from zoo.evaluate import evaluate
+from zoo.evaluate import evaluate, right_answers
 from zoo.registry import build_network, spec_from_dict
 from zoo.weights import save_pretrained
 
@@ -60,6 +61,21 @@ def test_mcnemar_weighs_only_the_images_one_net_alone_gets_right() -> None:
     figures |= {"latency_ms": {hw: lat["cpu"] for hw in s.HARDWARE}, "specialized": result}
     text = importlib.import_module("scripts.results_tables").specialization_table(figures)
     assert "McNemar p = 0.04 on 20 test images: 10 right only by the baseline, 2 only by this net" in text
+
+
+def test_right_answers_are_each_images_verdict_in_order_and_leave_the_mode_alone() -> None:
+    """The paired tests' input: per image, in the loader's order; a planted shuffle or a training-mode forward
+    (batch statistics) would break the match with the labels."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    x = torch.randn(64, 1, 2, 2)
+    y = net.eval()(x).argmax(1)
+    y[::4] = (y[::4] + 1) % 3  # every fourth image wrong
+    net.train()
+    batches = [(x[i : i + 16], y[i : i + 16], torch.arange(i, i + 16)) for i in range(0, 64, 16)]
+    right = right_answers(net, batches)
+    assert right.dtype == np.bool_ and right.tolist() == [i % 4 != 0 for i in range(64)]
+    assert net.training
 
 
 def test_readme_without_markers_is_refused_untouched_before_measuring(

@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +89,18 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     batches = tqdm(loader, desc=progress, unit="batch", file=sys.stderr, disable=progress is None)
     return summarize(accumulate(model, batches, device))
+
+
+def right_answers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]]) -> np.ndarray:
+    """Which images, in order, ``model`` (in eval mode) classifies right: the input of a paired test between nets
+    scored on the same images (``search.training.stats.mcnemar``). Extra fields of a batch (indices) are ignored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return torch.cat([model(x).argmax(1) == y for x, y, *_ in batches]).numpy()
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------- CLI
