@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 TORCH_PIP := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
 .PHONY: demo test lint tables gpu-measure gpu-train-fmnist fmnist-train-long fmnist-train-1x fmnist-search fmnist-zoo \
-	fmnist-supernet fmnist-supernet-bundle fmnist-train-largest fmnist-train-alone gpu-elastic-ranking \
+	fmnist-supernet fmnist-supernet-bundle fmnist-train-largest fmnist-train-alone gpu-data gpu-elastic-ranking \
 	gpu-fmnist-supernet clean
 
 $(BIN)/python:
@@ -128,16 +128,27 @@ fmnist-train-alone: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch zoo/pretrained/fmnist_proxyless_$(HW) --epochs 40 \
 		--eval-every 5 --time-limit $(SUPERNET_MIN) --resume --out checkpoints/fmnist_alone_$(HW)
 
+# GPU machine: one call of the device tool is 10 minutes at most, so each gpu-* training below stops checkpointed
+# after GPU_MIN minutes and resumes on the next call (docs/make-targets.md#a-call-on-a-gpu-machine).
+GPU_MIN ?= 8
+GPU_DEVICE ?= cuda
+GPU_RUNS ?= runs
+GPU_ARGS ?=
+# Copy the Fashion-MNIST IDX files into .carry/ (git-ignored) for a GPU machine, which has no Debian package.
+gpu-data: $(VENV)/.installed-demo
+	mkdir -p .carry/fashion-mnist && cp -u $$($(BIN)/python -c "from zoo.datasets import fmnist_dir; print(fmnist_dir())")/*-ubyte.gz .carry/fashion-mnist/
+
 # GPU machine: the ranking benchmark's 12 subnets, 40 epochs each (docs/make-targets.md#gpu-elastic-ranking).
-R40 := benchmarks/results/elastic_ranking_40ep
+R40 ?= benchmarks/results/elastic_ranking_40ep
 gpu-elastic-ranking:
 	mkdir -p $(R40) && cp -n benchmarks/results/elastic_ranking/subnets.json $(R40)/
-	$(PY) benchmarks/elastic_ranking.py --standalone-only --epochs 40 --device cuda --out $(R40) \
-		--runs runs/elastic_ranking_40ep
+	$(PY) benchmarks/elastic_ranking.py --standalone-only --epochs 40 --device $(GPU_DEVICE) --out $(R40) \
+		--runs $(GPU_RUNS)/elastic_ranking_40ep --budget-min $(GPU_MIN) $(GPU_ARGS)
 
 # GPU machine: the elastic supernet (docs/make-targets.md#gpu-fmnist-supernet).
 gpu-fmnist-supernet:
-	$(PY) -m search elastic-train --space fmnist --device cuda --resume --out runs/gpu-fmnist-supernet
+	$(PY) -m search elastic-train --space fmnist --device $(GPU_DEVICE) --resume --out $(GPU_RUNS)/gpu-fmnist-supernet \
+		--time-limit $(GPU_MIN) $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

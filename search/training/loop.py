@@ -180,6 +180,8 @@ class EpochLoop:
         ckpt = self.out / CHECKPOINT
         if c.resume and ckpt.is_file():
             self.load_checkpoint(ckpt)
+            if self.main:
+                tqdm.write(f"resumed {ckpt} at step {self.step} (epoch {self.loader.epoch + 1} of {c.epochs})")
         elif ckpt.is_file():
             raise TrainError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
         if self.main:
