@@ -122,11 +122,14 @@ fmnist-train-largest: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch uniform:fmnist:k7e6 --epochs 40 --eval-every 5 \
 		--time-limit $(SUPERNET_MIN) --resume --out checkpoints/fmnist_largest
 
-# A bundled specialized net's arch (HW=cpu|mobile|gpu) trained alone (docs/make-targets.md#fmnist-train-alone).
+# A bundled net's arch (ALONE=NAME, default fmnist_proxyless_$(HW)) trained alone with seed SEED
+# (docs/make-targets.md#fmnist-train-alone).
 HW ?= cpu
+ALONE ?= fmnist_proxyless_$(HW)
+SEED ?= 0
 fmnist-train-alone: $(VENV)/.installed-dev
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch zoo/pretrained/fmnist_proxyless_$(HW) --epochs 40 \
-		--eval-every 5 --time-limit $(SUPERNET_MIN) --resume --out checkpoints/fmnist_alone_$(HW)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch zoo/pretrained/$(ALONE) --epochs 40 --seed $(SEED) \
+		--eval-every 5 --time-limit $(SUPERNET_MIN) --resume --out checkpoints/alone_$(ALONE)_s$(SEED)
 
 # GPU machine: one call of the device tool is 10 minutes at most, so each gpu-* training below stops checkpointed
 # after GPU_MIN minutes and resumes on the next call (docs/make-targets.md#a-call-on-a-gpu-machine).
