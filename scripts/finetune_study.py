@@ -5,6 +5,7 @@
     python scripts/finetune_study.py step3     # the 30-minute journey: profile + specialize --finetune-min 20
     python scripts/finetune_study.py zoo       # step 4: the journey's recipe for the 4 bundled nets, 2 seeds
     python scripts/finetune_study.py step6a    # the supernet continued 2 epochs: a teacher at 2 lrs, a control
+    python scripts/finetune_study.py step7     # the bundled archs trained alone, 2 seeds (about 13 CPU-hours)
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
@@ -200,6 +201,18 @@ def split_answers(folder: Path) -> dict[str, np.ndarray]:
     return {"val": right_answers(model, data.val), "test": right_answers(model, data.test)}
 
 
+def seed_figures(seeds: list[np.ndarray]) -> dict:
+    """The seeds' test mean, the 95% binomial interval of that mean (all seeds' images) and the seeds' range."""
+    mean = float(np.concatenate(seeds).mean())
+    half = 1.96 * math.sqrt(mean * (1 - mean) / sum(map(len, seeds)))
+    each = [round(float(a.mean()), 4) for a in seeds]
+    return {
+        "seeds_test_mean": round(mean, 4),
+        "seeds_test_binomial95": [round(mean - half, 4), round(mean + half, 4)],
+        "seeds_test_range": [min(each), max(each)],
+    }
+
+
 def zoo_choices() -> dict:
     """Step 4's choices (on validation for the specialized nets, on test for the baseline: the harder bar), then
     the test figures: every candidate's, the seed means and intervals, and the bundled pairs' McNemar tests."""
@@ -217,17 +230,12 @@ def zoo_choices() -> dict:
         chosen = "today"
         for label in ("seed0", "seed1"):
             chosen = label if by[label] > by[chosen] else chosen
-        seeds = [found[f"seed{s}"]["test"] for s in (0, 1)]
-        mean = float(np.concatenate(seeds).mean())
-        half = 1.96 * math.sqrt(mean * (1 - mean) / sum(map(len, seeds)))  # binomial, both seeds' images
         figures[name] = {
             "val_top1": val,
             "test_top1": test,
             "chosen": chosen,
             "chosen_on": "test" if name == TEACHER else "val",
-            "seeds_test_mean": round(mean, 4),
-            "seeds_test_binomial95": [round(mean - half, 4), round(mean + half, 4)],
-            "seeds_test_range": [min(test["seed0"], test["seed1"]), max(test["seed0"], test["seed1"])],
+            **seed_figures([found[f"seed{s}"]["test"] for s in (0, 1)]),
         }
     base = answers[TEACHER][figures[TEACHER]["chosen"]]["test"]
     for name in ZOO_NETS:
@@ -280,7 +288,52 @@ def step6a() -> dict:
     }
 
 
-STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a}
+ALONE = ROOT / "checkpoints"  # make fmnist-train-alone's runs, committed while step 7 lasts
+ALONE_RUNS = [(n, seed) for seed in (0, 1) for n in ZOO_NETS if (n, seed) != (TEACHER, 0)]  # its seed 0: bundled
+ALONE_CARRIED = ("config.json", "model.safetensors", "log.csv", "log.json", "metrics.json")  # metrics: written last
+
+
+def step7() -> dict:
+    """Step 7's runs in order (seed 0 of each specialized arch, then the seed-1 runs), each through ``make
+    fmnist-train-alone`` in resumable chunks; a finished run keeps only its weights and logs, for git. Once every run
+    is done: the test figures, each net's bundled choice (fixed in docs/finetune.md) and the paired tests."""
+    from scripts.specialization import test_answers
+    from search.training.stats import mcnemar
+    from zoo.evaluate import load_for_eval
+
+    folders = {}
+    for name, seed in ALONE_RUNS:
+        run = folders[name, seed] = ALONE / f"alone_{name}_s{seed}"
+        if not (run / "metrics.json").is_file():
+            make = ["make", "fmnist-train-alone", f"ALONE={name}", f"SEED={seed}", "THREADS=2"]
+            subprocess.run(make, check=True, cwd=ROOT)
+            if not (run / "metrics.json").is_file():
+                raise SystemExit(f"{run} stopped before its 40 epochs (checkpointed): run step7 again to continue")
+        for extra in (p for p in run.iterdir() if p.name not in ALONE_CARRIED):  # the checkpoint, tb/
+            if extra.is_dir():
+                shutil.rmtree(extra)
+            else:
+                extra.unlink()
+    folders[TEACHER, 0] = ROOT / "zoo" / "pretrained" / TEACHER
+    right = {key: test_answers(load_for_eval(str(f))[0], None) for key, f in folders.items()}
+    figures = {}
+    for name in ZOO_NETS:
+        test = {f"seed{s}": round(float(right[name, s].mean()), 4) for s in (0, 1)}
+        chosen = "seed0"  # fixed beforehand for the specialized nets (no validation split is left out)
+        if name == TEACHER and test["seed1"] > test["seed0"]:
+            chosen = "seed1"  # the baseline: the better on test of today's and its new run, the harder bar
+        figures[name] = {"test_top1": test, "chosen": chosen, **seed_figures([right[name, s] for s in (0, 1)])}
+    base = right[TEACHER, int(figures[TEACHER]["chosen"][-1])]
+    for name in ZOO_NETS:
+        if name != TEACHER:
+            net = right[name, 0]
+            gap = round(100 * float(net.mean() - base.mean()), 2)
+            figures[name]["vs_baseline"] = {"points": gap, "mcnemar": mcnemar(base, net)}
+    return {"step": "step7", "runs": {f"{n}_s{s}": str(f.relative_to(ROOT)) for (n, s), f in folders.items()},
+            "alone": figures}  # fmt: skip
+
+
+STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7}
 
 
 def main() -> int:
