@@ -169,8 +169,9 @@ CARRIED = ("config.json", "model.safetensors", "log.json", "metrics.json")  # me
 
 
 def zoo() -> dict:
-    """Step 4's runs (seed 0 of every net first); each finished run is copied into CARRY for the next session.
-    Once every run is done: the choices, then the test figures."""
+    """Step 4's runs (seed 0 of every net first); each finished run is copied into CARRY for the next session, as
+    is, by hand, the folder of a run that a session's end stops (its checkpoint). Once every run is done: the
+    choices, then the test figures."""
     study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if "step3" not in study:
         raise SystemExit("error: step 4 takes its length from step 3's journey; run step3 first")
@@ -180,11 +181,12 @@ def zoo() -> dict:
         for name in ZOO_NETS:
             arm = Arm(f"zoo_s{seed}", 0.01, None, epochs=epochs, seed=seed)
             run, carried = RUNS / f"{name}_{arm.name}", CARRY / f"{name}_{arm.name}"
-            if (carried / "metrics.json").is_file() and not (run / "metrics.json").is_file():
-                shutil.copytree(carried, run, dirs_exist_ok=True)
+            if carried.is_dir() and not any((run / f).is_file() for f in ("metrics.json", "checkpoint.pt")):
+                shutil.copytree(carried, run, dirs_exist_ok=True)  # finished, or its checkpoint at a session's end
             runs.append({"net": name, **run_arm(arm, ROOT / "zoo" / "pretrained" / name)})
             if not (carried / "metrics.json").is_file():
-                carried.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(carried, ignore_errors=True)  # a mid-way checkpoint carried before
+                carried.mkdir(parents=True)
                 for file in CARRIED:
                     shutil.copy2(run / file, carried / file)
     return {"step": "step4", "epochs": epochs, "runs": runs, **zoo_choices()}
