@@ -93,7 +93,7 @@ def evaluate(
 
 def right_answers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]]) -> np.ndarray:
     """Which images, in order, ``model`` (in eval mode) classifies right: the input of a paired test between nets
-    scored on the same images (``search.training.stats.mcnemar``). Extra fields of a batch (indices) are ignored."""
+    scored on the same images (McNemar). Extra fields of a batch (indices) are ignored."""
     was_training = model.training
     model.eval()
     try:
