@@ -47,6 +47,7 @@ class Arm:
     eval_every: int | None = None  # default: the last epoch only
 
     def command(self, start: Path, out: Path) -> list[str]:
+        start = start.relative_to(ROOT)  # run from ROOT; a checkpoint that records it resumes in another clone
         cmd = [sys.executable, "-m", "zoo.proxyless_cli", "search", "train", "--arch", str(start)]
         cmd += ["--init", str(start), "--out", str(out), "--epochs", str(self.epochs), "--lr", str(self.lr)]
         cmd += ["--warmup-epochs", "0.1", "--ema", "0", "--val-size", "5000", "--no-test", "--seed", str(self.seed)]
