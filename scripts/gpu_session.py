@@ -14,7 +14,6 @@ line printed is JSON. Details: docs/make-targets.md#a-call-on-a-gpu-machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,10 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zoo.files import ChecksumError, checksum_path, verify_checksum, write_checksummed
 
 CARRY = Path(".carry")  # git-ignored; the device call carries it
 MAX_BACK = 16 * 2**20  # the largest file a device call brings back
@@ -60,18 +63,13 @@ def folders(target: str) -> list[Path]:
     return paths
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def unpack(archive: Path) -> None:
     """Extract a state archive after checking its checksum; the data filter refuses links and paths outside."""
-    expected = archive.with_name(archive.name + ".sha256")
-    if not expected.is_file() or expected.read_text().split()[0] != sha256(archive):
+    try:
+        recorded = verify_checksum(archive)  # False: no .sha256 beside it
+    except ChecksumError:
+        recorded = False
+    if not recorded:
         raise SystemExit(f"error: {archive} does not match its .sha256 (a broken transfer?); not extracted")
     with tarfile.open(archive) as tar:
         tar.extractall(".", filter="data")
@@ -88,14 +86,13 @@ def pack(target: str, dest: Path) -> int:
             return None
         return info
 
-    part = dest.with_name(dest.name + ".part")
-    with tarfile.open(part, "w:gz") as tar:
-        for folder in folders(target):
-            if folder.exists():
-                tar.add(str(folder), filter=keep)
-    os.replace(part, dest)
-    dest.with_name(dest.name + ".sha256").write_text(f"{sha256(dest)}  {dest.name}\n")
-    return dest.stat().st_size
+    def write(f: BinaryIO) -> None:
+        with tarfile.open(fileobj=f, mode="w:gz") as tar:
+            for folder in folders(target):
+                if folder.exists():
+                    tar.add(str(folder), filter=keep)
+
+    return write_checksummed(dest, write).stat().st_size
 
 
 def run(target: str) -> int:
@@ -135,7 +132,7 @@ def keep(files_at: Path) -> int:
             continue
         unpack(archive)
         CARRY.mkdir(exist_ok=True)
-        for f in (archive, archive.with_name(archive.name + ".sha256")):
+        for f in (archive, checksum_path(archive)):
             shutil.copy2(f, CARRY / f.name)
         kept.append(archive.name)
     if not kept:
