@@ -122,13 +122,14 @@ fmnist-train-largest: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch uniform:fmnist:k7e6 --epochs 40 --eval-every 5 \
 		--time-limit $(SUPERNET_MIN) --resume --out checkpoints/fmnist_largest
 
-# A bundled net's arch (ALONE=NAME, default fmnist_proxyless_$(HW)) trained alone with seed SEED
-# (docs/make-targets.md#fmnist-train-alone).
+# A bundled net's arch (ALONE=NAME, default fmnist_proxyless_$(HW)) trained alone with seed SEED; ALONE_ARCH takes
+# the arch from another folder or file (docs/make-targets.md#fmnist-train-alone).
 HW ?= cpu
 ALONE ?= fmnist_proxyless_$(HW)
+ALONE_ARCH ?= zoo/pretrained/$(ALONE)
 SEED ?= 0
 fmnist-train-alone: $(VENV)/.installed-dev
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch zoo/pretrained/$(ALONE) --epochs 40 --seed $(SEED) \
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/proxyless search train --arch $(ALONE_ARCH) --epochs 40 --seed $(SEED) \
 		--eval-every 5 --time-limit $(SUPERNET_MIN) --resume --out checkpoints/alone_$(ALONE)_s$(SEED)
 
 # GPU machine: one call of the device tool is 10 minutes at most, so each gpu-* training below stops checkpointed

@@ -336,7 +336,90 @@ def step7() -> dict:
             "alone": figures}  # fmt: skip
 
 
-STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7}
+CURVE_FACTORS = (0.6, 0.75, 1.0)
+CURVE_MINUTES = (0, 5, 10, 20, 30)  # 0: the inherited net
+CURVE_CARRY = ROOT / "checkpoints" / "finetune_curve"  # each finished point's record, while step 5 lasts
+CURVE_PNG = ROOT / "docs" / "finetune-curve.png"
+
+
+def curve_point(factor: float, minutes: int) -> dict:
+    """One point of step 5: ``specialize --lut cpu --factor F --finetune-min M`` (made unless carried). A point
+    runs on the clock, so one cut short is void and starts again; a finished one's record is carried in git."""
+    name = f"curve_f{factor}_m{minutes}"
+    carried, out = CURVE_CARRY / f"{name}.json", RUNS / name
+    if not carried.is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [*PROXYLESS, "search", "specialize", "--lut", "cpu", "--factor", str(factor)]
+        cmd += ["--finetune-min", str(minutes), "--out", str(out.relative_to(ROOT)), "--no-progress"]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        CURVE_CARRY.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "specialize.json", carried)
+    record = json.loads(carried.read_text())
+    tuned = record["finetune"] or {}
+    return {"subnet": record["subnet"], "test_top1": record["test_top1"], "seconds": record["seconds"],
+            "finetune_steps": tuned.get("steps", 0), "finetune_seconds": tuned.get("seconds", 0.0)}  # fmt: skip
+
+
+def curve_reference(factor: float, subnet: str) -> dict:
+    """The arch of ``factor`` trained alone with the 40-epoch recipe, seed 0: step 7's cpu run for the bundled
+    0.75x arch, else ``make fmnist-train-alone`` on the inherited point's folder, in resumable chunks."""
+    bundled = json.loads((ROOT / "zoo" / "pretrained" / "fmnist_proxyless_cpu" / "config.json").read_text())
+    if subnet == bundled["metadata"]["metrics"]["specialized"]["subnet"]:
+        name = "fmnist_proxyless_cpu"
+    else:
+        name = f"cpu_f{factor}"
+        arch = f"ALONE_ARCH={RUNS.relative_to(ROOT)}/curve_f{factor}_m0"
+        run = ALONE / f"alone_{name}_s0"
+        if not (run / "metrics.json").is_file():
+            make = ["make", "fmnist-train-alone", f"ALONE={name}", arch, "SEED=0", "THREADS=2"]
+            subprocess.run(make, check=True, cwd=ROOT)
+    run = ALONE / f"alone_{name}_s0"
+    if not (run / "metrics.json").is_file():
+        raise SystemExit(f"{run} has not finished its 40 epochs: run step7 (or step5) again to continue")
+    return {"run": str(run.relative_to(ROOT)), "test_top1": json.loads((run / "metrics.json").read_text())["top1"]}
+
+
+def step5() -> dict:
+    """Step 5: test top-1 against fine-tune minutes for the 0.6x, 0.75x and 1.0x cpu nets (every inherited point
+    first, then the fine-tunes, then the stand-alone references), as a table in the JSON and a PNG."""
+    points = {f: {m: curve_point(f, m) for m in CURVE_MINUTES[:1]} for f in CURVE_FACTORS}
+    for factor in CURVE_FACTORS:
+        points[factor] |= {m: curve_point(factor, m) for m in CURVE_MINUTES[1:]}
+        if len({p["subnet"] for p in points[factor].values()}) != 1:
+            raise SystemExit(f"error: the {factor}x points chose different subnets: {points[factor]}")
+    references = {f: curve_reference(f, points[f][0]["subnet"]) for f in CURVE_FACTORS}
+    plot_curve(points, references)
+    nets = {}
+    for f in CURVE_FACTORS:
+        by_minutes = {m: p["test_top1"] for m, p in points[f].items()}
+        nets[f"{f}x"] = {"subnet": points[f][0]["subnet"], "alone": references[f], "test_top1_by_minutes": by_minutes}
+        nets[f"{f}x"]["points"] = points[f]
+    return {"step": "step5", "nets": nets, "png": str(CURVE_PNG.relative_to(ROOT))}
+
+
+def plot_curve(points: dict[float, dict[int, dict]], references: dict[float, dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for factor, color in zip(CURVE_FACTORS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+        minutes = sorted(points[factor])
+        ax.plot(minutes, [100 * points[factor][m]["test_top1"] for m in minutes], "o-", color=color,
+                label=f"{factor}x cpu net, fine-tuned")  # fmt: skip
+        ax.axhline(100 * references[factor]["test_top1"], color=color, ls="--", lw=1,
+                   label=f"{factor}x trained alone (40 epochs)")  # fmt: skip
+    ax.set(xlabel="fine-tune budget (minutes, 2-core CPU)", ylabel="test top-1 (%)", xticks=CURVE_MINUTES,
+           title="specialize --lut cpu --finetune-min M (Fashion-MNIST)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(CURVE_PNG, dpi=110)
+    plt.close(fig)
+
+
+STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7, "step5": step5}
 
 
 def main() -> int:
