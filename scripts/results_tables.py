@@ -52,7 +52,7 @@ class NetFigures:
     made_for: str
     top1: float
     ci: tuple[float, float]  # 95% Clopper-Pearson interval of top1 on n_test images
-    seeds: str  # the protocol's fine-tunes: mean [95% t-interval] over seeds, or "one training"
+    seeds: str  # its protocol's seeds: mean [95% interval], or "one training"
     params: int
     macs: int
     hardware: str | None  # the hardware it was specialized for
@@ -70,18 +70,25 @@ def net_figures(name: str) -> NetFigures:
     m = info.metrics or {}
     if m.get("top1") is None or not m.get("n_test"):
         raise TablesError(f"zoo/pretrained/{name}/config.json: metrics need top1 and n_test (bundle it again)")
-    protocol = m.get("protocol")
-    if protocol is None:
-        hardware, made_for, seeds = None, "baseline, trained from scratch", "one training"
-    else:
-        hardware, factor = protocol["hardware"], protocol["net"].rsplit("_", 1)[1]
-        made_for = f"{HARDWARE_WORDS.get(hardware, hardware)}, {factor}x"
-        mean, low, high = (100 * v for v in protocol["test_top1_mean_ci"])
-        seeds = f"{mean:.2f}% [{low:.2f}, {high:.2f}] ({len(protocol['seeds'])} seeds)"
+    protocol = m.get("protocol")  # the seeds' record; a baseline's has no hardware
+    hardware = protocol.get("hardware") if protocol else None
+    made_for = "baseline, trained from scratch"
+    if hardware is not None:
+        made_for = f"{HARDWARE_WORDS.get(hardware, hardware)}, {protocol['net'].rsplit('_', 1)[1]}x"
+    seeds = seeds_cell(m)
     top1 = float(m["top1"])
     return NetFigures(
         name, made_for, top1, clopper_pearson(top1, int(m["n_test"])), seeds, info.params, info.macs, hardware
     )
+
+
+def seeds_cell(metrics: dict[str, Any]) -> str:
+    """A net's seeds as the tables show them, from its metadata's protocol: mean [95% interval] (N seeds)."""
+    protocol = metrics.get("protocol")
+    if protocol is None:
+        return "one training"
+    mean, low, high = (100 * v for v in protocol["test_top1_mean_ci"])
+    return f"{mean:.2f}% [{low:.2f}, {high:.2f}] ({len(protocol['seeds'])} seeds)"
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -165,11 +172,21 @@ def specialization_table(figures: dict[str, Any]) -> str:
         params, macs = size[name]["params"] / 1e6, size[name]["macs"] / 1e6
         cells = " | ".join(_ms(latency[hw], name) for hw in hardware)
         lines.append(f"| `{name}` | {params:.3f}M | {macs:.1f}M | {100 * acc[name]:.2f}% | {cells} |")
-    lines += ["", f"Bold: the fastest net on that hardware. Specialized nets against the baseline (`{BASELINE}`):", ""]
+    bar = (
+        f", a win being at least {figures['min_speedup']:g}x faster at equal or better top-1"
+        if "min_speedup" in figures
+        else ""
+    )
+    lines += [
+        "",
+        f"Bold: the fastest net on that hardware. Specialized nets against the baseline (`{BASELINE}`){bar}:",
+        "",
+    ]
     for hw, v in figures["specialized"].items():
+        seeds = f"; over seeds: {v['seeds']['net']} against {v['seeds']['baseline']}" if "seeds" in v else ""
         lines.append(
             f"- {hw}: `{v['net']}` {'wins' if v['wins'] else 'does not win'}: {v['speedup_vs_baseline']:.2f}x the "
-            f"baseline's speed, {v['accuracy_delta_points']:+.2f} points of accuracy{_paired_text(v)}; "
+            f"baseline's speed, {v['accuracy_delta_points']:+.2f} points of accuracy{_paired_text(v)}{seeds}; "
             f"fastest of all: {'yes' if v['fastest'] else 'no'}"
         )
     return "\n".join(lines) + "\n"

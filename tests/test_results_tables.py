@@ -7,7 +7,7 @@ import importlib
 import json
 import subprocess
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -85,3 +85,18 @@ def test_the_advice_follows_the_figures(tables: ModuleType) -> None:
     )
     assert lines[2] == "- `equal`: 2.00x faster on H200 and as accurate: use it there."
     assert lines[3] == f"- `slow`: no faster on Pixel 1: use `{tables.BASELINE}`."
+
+
+def test_a_baseline_with_seeds_is_still_the_baseline(tables: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 7 of docs/finetune.md gives the baseline a seeds record too: no hardware in it, so no "made for"."""
+    protocol = {"seeds": [0, 1], "test_top1_mean_ci": [0.9468, 0.9437, 0.9499]}
+    info = SimpleNamespace(metrics={"top1": 0.9469, "n_test": 10000, "protocol": protocol}, params=1, macs=2)
+    monkeypatch.setattr(tables, "get_model_info", lambda name: info)
+    net = tables.net_figures(tables.BASELINE)
+    assert (net.made_for, net.seeds, net.hardware) == (
+        "baseline, trained from scratch",
+        "94.68% [94.37, 94.99] (2 seeds)",
+        None,
+    )
+    protocol |= {"hardware": "cpu", "net": "cpu_0.75"}
+    assert (tables.net_figures("x").made_for, tables.net_figures("x").hardware) == ("this CPU, 0.75x", "cpu")

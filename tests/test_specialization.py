@@ -28,18 +28,43 @@ def _script():
     return module
 
 
-def test_a_specialized_net_wins_only_faster_at_equal_or_better_accuracy() -> None:
+def test_a_specialized_net_wins_only_1_3x_faster_at_equal_or_better_accuracy() -> None:
     s = _script()
     acc = {s.BASELINE: 0.94, "fmnist_proxyless_cpu": 0.94, "fmnist_proxyless_mobile": 0.93}
+    acc["fmnist_proxyless_gpu"] = 0.95
     lat = {
-        "cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.8, "fmnist_proxyless_mobile": 0.7},
+        "cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.76, "fmnist_proxyless_mobile": 0.7},
         "mobile": {s.BASELINE: 8.0, "fmnist_proxyless_cpu": 7.0, "fmnist_proxyless_mobile": 6.0},
+        "gpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 1.1, "fmnist_proxyless_mobile": 1.2},
     }
+    lat["gpu"]["fmnist_proxyless_gpu"] = 0.8
+    for hw in ("cpu", "mobile"):
+        lat[hw]["fmnist_proxyless_gpu"] = 9.0
     result = s.verdicts(acc, lat)
-    assert set(result) == {"cpu", "mobile"}  # no gpu net: no verdict
-    assert result["cpu"]["wins"] and not result["cpu"]["fastest"] and result["cpu"]["speedup_vs_baseline"] == 1.25
+    assert result["cpu"]["wins"] and not result["cpu"]["fastest"] and result["cpu"]["speedup_vs_baseline"] == 1.316
     assert not result["mobile"]["wins"] and result["mobile"]["fastest"]  # fastest, but 1 point less accurate
     assert result["mobile"]["accuracy_delta_points"] == -1.0
+    assert not result["gpu"]["wins"] and result["gpu"]["fastest"]  # more accurate, but only 1.25x faster
+    del acc["fmnist_proxyless_gpu"]
+    assert set(s.verdicts(acc, lat)) == {"cpu", "mobile"}  # no gpu net: no verdict
+
+
+def test_each_verdict_quotes_both_nets_seeds() -> None:
+    """issue 37: the verdict reads beside each net's seeds; a baseline with seeds stays the baseline."""
+    s = _script()
+    tables = importlib.import_module("scripts.results_tables")
+    seeded = {"protocol": {"seeds": [0, 1], "test_top1_mean_ci": [0.9468, 0.94371, 0.94989]}}
+    assert tables.seeds_cell(seeded) == "94.68% [94.37, 94.99] (2 seeds)" and tables.seeds_cell({}) == "one training"
+    acc, lat = {s.BASELINE: 0.94, "fmnist_proxyless_cpu": 0.95}, {"cpu": {s.BASELINE: 1.0, "fmnist_proxyless_cpu": 0.5}}
+    cells = {s.BASELINE: tables.seeds_cell(seeded), "fmnist_proxyless_cpu": "95.00% [94.7, 95.3] (2 seeds)"}
+    result = s.verdicts(acc, lat, seeds=cells)
+    assert result["cpu"]["seeds"] == {"net": cells["fmnist_proxyless_cpu"], "baseline": cells[s.BASELINE]}
+    figures = {"top1": acc, "size": {n: {"params": 1, "macs": 1} for n in acc}, "hardware": s.HARDWARE}
+    figures |= {"latency_ms": {hw: lat["cpu"] for hw in s.HARDWARE}, "specialized": result, "min_speedup": 1.3}
+    text = tables.specialization_table(figures)
+    assert "a win being at least 1.3x faster at equal or better top-1:" in text
+    assert "`fmnist_proxyless_cpu` wins: 2.00x the baseline's speed, +1.00 points of accuracy; over seeds: " \
+        "95.00% [94.7, 95.3] (2 seeds) against 94.68% [94.37, 94.99] (2 seeds);" in text  # fmt: skip
 
 
 def test_mcnemar_weighs_only_the_images_one_net_alone_gets_right() -> None:
