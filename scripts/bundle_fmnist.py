@@ -1,6 +1,6 @@
 """Bundle a trained Fashion-MNIST run into the zoo: measure it, then write ``zoo/pretrained/NAME``.
 
-    python scripts/bundle_fmnist.py NAME RUN_DIR [--search-run DIR] [--note TEXT] [--dest DIR]
+    python scripts/bundle_fmnist.py NAME RUN_DIR [--search-run DIR] [--note TEXT] [--metrics-from FILE] [--dest DIR]
 
 Measures, with the project's own commands: top-1 on the full 10,000-image test set and on the fixed 2,000-image
 CI subset (``zoo eval``), CPU latency at batch 1 for PyTorch eager and ONNX Runtime (``export bench``, 1 thread),
@@ -59,6 +59,18 @@ def search_record(search_run: Path) -> dict[str, Any]:
     return arch.get("extra", {}).get("search", {})
 
 
+def extra_metrics(path: Path) -> dict[str, Any]:
+    """``--metrics-from``: what the run cannot know of itself (its seeds' protocol, its arch's provenance), a JSON
+    object merged into the metrics; read before minutes of measuring."""
+    try:
+        extra = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--metrics-from {path}: {e}") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"--metrics-from {path}: not a JSON object")
+    return extra
+
+
 def with_commands(search: dict[str, Any], search_run: Path) -> dict[str, Any]:
     """The record with its ``command`` and ``warmup_command`` (runs from before they were recorded lack them)."""
     search = dict(search)
@@ -86,10 +98,12 @@ def main() -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--search-run", type=Path, help="the search run that produced the arch (its arch.json)")
     ap.add_argument("--note", default="", help="how it was trained, in words")
+    ap.add_argument("--metrics-from", type=Path, help="a JSON object merged into the metrics (e.g. its protocol)")
     ap.add_argument("--dest", type=Path, help="where to write it (default: zoo/pretrained/NAME)")
     args = ap.parse_args()
     # the measuring commands run from the repo root: absolute paths from here on
     args.run_dir = args.run_dir.resolve()
+    args.metrics_from = args.metrics_from.resolve() if args.metrics_from else None
     args.search_run = args.search_run.resolve() if args.search_run else None
     args.dest = (args.dest or ROOT / "zoo" / "pretrained" / args.name).resolve()
     try:
@@ -105,6 +119,7 @@ def bundle(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"{args.run_dir} is not a finished training run: no {' or '.join(missing)} there")
     search = search_record(args.search_run) if args.search_run else None
+    extra = extra_metrics(args.metrics_from) if args.metrics_from else {}
     model, info = load_for_eval(str(args.run_dir))
     metrics = dict(info.metrics)
     full = last_json("-m", "zoo", "eval", str(args.run_dir), "--json")
@@ -154,6 +169,7 @@ def bundle(args: argparse.Namespace) -> int:
         metrics["search"] = with_commands(search, args.search_run)
     if args.note:
         metrics["train_note"] = args.note
+    metrics |= extra
     meta = {
         "dataset": info.dataset,
         "input_size": info.input_size,

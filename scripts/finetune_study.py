@@ -6,6 +6,8 @@
     python scripts/finetune_study.py zoo       # step 4: the journey's recipe for the 4 bundled nets, 2 seeds
     python scripts/finetune_study.py step6a    # the supernet continued 2 epochs: a teacher at 2 lrs, a control
     python scripts/finetune_study.py step7     # the bundled archs trained alone, 2 seeds (about 13 CPU-hours)
+    python scripts/finetune_study.py step7-bundle  # step 7's choices into the zoo, then the tables again
+    python scripts/finetune_study.py step5     # the curve: fine-tune minutes against top-1, 3 nets, references
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
 finished arms are not rerun. Each step's summary goes into ``benchmarks/results/finetune_study.json``; the last line
@@ -21,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -336,6 +339,50 @@ def step7() -> dict:
             "alone": figures}  # fmt: skip
 
 
+STEP7_RECIPE = "trained alone with the baseline's 40-epoch recipe (make fmnist-train-alone), seeds 0 and 1"
+
+
+def step7_protocol(figures: dict, today: dict) -> dict:
+    """A net's seeds record for its metadata, from step 7's figures; a specialized net keeps the hardware and the
+    factor its arch was specialized for (``today``: the metrics of the weights it replaces)."""
+    low, high = figures["seeds_test_binomial95"]
+    record = {
+        "recipe": STEP7_RECIPE,
+        "seeds": [0, 1],
+        "bundled_seed": int(figures["chosen"].removeprefix("seed")),
+        "test_top1_per_seed": [figures["test_top1"]["seed0"], figures["test_top1"]["seed1"]],
+        "test_top1_mean_ci": [figures["seeds_test_mean"], low, high],
+        "interval": "95% binomial over both seeds' test answers",
+        "command": "python scripts/finetune_study.py step7",
+    }
+    old = today.get("protocol") or {}
+    return {k: old[k] for k in ("hardware", "net") if k in old} | record
+
+
+def step7_bundle() -> dict:
+    """Step 7's end: each net's chosen run into the zoo (``bundle_fmnist.py``, with its seeds record and its arch's
+    provenance), then the tables measured and written again."""
+    study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if "step7" not in study:
+        raise SystemExit("error: step 7 has not finished: run python scripts/finetune_study.py step7 first")
+    bundled = {}
+    for name in ZOO_NETS:
+        figures = study["step7"]["alone"][name]
+        run = ROOT / study["step7"]["runs"][f"{name}_{figures['chosen'].replace('seed', 's')}"]
+        today = json.loads((ROOT / "zoo" / "pretrained" / name / "config.json").read_text())["metadata"]["metrics"]
+        extra = {"protocol": step7_protocol(figures, today)}
+        extra |= {"specialized": today["specialized"]} if "specialized" in today else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "extra.json").write_text(json.dumps(extra))
+            cmd = [sys.executable, "scripts/bundle_fmnist.py", name, str(run), "--metrics-from", f"{tmp}/extra.json"]
+            subprocess.run([*cmd, "--note", STEP7_RECIPE], check=True, cwd=ROOT)
+        bundled[name] = str(run.relative_to(ROOT))
+    for script in ("specialization.py", "results_tables.py"):
+        subprocess.run([sys.executable, f"scripts/{script}"], check=True, cwd=ROOT)
+    specialized = json.loads((ROOT / "benchmarks" / "results" / "specialization.json").read_text())["specialized"]
+    return {"step": "step7-bundle", "bundled": bundled, "verdicts": specialized}
+
+
 CURVE_FACTORS = (0.6, 0.75, 1.0)
 CURVE_MINUTES = (0, 5, 10, 20, 30)  # 0: the inherited net
 CURVE_CARRY = ROOT / "checkpoints" / "finetune_curve"  # each finished point's record, while step 5 lasts
@@ -419,7 +466,8 @@ def plot_curve(points: dict[float, dict[int, dict]], references: dict[float, dic
     plt.close(fig)
 
 
-STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7, "step5": step5}
+STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7}
+STEPS |= {"step7-bundle": step7_bundle, "step5": step5}
 
 
 def main() -> int:

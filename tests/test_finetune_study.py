@@ -91,3 +91,33 @@ def test_the_curve_stops_when_one_factors_points_chose_different_subnets(
     with pytest.raises(SystemExit, match=r"the 0\.6x points chose different subnets"):
         study.step5()
     assert all("--finetune-min" in c for c in calls) and len(calls) == 3 + len(study.CURVE_MINUTES) - 1
+
+
+def test_step7s_seeds_record_keeps_what_the_arch_was_made_for_and_reads_as_a_seeds_cell() -> None:
+    import importlib
+
+    study = _study()
+    tables = importlib.import_module("scripts.results_tables")
+    figures = {"test_top1": {"seed0": 0.9452, "seed1": 0.944}, "chosen": "seed0", "seeds_test_mean": 0.9446}
+    figures["seeds_test_binomial95"] = [0.9414, 0.9478]
+    today = {"protocol": {"hardware": "cpu", "net": "cpu_0.75", "seeds": [0, 1, 2], "bundled_seed": 1}}
+    record = study.step7_protocol(figures, today)
+    assert (record["hardware"], record["net"], record["seeds"], record["bundled_seed"]) == (
+        "cpu",
+        "cpu_0.75",
+        [0, 1],
+        0,
+    )
+    assert record["test_top1_per_seed"] == [0.9452, 0.944] and record["test_top1_mean_ci"] == [0.9446, 0.9414, 0.9478]
+    assert tables.seeds_cell({"protocol": record}) == "94.46% [94.14, 94.78] (2 seeds)"
+    baseline = study.step7_protocol(figures | {"chosen": "seed1"}, {})
+    assert "hardware" not in baseline and baseline["bundled_seed"] == 1
+
+
+def test_step7_bundle_refuses_to_run_before_step7_has_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = _study()
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "finetune_study.json")
+    (tmp_path / "finetune_study.json").write_text(json.dumps({"step4": {}}))
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("ran something"))
+    with pytest.raises(SystemExit, match="step 7 has not finished"):
+        study.step7_bundle()

@@ -6,6 +6,7 @@ the unchanged huggingface_hub client (see tests/hub_server.py for what the serve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -366,3 +367,8 @@ def test_card_names_the_metadata_latencies_in_words() -> None:
     how = card[card.index("## How it was searched") : card.index("## Usage")]
     assert "**Specialized from an elastic supernet:**" in how and "**Search:**" not in how
     assert "- bundled_seed: " in how and "- test_top1_mean_ci: " in how
+    base = create_model("fmnist_mobilenetv2").info  # seeds of its own recipe (docs/finetune.md, step 7): shown too
+    seeded = dataclasses.replace(base, metrics={**base.metrics, "protocol": {"seeds": [0, 1], "bundled_seed": 1}})
+    card = render_card(seeded, repo_id=REPO, weights_sha256="0" * 64)
+    how = card[card.index("## How it was searched") : card.index("## Usage")]
+    assert "**Search:**" in how and "**Evaluation protocol:**" in how and "- bundled_seed: 1" in how

@@ -192,6 +192,11 @@ def test_bundle_script_refuses_bad_input_before_measuring(
         (["run"], f"error: {run} is not a finished training run: no config.json there"),
         (["run", "--search-run", "search"], f"error: --search-run {tmp_path / 'search'}: no arch.json there"),
         (["run", "--search-run", "search"], f"error: {tmp_path / 'search' / 'arch.json'}: not valid JSON"),
+        (["run", "--metrics-from", "extra.json"], f"error: --metrics-from {tmp_path / 'extra.json'}: [Errno 2]"),
+        (
+            ["run", "--metrics-from", "extra.json"],
+            f"error: --metrics-from {tmp_path / 'extra.json'}: not a JSON object",
+        ),
         (["run"], "error: "),  # weights that do not load: still one line
     ]
     for i, (args, message) in enumerate(cases):
@@ -199,6 +204,8 @@ def test_bundle_script_refuses_bad_input_before_measuring(
             (run / "config.json").write_text("{}")
         if i == 2:
             (tmp_path / "search" / "arch.json").write_text("{")
+        if i == 4:
+            (tmp_path / "extra.json").write_text("[1]")
         monkeypatch.setattr(sys, "argv", ["bundle_fmnist.py", "net", *args])
         assert b.main() == 2, args
         err = capsys.readouterr().err.strip()

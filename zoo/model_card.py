@@ -264,12 +264,12 @@ def _provenance(metrics: Mapping[str, Any], key: str, what: str) -> list[str]:
 
 
 def _provenance_sections(metrics: Mapping[str, Any]) -> list[str]:
-    """How the net came about: a ProxylessNAS search, or specialization from an elastic supernet with the
-    protocol's seeds and intervals; then its training."""
-    if metrics.get("specialized"):
-        keys = [("specialized", "Specialized from an elastic supernet"), ("protocol", "Evaluation protocol")]
-    else:
-        keys = [("search", "Search")]
+    """How the net came about: a ProxylessNAS search or specialization from an elastic supernet, the protocol's
+    seeds and intervals (any net's that has them), then its training."""
+    specialized = ("specialized", "Specialized from an elastic supernet")
+    keys = [specialized] if metrics.get("specialized") else [("search", "Search")]
+    if metrics.get("specialized") or metrics.get("protocol"):
+        keys.append(("protocol", "Evaluation protocol"))
     lines: list[str] = []
     for key, what in [*keys, ("train", "Training")]:
         lines += [*_provenance(metrics, key, what), ""]
