@@ -408,21 +408,24 @@ def curve_point(factor: float, minutes: int) -> dict:
 
 
 def curve_reference(factor: float, subnet: str) -> dict:
-    """The arch of ``factor`` trained alone with the 40-epoch recipe, seed 0: step 7's cpu run for the bundled
-    0.75x arch, else ``make fmnist-train-alone`` on the inherited point's folder, in resumable chunks."""
+    """The arch of ``factor`` trained alone with the 40-epoch recipe, seed 0: step 7's seed-0 run for the bundled
+    cpu arch, else ``make fmnist-train-alone`` on the inherited point's folder, in resumable chunks."""
     bundled = json.loads((ROOT / "zoo" / "pretrained" / "fmnist_proxyless_cpu" / "config.json").read_text())
     if subnet == bundled["metadata"]["metrics"]["specialized"]["subnet"]:
-        name = "fmnist_proxyless_cpu"
-    else:
-        name = f"cpu_f{factor}"
-        arch = f"ALONE_ARCH={RUNS.relative_to(ROOT)}/curve_f{factor}_m0"
-        run = ALONE / f"alone_{name}_s0"
-        if not (run / "metrics.json").is_file():
-            make = ["make", "fmnist-train-alone", f"ALONE={name}", arch, "SEED=0", "THREADS=2"]
-            subprocess.run(make, check=True, cwd=ROOT)
+        study = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        if "step7" not in study:
+            raise SystemExit("error: the 0.75x reference is step 7's cpu run: run step7 first")
+        return {"run": "step7: fmnist_proxyless_cpu seed 0", "test_top1": study["step7"]["alone"][
+            "fmnist_proxyless_cpu"]["test_top1"]["seed0"]}  # fmt: skip
+    name = f"cpu_f{factor}"
     run = ALONE / f"alone_{name}_s0"
     if not (run / "metrics.json").is_file():
-        raise SystemExit(f"{run} has not finished its 40 epochs: run step7 (or step5) again to continue")
+        arch = f"ALONE_ARCH={RUNS.relative_to(ROOT)}/curve_f{factor}_m0"
+        subprocess.run(
+            ["make", "fmnist-train-alone", f"ALONE={name}", arch, "SEED=0", "THREADS=2"], check=True, cwd=ROOT
+        )
+    if not (run / "metrics.json").is_file():
+        raise SystemExit(f"{run} stopped before its 40 epochs (checkpointed): run step5 again to continue")
     return {"run": str(run.relative_to(ROOT)), "test_top1": json.loads((run / "metrics.json").read_text())["top1"]}
 
 
@@ -447,6 +450,8 @@ def step5() -> dict:
 def plot_curve(points: dict[float, dict[int, dict]], references: dict[float, dict]) -> None:
     import matplotlib
 
+    from zoo.files import atomic_output
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -462,7 +467,8 @@ def plot_curve(points: dict[float, dict[int, dict]], references: dict[float, dic
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(CURVE_PNG, dpi=110)
+    with atomic_output(CURVE_PNG) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
