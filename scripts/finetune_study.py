@@ -299,6 +299,23 @@ ALONE_RUNS = [(n, seed) for seed in (0, 1) for n in ZOO_NETS if (n, seed) != (TE
 ALONE_CARRIED = ("config.json", "model.safetensors", "log.csv", "log.json", "metrics.json")  # metrics: written last
 
 
+STEP4_CARRIED_AT = "27adbdc226ba29ac8631c65d39df589d04bd9686"  # the last commit that holds step 4's runs
+
+
+def step4_choice(name: str, label: str, into: Path) -> Path:
+    """Step 4's chosen weights of ``name`` (``label``: today, seed0 or seed1), its run restored from git: the runs
+    left the tree when step 4 ended."""
+    if label == "today":
+        return ROOT / "zoo" / "pretrained" / name
+    into.mkdir(parents=True, exist_ok=True)
+    for file in ("config.json", "model.safetensors"):
+        spec = f"{STEP4_CARRIED_AT}:{CARRY.relative_to(ROOT)}/{name}_zoo_{label.replace('seed', 's')}/{file}"
+        (into / file).write_bytes(
+            subprocess.run(["git", "show", spec], cwd=ROOT, capture_output=True, check=True).stdout
+        )
+    return into
+
+
 def step7() -> dict:
     """Step 7's runs in order (seed 0 of each specialized arch, then the seed-1 runs), each through ``make
     fmnist-train-alone`` in resumable chunks; a finished run keeps only its weights and logs, for git. Once every run
@@ -335,6 +352,16 @@ def step7() -> dict:
             net = right[name, 0]
             gap = round(100 * float(net.mean() - base.mean()), 2)
             figures[name]["vs_baseline"] = {"points": gap, "mcnemar": mcnemar(base, net)}
+    step4 = json.loads(RESULTS.read_text())["zoo"]["zoo"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ZOO_NETS:  # the protocol's last figure: each net's choice against step 4's
+            folder = step4_choice(name, step4[name]["chosen"], Path(tmp) / name)
+            before, now = (
+                test_answers(load_for_eval(str(folder))[0], None),
+                right[name, int(figures[name]["chosen"][-1])],
+            )
+            gap = round(100 * float(now.mean() - before.mean()), 2)
+            figures[name]["vs_step4"] = {"step4": step4[name]["chosen"], "points": gap, "mcnemar": mcnemar(before, now)}
     return {"step": "step7", "runs": {f"{n}_s{s}": str(f.relative_to(ROOT)) for (n, s), f in folders.items()},
             "alone": figures}  # fmt: skip
 

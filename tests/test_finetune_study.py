@@ -121,3 +121,27 @@ def test_step7_bundle_refuses_to_run_before_step7_has_finished(tmp_path: Path, m
     monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("ran something"))
     with pytest.raises(SystemExit, match="step 7 has not finished"):
         study.step7_bundle()
+
+
+def test_step4s_choice_comes_back_from_git_as_it_was_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    study = _study()
+    repo = tmp_path / "repo"
+    run = repo / "checkpoints" / "finetune_zoo" / "net_zoo_s1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"arch": 1}')
+    (run / "model.safetensors").write_bytes(bytes(range(256)) * 4)  # binary: no text conversion on the way
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "step 4"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([*git, "rm", "-rq", "checkpoints"], check=True)  # step 4 ended: its runs left the tree
+    monkeypatch.setattr(study, "ROOT", repo)
+    monkeypatch.setattr(study, "CARRY", repo / "checkpoints" / "finetune_zoo")
+    monkeypatch.setattr(study, "STEP4_CARRIED_AT", commit)
+    folder = study.step4_choice("net", "seed1", tmp_path / "out")
+    assert (folder / "model.safetensors").read_bytes() == bytes(range(256)) * 4
+    assert (folder / "config.json").read_text() == '{"arch": 1}'
+    assert study.step4_choice("net", "today", tmp_path / "x") == repo / "zoo" / "pretrained" / "net"
