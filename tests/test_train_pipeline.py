@@ -213,6 +213,41 @@ def test_bundle_script_refuses_bad_input_before_measuring(
     assert not (ROOT / "zoo" / "pretrained" / "net").exists()
 
 
+def test_bundle_merges_metrics_from_a_file_over_the_runs_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step 7 of docs/finetune.md bundles a run with its seeds record and its arch's provenance this way; the
+    measuring commands are stood in for (their own tests run them)."""
+    from zoo.registry import build_network, spec_from_dict
+    from zoo.weights import read_config, save_pretrained
+
+    b = _script("bundle_fmnist")
+    spec = spec_from_dict({"format": "proxyless-arch/1", "name": "t", "blocks": ["mb1_k3_s1_c8"], "in_chans": 1})
+    meta = {"dataset": "fashion-mnist", "input_size": [1, 28, 28], "mean": [0.3], "std": [0.4], "source": "trained"}
+    meta |= {"categories": [str(i) for i in range(10)], "metrics": {"top1": 0.5, "source": "val"}}
+    save_pretrained(build_network(spec), tmp_path / "run", meta)
+
+    def measured(*cmd: str) -> dict:
+        if "bench" in cmd:
+            report = Path(cmd[cmd.index("--out") + 1]) / "report.json"
+            report.parent.mkdir(parents=True)
+            rows = [{"runtime": r, "p50_ms": 0.5} for r in ("torch", "onnxruntime")]
+            report.write_text(json.dumps({"results": rows}))
+        return {"top1": 0.9, "top5": 0.99, "n": 10000, "total": 1.0}
+
+    monkeypatch.setattr(b, "last_json", measured)
+    extra = {"protocol": {"seeds": [0, 1], "bundled_seed": 0}, "specialized": {"subnet": "d2331"}, "top5": 0.5}
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    args = ["run", "--metrics-from", "extra.json", "--dest", "out"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bundle_fmnist.py", "net", *args])
+    assert b.main() == 0, capsys.readouterr().err
+    metrics = read_config(tmp_path / "out")["metadata"]["metrics"]
+    assert metrics["protocol"] == extra["protocol"] and metrics["specialized"] == extra["specialized"]
+    assert metrics["top5"] == 0.5 and metrics["top1"] == 0.9  # the file's word is the last
+    assert metrics["latency_ms"]["cpu_onnxruntime_b1"] == 0.5
+
+
 def test_last_json_says_which_command_printed_no_json_line() -> None:
     b = _script("bundle_fmnist")
     assert b.last_json("-c", "print('working'); print('{\"a\": 1}')") == {"a": 1}
