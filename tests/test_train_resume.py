@@ -248,3 +248,28 @@ def test_a_full_folder_or_a_flipped_byte_is_one_line_and_the_last_good_checkpoin
     assert search_main([*command, "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {ckpt}: sha256 ") and "does not match" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "nan", "--lr must be finite and > 0, got nan"),  # trained 60 epochs at loss nan, then "finished"
+        ("--lr", "inf", "--lr must be finite and > 0, got inf"),
+        ("--warmup-epochs", "-1", "--warmup-epochs must be finite and >= 0, got -1.0"),
+        ("--momentum", "1", "--momentum must be finite and in [0, 1), got 1.0"),
+        ("--wd", "-1e-4", "--wd must be finite and >= 0, got -0.0001"),
+        ("--label-smoothing", "1", "--label-smoothing must be finite and in [0, 1), got 1.0"),
+    ],
+)
+def test_a_bad_optimizer_setting_is_one_line_before_any_data_is_read(
+    flag: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the data was read: the setting was not refused")
+
+    monkeypatch.setattr("search.training.train.build_train_data", never)
+    out = tmp_path / "run"
+    args = ["train", "--arch", "uniform:fmnist:k3e6", "--dataset", "synthetic", "--out", str(out), f"{flag}={value}"]
+    assert search_main(args) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not out.exists()

@@ -38,7 +38,15 @@ from search.training import distributed as dist
 from search.training.data import Augment, build_train_data
 from search.training.distributed import allreduce_mean_, mix_seed
 from search.training.loop import EpochLoop, TrainError
-from search.training.recipe import EMA, distillation_loss, load_teacher, lr_factor, param_groups, soft_cross_entropy
+from search.training.recipe import (
+    EMA,
+    check_optimizer,
+    distillation_loss,
+    load_teacher,
+    lr_factor,
+    param_groups,
+    soft_cross_entropy,
+)
 from search.training.train import train_command
 from zoo.datasets import get_dataset
 from zoo.files import atomic_write
@@ -128,8 +136,9 @@ class ElasticTrainConfig:
 
     def validate(self) -> None:
         get_dataset(self.dataset)  # one line naming the known ones if unknown
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
-            raise TrainError("epochs, batch size and eval-every must be >= 1, lr > 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise TrainError("epochs, batch size and eval-every must be >= 1")
+        check_optimizer(self)
         if self.random_subnets < 0 or self.val_size < 1 or self.calib_images < 1:
             raise TrainError("random-subnets must be >= 0, val-size and calib-images >= 1")
         if not 0 <= self.ema < 1:

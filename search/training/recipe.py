@@ -1,11 +1,12 @@
 """The pieces of the training recipe that every trainer shares (a plain net, the elastic supernet, a fine-tune):
-which parameters decay, the per-step lr factor (linear warm-up, cosine), an EMA of the weights, and the
-distillation loss with its frozen teacher.
+the optimizer settings' bounds, which parameters decay, the per-step lr factor (linear warm-up, cosine), an EMA of
+the weights, and the distillation loss with its frozen teacher.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -43,6 +44,22 @@ def load_teacher(source: str, classes: int, device: torch.device | str = "cpu") 
     if info.num_classes != classes:
         raise TrainError(f"teacher {source} has {info.num_classes} classes, the data has {classes}")
     return model.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+def check_optimizer(config: Any) -> None:
+    """The SGD and schedule settings every trainer shares, checked before any data is read: a NaN lr, a negative
+    warm-up or a momentum of 1 would train to the end and write a net that learned nothing (or diverged)."""
+    c = config
+    bounds = [
+        ("--lr", c.lr, c.lr > 0, "> 0"),
+        ("--warmup-epochs", c.warmup_epochs, c.warmup_epochs >= 0, ">= 0"),
+        ("--wd", c.wd, c.wd >= 0, ">= 0"),
+        ("--momentum", c.momentum, 0 <= c.momentum < 1, "in [0, 1)"),
+        ("--label-smoothing", c.label_smoothing, 0 <= c.label_smoothing < 1, "in [0, 1)"),
+    ]
+    for flag, value, ok, wanted in bounds:
+        if not (ok and math.isfinite(value)):
+            raise TrainError(f"{flag} must be finite and {wanted}, got {value}")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
