@@ -4,6 +4,7 @@ touch nothing but alpha (weights, BN statistics and the weight optimizer stay bi
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,24 @@ def test_no_alpha_step_in_the_first_search_epoch(tmp_path: Path) -> None:
 def test_skipping_every_search_epoch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--arch-skip-epochs must be >= 0 and below --epochs"):
         _search(tmp_path, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"lr": math.nan}, "--lr must be finite, got nan"),
+        ({"arch_lr": math.inf}, "--arch-lr must be finite, got inf"),
+        ({"ratio_beta": math.nan}, "--ratio-beta must be finite, got nan"),
+        ({"warmup_lr": 0.0}, "--lr, --warmup-lr and --arch-lr must be > 0"),
+        ({"momentum": 1.0}, "--momentum, --label-smoothing and --rl-baseline-decay must be in [0, 1)"),
+    ],
+)
+def test_a_non_finite_or_out_of_range_setting_is_refused_before_any_work(
+    tmp_path: Path, setting: dict, message: str
+) -> None:
+    cfg = SearchConfig(out=str(tmp_path / "s"), target="flops", target_latency=15.0, **setting)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        cfg.validate()
 
 
 def test_supernet_weights_start_he_fout() -> None:

@@ -4,8 +4,9 @@ them, kept apart from the loop so that the CLI, the loop and the scripts that re
 
 from __future__ import annotations
 
+import math
 import shlex
-from dataclasses import MISSING, dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,14 @@ class SearchConfig:
                 raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.epochs < 0:
             raise SearchError("--epochs / --warmup-epochs must be >= 0")
+        for f in fields(self):  # a NaN or inf setting would run the whole search and derive from garbage
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SearchError(f"--{f.name.replace('_', '-')} must be finite, got {value}")
+        if min(self.lr, self.warmup_lr, self.arch_lr) <= 0 or min(self.weight_decay, self.alpha_init_std) < 0:
+            raise SearchError("--lr, --warmup-lr and --arch-lr must be > 0, --weight-decay and --alpha-init-std >= 0")
+        if not (0 <= self.momentum < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.rl_baseline_decay < 1):
+            raise SearchError("--momentum, --label-smoothing and --rl-baseline-decay must be in [0, 1)")
         if self.init_from and self.init_elastic:
             raise SearchError("--init-from and --init-elastic both set the starting weights: pass one")
         if self.algo is not None and self.val_batch_size > self.val_size:
