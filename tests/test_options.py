@@ -147,3 +147,12 @@ def test_every_subcommand_of_every_cli_declares_its_options_through_dataclasses(
         if re.search(r"\.add_argument\(", line)
     ]
     assert not found, found
+
+
+def test_non_finite_names_the_first_nan_or_inf_option_by_its_flag():
+    from zoo.options import non_finite
+
+    assert non_finite(Config()) is None
+    assert non_finite(Config(ratio=float("nan"))) == "--ratio must be finite, got nan"
+    assert non_finite(Config(ratio=float("-inf"))) == "--ratio must be finite, got -inf"
+    assert non_finite(dataclasses.replace(Config(), internal=float("nan"))) is None  # not an option: not the user's

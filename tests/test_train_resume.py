@@ -253,12 +253,13 @@ def test_a_full_folder_or_a_flipped_byte_is_one_line_and_the_last_good_checkpoin
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--lr", "nan", "--lr must be finite and > 0, got nan"),  # trained 60 epochs at loss nan, then "finished"
-        ("--lr", "inf", "--lr must be finite and > 0, got inf"),
-        ("--warmup-epochs", "-1", "--warmup-epochs must be finite and >= 0, got -1.0"),
-        ("--momentum", "1", "--momentum must be finite and in [0, 1), got 1.0"),
-        ("--wd", "-1e-4", "--wd must be finite and >= 0, got -0.0001"),
-        ("--label-smoothing", "1", "--label-smoothing must be finite and in [0, 1), got 1.0"),
+        ("--lr", "nan", "--lr must be finite, got nan"),  # trained 60 epochs at loss nan, then "finished"
+        ("--kd-weight", "inf", "--kd-weight must be finite, got inf"),
+        ("--lr", "-0.1", "--lr must be > 0, got -0.1"),
+        ("--warmup-epochs", "-1", "--warmup-epochs must be >= 0, got -1.0"),
+        ("--momentum", "1", "--momentum must be in [0, 1), got 1.0"),
+        ("--wd", "-1e-4", "--wd must be >= 0, got -0.0001"),
+        ("--label-smoothing", "1", "--label-smoothing must be in [0, 1), got 1.0"),
     ],
 )
 def test_a_bad_optimizer_setting_is_one_line_before_any_data_is_read(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -142,6 +143,16 @@ def _kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
         kwargs["type"] = item or hint
         kwargs["choices"] = choices() if callable(choices) else choices
     return kwargs
+
+
+def non_finite(config: Any) -> str | None:
+    """A refusal naming ``config``'s first float option that is NaN or infinite, or None: argparse takes "nan" for a
+    float, and such a setting would run a whole training or search on garbage."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and f.metadata.get("help"):
+            return f"{_flags(f)[0]} must be finite, got {value}"
+    return None
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:

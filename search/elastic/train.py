@@ -40,7 +40,7 @@ from search.training.distributed import allreduce_mean_, mix_seed
 from search.training.loop import EpochLoop, TrainError
 from search.training.recipe import (
     EMA,
-    check_optimizer,
+    check_settings,
     distillation_loss,
     load_teacher,
     lr_factor,
@@ -138,7 +138,7 @@ class ElasticTrainConfig:
         get_dataset(self.dataset)  # one line naming the known ones if unknown
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise TrainError("epochs, batch size and eval-every must be >= 1")
-        check_optimizer(self)
+        check_settings(self)
         if self.random_subnets < 0 or self.val_size < 1 or self.calib_images < 1:
             raise TrainError("random-subnets must be >= 0, val-size and calib-images >= 1")
         if not 0 <= self.ema < 1:

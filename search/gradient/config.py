@@ -4,9 +4,8 @@ them, kept apart from the loop so that the CLI, the loop and the scripts that re
 
 from __future__ import annotations
 
-import math
 import shlex
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from search.gradient.gates import GRAD_MODES
 from search.gradient.objective import LOSSES
 from search.latency.predict import TARGETS
 from search.space import get_space
-from zoo.options import option
+from zoo.options import non_finite, option
 
 ALGOS = ("grad", "rl")
 WARMUP_EPOCHS = 5
@@ -107,10 +106,8 @@ class SearchConfig:
                 raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.epochs < 0:
             raise SearchError("--epochs / --warmup-epochs must be >= 0")
-        for f in fields(self):  # a NaN or inf setting would run the whole search and derive from garbage
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise SearchError(f"--{f.name.replace('_', '-')} must be finite, got {value}")
+        if refusal := non_finite(self):
+            raise SearchError(refusal)
         if min(self.lr, self.warmup_lr, self.arch_lr) <= 0 or min(self.weight_decay, self.alpha_init_std) < 0:
             raise SearchError("--lr, --warmup-lr and --arch-lr must be > 0, --weight-decay and --alpha-init-std >= 0")
         if not (0 <= self.momentum < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.rl_baseline_decay < 1):

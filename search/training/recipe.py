@@ -1,12 +1,11 @@
 """The pieces of the training recipe that every trainer shares (a plain net, the elastic supernet, a fine-tune):
-the optimizer settings' bounds, which parameters decay, the per-step lr factor (linear warm-up, cosine), an EMA of
+the settings' bounds, which parameters decay, the per-step lr factor (linear warm-up, cosine), an EMA of
 the weights, and the distillation loss with its frozen teacher.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 from search.training.loop import TrainError
 from search.training.schedule import cosine
 from zoo.evaluate import load_for_eval
+from zoo.options import non_finite
 
 
 def param_groups(model: nn.Module, wd: float) -> list[dict[str, Any]]:
@@ -46,9 +46,12 @@ def load_teacher(source: str, classes: int, device: torch.device | str = "cpu") 
     return model.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
-def check_optimizer(config: Any) -> None:
-    """The SGD and schedule settings every trainer shares, checked before any data is read: a NaN lr, a negative
-    warm-up or a momentum of 1 would train to the end and write a net that learned nothing (or diverged)."""
+def check_settings(config: Any) -> None:
+    """The float settings of a trainer's config, checked before any data is read: each finite, and the SGD and
+    schedule ones in range (every trainer has them). A NaN lr, a negative warm-up or a momentum of 1 would train
+    to the end and write a net that learned nothing."""
+    if refusal := non_finite(config):
+        raise TrainError(refusal)
     c = config
     bounds = [
         ("--lr", c.lr, c.lr > 0, "> 0"),
@@ -58,8 +61,8 @@ def check_optimizer(config: Any) -> None:
         ("--label-smoothing", c.label_smoothing, 0 <= c.label_smoothing < 1, "in [0, 1)"),
     ]
     for flag, value, ok, wanted in bounds:
-        if not (ok and math.isfinite(value)):
-            raise TrainError(f"{flag} must be finite and {wanted}, got {value}")
+        if not ok:
+            raise TrainError(f"{flag} must be {wanted}, got {value}")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -30,7 +30,7 @@ from search.space import get_space
 from search.training import distributed as dist
 from search.training.data import Augment, TrainData, build_train_data
 from search.training.loop import EpochLoop, TrainError
-from search.training.recipe import EMA, check_optimizer, distillation_loss, load_teacher, lr_factor, param_groups
+from search.training.recipe import EMA, check_settings, distillation_loss, load_teacher, lr_factor, param_groups
 from zoo.arch import ArchError, ArchSpec
 from zoo.datasets import dataset_names, get_dataset
 from zoo.evaluate import EvalResult, accumulate, summarize
@@ -207,7 +207,7 @@ class Trainer(EpochLoop):
             raise TrainError(f"unknown dataset {c.dataset!r}; known: {', '.join(dataset_names())}")
         if c.epochs < 1 or c.batch_size < 1 or c.eval_every < 1:
             raise TrainError("epochs, batch size, eval-every must be >= 1")
-        check_optimizer(c)
+        check_settings(c)
         if not 0 <= c.ema < 1:
             raise TrainError(f"EMA decay must be in [0, 1) (0 = off), got {c.ema}")
         if c.amp not in (None, "bf16", "fp16"):
