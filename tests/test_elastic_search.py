@@ -232,6 +232,8 @@ def test_elastic_train_refuses_bad_input(tmp_path: Path, capsys) -> None:
     with pytest.raises(TrainError, match=r"^--warmup-epochs must be >= 0, got -0\.5$"):
         ElasticTrainConfig(out=str(tmp_path), warmup_epochs=-0.5).validate()  # step 6c runs it at 0: allowed
     ElasticTrainConfig(out=str(tmp_path), warmup_epochs=0).validate()
+    with pytest.raises(TrainError, match=r"^--kd-weight must be in \(0, 100\], got 0\.0$"):
+        ElasticTrainConfig(out=str(tmp_path), kd_weight=0.0).validate()
     assert search_main(["elastic-train", "--out", str(tmp_path), "--space", "nope"]) == 2
     assert "unknown elastic space" in capsys.readouterr().err
 

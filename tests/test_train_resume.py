@@ -260,6 +260,9 @@ def test_a_full_folder_or_a_flipped_byte_is_one_line_and_the_last_good_checkpoin
         ("--momentum", "1", "--momentum must be in [0, 1), got 1.0"),
         ("--wd", "-1e-4", "--wd must be >= 0, got -0.0001"),
         ("--label-smoothing", "1", "--label-smoothing must be in [0, 1), got 1.0"),
+        ("--kd-weight", "-1", "--kd-weight must be in (0, 100], got -1.0"),  # trained away from the teacher
+        ("--checkpoint-minutes", "0", "--checkpoint-minutes must be > 0, got 0.0"),  # a checkpoint every step
+        ("--time-limit", "0", "--time-limit must be > 0, got 0.0"),  # stopped after one step
     ],
 )
 def test_a_bad_optimizer_setting_is_one_line_before_any_data_is_read(

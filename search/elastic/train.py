@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
@@ -149,8 +148,6 @@ class ElasticTrainConfig:
             raise TrainError(f"--state-dtype must be float16, bfloat16 or float32, got {self.state_dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise TrainError(f"--threads must be >= 1, got {self.threads}")
-        if not (math.isfinite(self.kd_weight) and 0 < self.kd_weight <= 100):
-            raise TrainError(f"--kd-weight must be in (0, 100], got {self.kd_weight}")
 
 
 @dataclass(frozen=True)

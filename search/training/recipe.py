@@ -47,9 +47,10 @@ def load_teacher(source: str, classes: int, device: torch.device | str = "cpu") 
 
 
 def check_settings(config: Any) -> None:
-    """The float settings of a trainer's config, checked before any data is read: each finite, and the SGD and
-    schedule ones in range (every trainer has them). A NaN lr, a negative warm-up or a momentum of 1 would train
-    to the end and write a net that learned nothing."""
+    """The float settings of a trainer's config, checked before any data is read: each finite, and the SGD,
+    schedule, teacher and clock ones in range (every trainer has them). A NaN lr, a negative warm-up or a momentum
+    of 1 would train to the end and write a net that learned nothing; a negative kd-weight trains away from the
+    teacher; a checkpoint interval of 0 writes a checkpoint every step; a time limit of 0 stops after one."""
     if refusal := non_finite(config):
         raise TrainError(refusal)
     c = config
@@ -59,6 +60,9 @@ def check_settings(config: Any) -> None:
         ("--wd", c.wd, c.wd >= 0, ">= 0"),
         ("--momentum", c.momentum, 0 <= c.momentum < 1, "in [0, 1)"),
         ("--label-smoothing", c.label_smoothing, 0 <= c.label_smoothing < 1, "in [0, 1)"),
+        ("--kd-weight", c.kd_weight, 0 < c.kd_weight <= 100, "in (0, 100]"),
+        ("--checkpoint-minutes", c.checkpoint_minutes, c.checkpoint_minutes > 0, "> 0"),
+        ("--time-limit", c.time_limit_minutes, c.time_limit_minutes is None or c.time_limit_minutes > 0, "> 0"),
     ]
     for flag, value, ok, wanted in bounds:
         if not ok:
