@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.read_timeout > 0:
+    if not (math.isfinite(args.read_timeout) and args.read_timeout > 0):  # inf: a silent client holds its slot
         print(f"error: --read-timeout must be a positive number of seconds, got {args.read_timeout}", file=sys.stderr)
         return 2
     for key, value in SERVER_ENV.items():

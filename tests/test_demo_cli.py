@@ -1,5 +1,6 @@
 """``proxyless demo``'s first start (issue 40): progress on stderr while it loads, ``--no-progress``, and
-``make demo PORT=N``. The server itself is not started: ``demo.app.serve`` is replaced."""
+``make demo PORT=N``, and a bad setting refused in one line before anything loads. The server itself is not
+started: ``demo.app.serve`` is replaced."""
 
 from __future__ import annotations
 
@@ -66,3 +67,29 @@ def test_make_demo_takes_a_port_and_keeps_7860_by_default() -> None:
 
     assert command("PORT=8123").endswith("proxyless demo --port 8123")
     assert command().endswith("proxyless demo --port 7860")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--port", "0", "--port 0 is not a TCP port (1..65535)"),
+        ("--max-connections", "0", "--max-connections must be at least 1"),
+        ("--read-timeout", "0", "--read-timeout must be a positive number of seconds, got 0.0"),
+        ("--read-timeout", "nan", "--read-timeout must be a positive number of seconds, got nan"),
+        # inf turned the slow-client cut-off off: a client that never sends a request held its connection forever
+        ("--read-timeout", "inf", "--read-timeout must be a positive number of seconds, got inf"),
+    ],
+)
+def test_a_bad_server_setting_is_one_line_before_anything_loads(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import demo.app
+    from demo.cli import main
+
+    def never(*args: object) -> None:
+        raise AssertionError("the server started: the setting was not refused")
+
+    monkeypatch.setattr(demo.app, "serve", never)
+    assert main([flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
