@@ -7,6 +7,7 @@
     python scripts/finetune_study.py step6a    # the supernet continued 2 epochs: a teacher at 2 lrs, a control
     python scripts/finetune_study.py step7     # the bundled archs trained alone, 2 seeds (about 13 CPU-hours)
     python scripts/finetune_study.py step7-bundle  # step 7's choices into the zoo, then the tables again
+    python scripts/finetune_study.py step6c    # the supernet continued gently (lr 0.01, 0.02, no warm-up): a pilot
     python scripts/finetune_study.py step5     # the curve: fine-tune minutes against top-1, 3 nets, references
 
 Each arm is a ``proxyless search train --init`` run under ``runs/finetune/`` (checkpointed, ``--resume``d);
@@ -258,7 +259,7 @@ PILOT_LRS = (0.05, 0.2)
 CONTROL_LR = 0.05  # the chosen pilot lr, continued without a teacher: the teacher's share of the loss
 
 
-def continue_supernet(out: Path, lr: float, teacher: str | None) -> dict:
+def continue_supernet(out: Path, lr: float, teacher: str | None, warmup: float = 0.2) -> dict:
     """A 2-epoch continuation of the bundled supernet (run unless finished); its three val top-1s and their mean."""
     from search.elastic.store import BUNDLED
 
@@ -266,7 +267,7 @@ def continue_supernet(out: Path, lr: float, teacher: str | None) -> dict:
     if not (out / "metrics.json").is_file():
         cmd = [*PROXYLESS, "search", "elastic-train", "--init", str(BUNDLED / "fmnist")]
         cmd += ["--teacher", teacher] if teacher else []
-        cmd += ["--epochs", "2", "--warmup-epochs", "0.2", "--lr", str(lr), "--out", str(out), "--resume"]
+        cmd += ["--epochs", "2", "--warmup-epochs", str(warmup), "--lr", str(lr), "--out", str(out), "--resume"]
         subprocess.run([*cmd, "--no-progress"], check=True, cwd=ROOT)
     metrics = json.loads((out / "metrics.json").read_text())
     return {n: metrics[n] for n in names} | {"mean": round(sum(metrics[n] for n in names) / 3, 4)}
@@ -292,6 +293,37 @@ def step6a() -> dict:
         "control_no_teacher": {"lr": CONTROL_LR, **control},
         "continuation_helps": control["mean"] >= before,
     }
+
+
+GENTLE_LRS = (0.01, 0.02)  # step 6c's pilot: no re-warm-up, no teacher
+MARGIN = 0.001  # 0.1 points: what an arm's mean must gain, and the most its largest subnet may lose
+
+
+def gentle_choice(arms: dict[str, dict], bundled: dict) -> float | None:
+    """Step 6c's rule (fixed before its runs): the arms whose mean beats the bundled supernet's by ``MARGIN`` and
+    whose largest subnet loses at most ``MARGIN``; of those, the higher mean (within ``MARGIN``: the smaller lr)."""
+    passing = {
+        float(lr): a["mean"]
+        for lr, a in arms.items()
+        if round(a["mean"] - bundled["mean"], 4) >= MARGIN
+        and round(a["val_top1_largest"] - bundled["val_top1_largest"], 4) >= -MARGIN
+    }
+    if not passing:
+        return None
+    best = max(passing.values())
+    return min(lr for lr, mean in passing.items() if round(best - mean, 4) <= MARGIN)
+
+
+def step6c() -> dict:
+    """Step 6c's pilot: two gentler continuations of the bundled supernet, judged by ``gentle_choice``."""
+    from search.elastic.store import BUNDLED
+
+    recorded = json.loads((BUNDLED / "fmnist" / "supernet.json").read_text())["metadata"]["validation"]
+    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
+    bundled = {n: recorded[n] for n in names} | {"mean": round(sum(recorded[n] for n in names) / 3, 4)}
+    arms = {str(lr): continue_supernet(RUNS / f"supernet_gentle_lr{lr}", lr, None, warmup=0) for lr in GENTLE_LRS}
+    chosen = gentle_choice(arms, bundled)
+    return {"step": "step6c", "bundled": bundled, "arms": arms, "chosen_lr": chosen, "goes_on": chosen is not None}
 
 
 ALONE = ROOT / "checkpoints"  # make fmnist-train-alone's runs, committed while step 7 lasts
@@ -500,7 +532,7 @@ def plot_curve(points: dict[float, dict[int, dict]], references: dict[float, dic
 
 
 STEPS = {"step1": step1, "step2": step2, "step3": step3, "zoo": zoo, "step6a": step6a, "step7": step7}
-STEPS |= {"step7-bundle": step7_bundle, "step5": step5}
+STEPS |= {"step7-bundle": step7_bundle, "step5": step5, "step6c": step6c}
 
 
 def main() -> int:

@@ -145,3 +145,17 @@ def test_step4s_choice_comes_back_from_git_as_it_was_committed(tmp_path: Path, m
     assert (folder / "model.safetensors").read_bytes() == bytes(range(256)) * 4
     assert (folder / "config.json").read_text() == '{"arch": 1}'
     assert study.step4_choice("net", "today", tmp_path / "x") == repo / "zoo" / "pretrained" / "net"
+
+
+def test_step6cs_rule_wants_a_gain_of_the_mean_and_a_kept_largest_subnet_and_prefers_the_smaller_lr() -> None:
+    choose = _study().gentle_choice
+    bundled = {"val_top1_largest": 0.9434, "mean": 0.9349}
+
+    def arm(mean: float, largest: float) -> dict:
+        return {"mean": mean, "val_top1_largest": largest}
+
+    assert choose({"0.01": arm(0.9359, 0.9424), "0.02": arm(0.9358, 0.9500)}, bundled) == 0.01  # both at the edge
+    assert choose({"0.01": arm(0.9358, 0.9434)}, bundled) is None  # gains 0.09 points only
+    assert choose({"0.01": arm(0.9400, 0.9423)}, bundled) is None  # its largest subnet lost 0.11 points
+    assert choose({"0.01": arm(0.9360, 0.9434), "0.02": arm(0.9371, 0.9434)}, bundled) == 0.02  # 0.11 points higher
+    assert choose({"0.01": arm(0.9360, 0.9434), "0.02": arm(0.9370, 0.9434)}, bundled) == 0.01  # within 0.1: smaller
