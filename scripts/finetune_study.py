@@ -259,34 +259,44 @@ PILOT_LRS = (0.05, 0.2)
 CONTROL_LR = 0.05  # the chosen pilot lr, continued without a teacher: the teacher's share of the loss
 
 
-def continue_supernet(out: Path, lr: float, teacher: str | None, warmup: float = 0.2) -> dict:
-    """A 2-epoch continuation of the bundled supernet (run unless finished); its three val top-1s and their mean."""
+def three_vals(record: dict) -> dict:
+    """A supernet's three recorded val top-1s (largest, baseline, smallest subnet) and their mean: 6a's and 6c's
+    figure of merit."""
+    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
+    return {n: record[n] for n in names} | {"mean": round(sum(record[n] for n in names) / 3, 4)}
+
+
+def bundled_supernet() -> dict:
+    """``three_vals`` of the bundled supernet, as its ``supernet.json`` records them."""
     from search.elastic.store import BUNDLED
 
-    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
+    return three_vals(json.loads((BUNDLED / "fmnist" / "supernet.json").read_text())["metadata"]["validation"])
+
+
+def continue_supernet(out: Path, lr: float, teacher: str | None, warmup: float = 0.2) -> dict:
+    """A 2-epoch continuation of the bundled supernet (run unless finished): its ``three_vals``."""
+    from search.elastic.store import BUNDLED
+
     if not (out / "metrics.json").is_file():
         cmd = [*PROXYLESS, "search", "elastic-train", "--init", str(BUNDLED / "fmnist")]
         cmd += ["--teacher", teacher] if teacher else []
         cmd += ["--epochs", "2", "--warmup-epochs", str(warmup), "--lr", str(lr), "--out", str(out), "--resume"]
         subprocess.run([*cmd, "--no-progress"], check=True, cwd=ROOT)
-    metrics = json.loads((out / "metrics.json").read_text())
-    return {n: metrics[n] for n in names} | {"mean": round(sum(metrics[n] for n in names) / 3, 4)}
+    return three_vals(json.loads((out / "metrics.json").read_text()))
 
 
 def step6a() -> dict:
     """Two 2-epoch continuations of the bundled supernet with the baseline as teacher, one per peak lr, and the
     control without a teacher."""
-    from search.elastic.store import BUNDLED
-
-    bundled = json.loads((BUNDLED / "fmnist" / "supernet.json").read_text())["metadata"]["validation"]
+    bundled = bundled_supernet()
     arms = {str(lr): continue_supernet(RUNS / f"supernet_teacher_lr{lr}", lr, TEACHER) for lr in PILOT_LRS}
     control = continue_supernet(RUNS / f"supernet_noteacher_lr{CONTROL_LR}", CONTROL_LR, None)
     best = max(a["mean"] for a in arms.values())
     chosen = min((float(lr) for lr, a in arms.items() if a["mean"] >= best - 0.001))
-    before = round(sum(bundled[n] for n in control if n != "mean") / 3, 4)
+    before = bundled["mean"]
     return {
         "step": "step6a",
-        "bundled": {n: bundled[n] for n in control if n != "mean"} | {"mean": before},
+        "bundled": bundled,
         "arms": arms,
         "chosen_lr": chosen,
         "teacher_helps": best > before,
@@ -316,11 +326,7 @@ def gentle_choice(arms: dict[str, dict], bundled: dict) -> float | None:
 
 def step6c() -> dict:
     """Step 6c's pilot: two gentler continuations of the bundled supernet, judged by ``gentle_choice``."""
-    from search.elastic.store import BUNDLED
-
-    recorded = json.loads((BUNDLED / "fmnist" / "supernet.json").read_text())["metadata"]["validation"]
-    names = ("val_top1_largest", "val_top1_baseline", "val_top1_smallest")
-    bundled = {n: recorded[n] for n in names} | {"mean": round(sum(recorded[n] for n in names) / 3, 4)}
+    bundled = bundled_supernet()
     arms = {str(lr): continue_supernet(RUNS / f"supernet_gentle_lr{lr}", lr, None, warmup=0) for lr in GENTLE_LRS}
     chosen = gentle_choice(arms, bundled)
     return {"step": "step6c", "bundled": bundled, "arms": arms, "chosen_lr": chosen, "goes_on": chosen is not None}
